@@ -1,0 +1,3 @@
+from novulite.cli import main
+
+main()

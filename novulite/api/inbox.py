@@ -1,0 +1,309 @@
+"""Novu's Inbox REST API under /v1/inbox, as @novu/js calls it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from litestar import Request, Response, Router, get, patch, post
+from litestar.di import Provide
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from novulite import security
+from novulite.api.auth import InboxSubject, inbox_subject, issue_inbox_token, services_of
+from novulite.api.body import json_type, read_json_object
+from novulite.api.triggers_validation import validate_recipients
+from novulite.db.models import Message, Subscriber, Workflow
+from novulite.directory import EnvironmentInfo
+from novulite.engine.triggers import context_keys
+from novulite.errors import (
+    INVALID_FIELDS,
+    INVALID_QUERY,
+    INVALID_SUBSCRIBER_HASH,
+    NOTIFICATION_NOT_FOUND,
+    ApiError,
+    FieldError,
+)
+from novulite.messages import (
+    SEVERITIES,
+    context_key,
+    filter_conditions,
+    inbox_scope,
+    to_inbox,
+    unread_by_severity_query,
+    unread_counts,
+)
+from novulite.queues import COUNTS_CHANGED
+from novulite.services import Services
+from novulite.subscribers import upsert_subscriber
+
+MAX_LIMIT = 100
+BOOLEAN_KEYS = ("read", "archived", "seen", "snoozed")
+
+
+async def _environment_for_session(services: Services, body: dict[str, Any]) -> EnvironmentInfo:
+    identifier = body.get("applicationIdentifier")
+    environment = None
+    if isinstance(identifier, str) and identifier:
+        environment = await services.directory.environment_by_identifier(identifier)
+    if environment is None:
+        raise ApiError(
+            INVALID_FIELDS,
+            errors=[
+                FieldError(
+                    "applicationIdentifier",
+                    "is not a known application identifier; copy it from the first-start output",
+                    identifier,
+                )
+            ],
+        )
+    return environment
+
+
+def _session_recipient(body: dict[str, Any]) -> dict[str, Any]:
+    subscriber = body.get("subscriber", body.get("subscriberId"))
+    errors: list[FieldError] = []
+    recipients = validate_recipients(subscriber, errors)
+    if errors:
+        for error in errors:
+            field = error.field.replace("to", "subscriber", 1)
+            error_list = [FieldError(field, error.message, error.value)]
+            raise ApiError(INVALID_FIELDS, errors=error_list)
+    return recipients[0]
+
+
+def _upsert_for_session(
+    session: Session, environment_id: str, recipient: dict[str, Any], trusted: bool, now: Any
+) -> Subscriber:
+    existing = session.scalar(
+        select(Subscriber).where(
+            Subscriber.environment_id == environment_id,
+            Subscriber.subscriber_id == recipient["subscriberId"],
+        )
+    )
+    if existing is not None and not trusted:
+        # Without a verified hash anyone could rewrite the profile, so it only applies on creation.
+        return existing
+    return upsert_subscriber(session, environment_id, recipient, now)
+
+
+@post("/session", status_code=201)
+async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request)
+    body = await read_json_object(request)
+    environment = await _environment_for_session(services, body)
+    recipient = _session_recipient(body)
+    subscriber_id = recipient["subscriberId"]
+    hash_valid = security.verify_subscriber_hash(
+        environment.api_key, subscriber_id, body.get("subscriberHash")
+    )
+    if environment.hmac_required and not hash_valid:
+        raise ApiError(INVALID_SUBSCRIBER_HASH)
+    context = body.get("context")
+    if context is not None and not isinstance(context, dict):
+        raise ApiError(
+            INVALID_FIELDS,
+            errors=[FieldError("context", f"must be an object, got {json_type(context)}")],
+        )
+    # TODO: contextHash is not checked yet, so with HMAC on any context can be opened for a valid subscriber.
+    keys = context_keys(context)
+    now = services.clock.now()
+    async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
+        subscriber = await session.run_sync(_upsert_for_session, environment.id, recipient, hash_valid, now)
+    subject = InboxSubject(environment.id, subscriber.id, subscriber_id, context_key(keys))
+    counts = await _unread_counts(services, subject)
+    data = {
+        "token": issue_inbox_token(services, environment, subject),
+        "totalUnreadCount": counts["total"],
+        "unreadCount": counts,
+        "removeNovuBranding": True,
+        "maxSnoozeDurationHours": 0,
+        "isDevelopmentMode": False,
+        "contextKeys": keys,
+    }
+    return Response(content={"data": data}, status_code=201)
+
+
+async def _unread_counts(services: Services, subject: InboxSubject) -> dict[str, Any]:
+    async with services.reader.connect() as connection:
+        rows = (
+            await connection.execute(unread_by_severity_query(subject.subscriber_pk, subject.context))
+        ).all()
+    return unread_counts([(row[0], row[1]) for row in rows])
+
+
+def _parse_bool(raw: Any, field: str, errors: list[FieldError]) -> bool | None:
+    if isinstance(raw, bool):
+        return raw
+    if raw in ("true", "false"):
+        return raw == "true"
+    errors.append(FieldError(field, "must be true or false", raw))
+    return None
+
+
+def _parse_filter(raw: Any, field: str, errors: list[FieldError]) -> dict[str, Any]:
+    """Check one filter object and return it unchanged, so it can be echoed back."""
+    if not isinstance(raw, dict):
+        errors.append(FieldError(field, f"must be an object, got {json_type(raw)}"))
+        return {}
+    for key in BOOLEAN_KEYS:
+        if key in raw:
+            _parse_bool(raw[key], f"{field}.{key}", errors)
+    severity = raw.get("severity")
+    values = severity if isinstance(severity, list) else [] if severity is None else [severity]
+    for value in values:
+        if value not in SEVERITIES:
+            errors.append(FieldError(f"{field}.severity", f"must be one of {', '.join(SEVERITIES)}", value))
+    if raw.get("read") is False and raw.get("archived") is True:
+        errors.append(FieldError(field, "cannot ask for unread and archived at once; archiving marks read"))
+    return raw
+
+
+def _query_filter(request: Request[Any, Any, Any], errors: list[FieldError]) -> dict[str, Any]:
+    params = request.query_params
+    filter_: dict[str, Any] = {}
+    for key in BOOLEAN_KEYS:
+        if key in params:
+            value = _parse_bool(params.get(key), key, errors)
+            if value is not None:
+                filter_[key] = value
+    severities = params.getall("severity", []) + params.getall("severity[]", [])
+    if severities:
+        filter_["severity"] = severities if len(severities) > 1 else severities[0]
+    return _parse_filter(filter_, "filter", errors)
+
+
+def _limit(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
+    raw = request.query_params.get("limit", "10")
+    try:
+        limit = int(float(raw))
+    except ValueError:
+        errors.append(FieldError("limit", "must be a whole number", raw))
+        return 10
+    if not 1 <= limit <= MAX_LIMIT:
+        errors.append(FieldError("limit", f"must be between 1 and {MAX_LIMIT}", raw))
+    return limit
+
+
+@get("/notifications")
+async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubject) -> dict[str, Any]:
+    services = services_of(request)
+    errors: list[FieldError] = []
+    limit = _limit(request, errors)
+    filter_ = _query_filter(request, errors)
+    if errors:
+        raise ApiError(INVALID_QUERY, errors=errors)
+    conditions = [*inbox_scope(subject.subscriber_pk, subject.context), *filter_conditions(filter_)]
+    after = request.query_params.get("after")
+    if after:
+        conditions.append(Message.id < after)
+    async with AsyncSession(services.reader) as session:
+        messages = list(
+            await session.scalars(
+                select(Message).where(*conditions).order_by(Message.id.desc()).limit(limit + 1)
+            )
+        )
+        subscriber = await session.get_one(Subscriber, subject.subscriber_pk)
+        workflows = await _workflows(session, messages)
+    page = messages[:limit]
+    return {
+        "data": [to_inbox(message, subscriber, workflows[message.workflow_pk]) for message in page],
+        "hasMore": len(messages) > limit,
+        "filter": filter_,
+    }
+
+
+async def _workflows(session: AsyncSession, messages: list[Message]) -> dict[str, Workflow]:
+    pks = {message.workflow_pk for message in messages}
+    if not pks:
+        return {}
+    return {
+        workflow.id: workflow
+        for workflow in await session.scalars(select(Workflow).where(Workflow.id.in_(pks)))
+    }
+
+
+@get("/notifications/count")
+async def count_notifications(request: Request[Any, Any, Any], subject: InboxSubject) -> dict[str, Any]:
+    services = services_of(request)
+    raw = request.query_params.get("filters", "[]")
+    errors: list[FieldError] = []
+    try:
+        filters = json.loads(raw)
+    except ValueError:
+        raise ApiError(
+            INVALID_QUERY,
+            errors=[FieldError("filters", "must be a JSON array of filter objects", raw)],
+        ) from None
+    if not isinstance(filters, list):
+        filters = [filters]
+    checked = [_parse_filter(item, f"filters[{index}]", errors) for index, item in enumerate(filters)]
+    if errors:
+        raise ApiError(INVALID_QUERY, errors=errors)
+    results = []
+    async with services.reader.connect() as connection:
+        for filter_ in checked:
+            normalised = {
+                k: (v == "true" if isinstance(v, str) and k in BOOLEAN_KEYS else v)
+                for k, v in filter_.items()
+            }
+            count = await connection.scalar(
+                select(func.count()).where(
+                    *inbox_scope(subject.subscriber_pk, subject.context),
+                    *filter_conditions(normalised),
+                )
+            )
+            results.append({"count": count or 0, "filter": filter_})
+    return {"data": results}
+
+
+async def _mark(
+    request: Request[Any, Any, Any], subject: InboxSubject, message_id: str, read: bool
+) -> dict[str, Any]:
+    services = services_of(request)
+    now = services.clock.now()
+    values: dict[str, Any] = {"read": read, "read_at": now if read else None, "updated_at": now}
+    if read:
+        values["seen"] = True
+    scope = [Message.id == message_id, *inbox_scope(subject.subscriber_pk, subject.context)]
+    async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
+        message = await session.scalar(select(Message).where(*scope))
+        if message is None:
+            raise ApiError(NOTIFICATION_NOT_FOUND, notification_id=message_id)
+        changed = message.read != read
+        if changed:
+            await session.execute(update(Message).where(*scope, Message.read.is_(not read)).values(**values))
+            await session.refresh(message)
+    async with AsyncSession(services.reader) as session:
+        subscriber = await session.get_one(Subscriber, subject.subscriber_pk)
+        workflow = await session.get_one(Workflow, message.workflow_pk)
+    if changed:
+        await asyncio.to_thread(
+            services.queues.enqueue, COUNTS_CHANGED, subject.subscriber_pk, subject.context
+        )
+    return {"data": to_inbox(message, subscriber, workflow)}
+
+
+@patch("/notifications/{message_id:str}/read")
+async def mark_read(
+    request: Request[Any, Any, Any], subject: InboxSubject, message_id: str
+) -> dict[str, Any]:
+    return await _mark(request, subject, message_id, read=True)
+
+
+@patch("/notifications/{message_id:str}/unread")
+async def mark_unread(
+    request: Request[Any, Any, Any], subject: InboxSubject, message_id: str
+) -> dict[str, Any]:
+    return await _mark(request, subject, message_id, read=False)
+
+
+inbox_router = Router(
+    path="/v1/inbox",
+    route_handlers=[list_notifications, count_notifications, mark_read, mark_unread],
+    dependencies={"subject": Provide(inbox_subject)},
+)
+session_router = Router(path="/v1/inbox", route_handlers=[create_session])

@@ -1,0 +1,162 @@
+"""Build the Litestar application and the services it starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
+from litestar.config.csrf import CSRFConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from novulite import __version__
+from novulite.api.events import events_router
+from novulite.api.health import health_check
+from novulite.api.inbox import inbox_router, session_router
+from novulite.api.socket import inbox_socket
+from novulite.api.workflows import workflows_router
+from novulite.bootstrap import load_signing_key
+from novulite.clock import Clock, SystemClock
+from novulite.config import Settings
+from novulite.db.engine import create_async_engines, create_sync_engine
+from novulite.directory import Directory
+from novulite.engine.context import WorkerContext
+from novulite.engine.reconciler import Reconciler, reconcile
+from novulite.engine.tasks import register_tasks
+from novulite.errors import EXCEPTION_HANDLERS
+from novulite.intake import TriggerIntake
+from novulite.queues import Queues
+from novulite.realtime import Hub
+from novulite.resources import resource_dir
+from novulite.security import TokenSigner
+from novulite.services import Services
+from novulite.ui.pages import AdminLoginRequired, admin_router, login_redirect
+
+logger = logging.getLogger("novulite")
+
+# Seconds the queue consumers get to finish running tasks at shutdown.
+CONSUMER_STOP_SECONDS = 2.0
+
+
+@get("/", include_in_schema=False)
+async def root() -> Redirect:
+    return Redirect(path="/admin/", status_code=302)
+
+
+def build_services(settings: Settings, clock: Clock) -> Services:
+    sync_engine = create_sync_engine(settings.database_path)
+    reader, writer = create_async_engines(settings.database_path)
+    signing_key = load_signing_key(sync_engine)
+    queues = Queues(settings.queue_path, workers=settings.queue_workers)
+    hub = Hub()
+    worker = WorkerContext(
+        engine=sync_engine,
+        clock=clock,
+        queues=queues,
+        settings=settings,
+        publish=hub.publish_threadsafe,
+    )
+    register_tasks(worker)
+    return Services(
+        settings=settings,
+        clock=clock,
+        sync_engine=sync_engine,
+        reader=reader,
+        writer=writer,
+        queues=queues,
+        hub=hub,
+        intake=TriggerIntake(sync_engine, queues),
+        directory=Directory(reader),
+        inbox_tokens=TokenSigner(signing_key, "inbox-session"),
+        admin_sessions=TokenSigner(signing_key, "admin-session"),
+        csrf_secret=hmac.new(signing_key, b"csrf", hashlib.sha256).hexdigest(),
+        worker=worker,
+    )
+
+
+def _lifespan(services: Services) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services.hub.bind(asyncio.get_running_loop())
+        await services.intake.start()
+        # Work left by the previous run: re-queue it before consumers start, without a grace period.
+        await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
+        await asyncio.to_thread(services.queues.start)
+        reconciler = Reconciler(
+            services.worker,
+            services.settings.reconcile_interval_seconds,
+            services.settings.reconcile_grace_seconds,
+        )
+        reconciler.start()
+        settings = services.settings
+        logger.info(
+            "novulite %s listening on http://%s:%d, data directory %s, mode embedded "
+            "(SQLite job store and queues, in-process realtime)",
+            __version__,
+            settings.host,
+            settings.port,
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            logger.info("shutting down")
+            services.accepting = False
+            services.hub.finish_all()
+            await services.intake.stop()
+            reconciler.stop()
+            await asyncio.to_thread(services.queues.stop, CONSUMER_STOP_SECONDS)
+            await services.reader.dispose()
+            await services.writer.dispose()
+            services.sync_engine.dispose()
+            logger.info("stopped")
+
+    return lifespan
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
+    """Return the application; the database must already be prepared (bootstrap.prepare_database)."""
+    services = build_services(settings, clock or SystemClock())
+    handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
+    handlers[AdminLoginRequired] = login_redirect
+    app = Litestar(
+        route_handlers=[
+            root,
+            health_check,
+            events_router,
+            workflows_router,
+            session_router,
+            inbox_router,
+            inbox_socket,
+            admin_router,
+            create_static_files_router(path="/static", directories=[resource_dir("static")]),
+        ],
+        lifespan=[_lifespan(services)],
+        exception_handlers=handlers,
+        template_config=TemplateConfig(directory=resource_dir("templates"), engine=JinjaTemplateEngine),
+        csrf_config=CSRFConfig(
+            secret=services.csrf_secret,
+            cookie_httponly=True,
+            cookie_samesite="strict",
+            # Only the admin UI uses cookies; API calls authenticate with headers instead.
+            exclude=["^/v1/", "^/v2/", "^/ws"],
+        ),
+        cors_config=CORSConfig(allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], max_age=86400),
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        logging_config=None,
+        debug=False,
+    )
+    app.state.services = services
+    app.state.max_body_bytes = settings.max_body_bytes
+    return app

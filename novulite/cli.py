@@ -1,0 +1,158 @@
+"""The `novulite` command: a click group whose default command is `serve`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from novulite import __version__
+from novulite.config import Settings, default_data_dir
+
+logger = logging.getLogger("novulite")
+
+SECRET_VARIABLES = """\b
+First-start secrets, read from the environment only so they stay out of `ps`:
+  NOVULITE_API_KEY         secret API key of the Development environment
+  NOVULITE_APP_ID          its public application identifier
+  NOVULITE_ADMIN_PASSWORD  password of the admin user `admin`
+Each is generated when unset. Later starts ignore them.
+"""
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Huey logs every task at INFO, which costs throughput and buries novulite's own lines.
+    quiet = max(logging.WARNING, logging.getLevelName(level.upper()))
+    logging.getLogger("huey").setLevel(quiet)
+    logging.getLogger("alembic").setLevel(quiet)
+
+
+@click.group(invoke_without_command=True, context_settings={"auto_envvar_prefix": "NOVULITE"})
+@click.version_option(__version__, prog_name="novulite")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """novulite: a self-hosted notification server that speaks Novu's API.
+
+    Without a command, runs `serve` with its defaults.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve)
+
+
+def _print_first_start(secrets: Any, settings: Settings) -> None:
+    lines = [
+        "",
+        "novulite created a new database. Keep these values: they are shown only this once.",
+        f"  secret API key:          {secrets.api_key}",
+        f"  application identifier:  {secrets.app_identifier}",
+        "  admin user:              admin",
+        f"  admin password:          {secrets.admin_password}",
+        f"  admin UI:                http://{settings.host}:{settings.port}/admin/",
+        "",
+    ]
+    click.echo("\n".join(lines))
+
+
+@main.command(epilog=SECRET_VARIABLES)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="NOVULITE_HOST",
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    envvar="NOVULITE_PORT",
+    help="TCP port to listen on.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="NOVULITE_DATA_DIR",
+    help=f"Folder for the database and queue files. [default: {default_data_dir()}]",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    envvar="NOVULITE_LOG_LEVEL",
+    help="Lowest level of log lines to print.",
+)
+@click.option(
+    "--queue-workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="NOVULITE_QUEUE_WORKERS",
+    help="Worker threads per queue.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    envvar="NOVULITE_ACCESS_LOG",
+    help="Log every HTTP request.",
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    log_level: str,
+    queue_workers: int,
+    access_log: bool,
+) -> None:
+    """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
+    import uvicorn
+
+    from novulite.app import create_app
+    from novulite.bootstrap import prepare_database
+    from novulite.clock import SystemClock
+    from novulite.db.engine import create_sync_engine
+    from novulite.db.migrate import SchemaTooNewError
+
+    _configure_logging(log_level)
+    settings = Settings(
+        data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
+        host=host,
+        port=port,
+        log_level=log_level,
+        queue_workers=queue_workers,
+        initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
+        initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
+        initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
+    )
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
+    engine = create_sync_engine(settings.database_path)
+    try:
+        secrets = prepare_database(engine, settings, SystemClock())
+    except SchemaTooNewError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    if secrets is not None:
+        _print_first_start(secrets, settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=access_log,
+        timeout_graceful_shutdown=2,
+        lifespan="on",
+    )

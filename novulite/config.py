@@ -1,0 +1,47 @@
+"""Runtime settings for one novulite process."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import platformdirs
+
+
+def default_data_dir() -> Path:
+    """Return the per-user data folder, never the install location (pipx caches venvs)."""
+    return Path(platformdirs.user_data_dir("novulite", appauthor=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Settings resolved from flags and NOVULITE_* environment variables."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    # Secrets used only when the database is created; later starts ignore them.
+    initial_api_key: str | None = None
+    initial_app_id: str | None = None
+    initial_admin_password: str | None = None
+    # Worker threads per queue inside the server process.
+    queue_workers: int = 2
+    # Seconds a worker may hold a running job before another may take it over.
+    job_lease_seconds: float = 60.0
+    # Seconds between passes of the reconciler that re-queues due or abandoned work.
+    reconcile_interval_seconds: float = 5.0
+    # Seconds a queued row may wait before the reconciler assumes its queue entry was lost.
+    reconcile_grace_seconds: float = 30.0
+    # Seconds an inbox session token stays valid.
+    inbox_token_ttl_seconds: int = 15 * 24 * 3600
+    # Maximum accepted request body, in bytes.
+    max_body_bytes: int = 2 * 1024 * 1024
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "novulite.db"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queues.db"

@@ -1,0 +1,1 @@
+"""The job store: models, engines and migrations."""

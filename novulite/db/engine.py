@@ -1,0 +1,60 @@
+"""Engines for the SQLite job store.
+
+Writers begin with BEGIN IMMEDIATE so they take the write lock up front and wait on
+the busy timeout; a deferred transaction that reads first and writes later would
+instead fail at once with "database is locked" when another writer got there first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Turn off the driver's own transaction handling so the "begin" hook decides.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _configure(engine: Engine, begin_sql: str) -> None:
+    event.listen(engine, "connect", _set_pragmas)
+
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin_sql)
+
+    event.listen(engine, "begin", _begin)
+
+
+def sqlite_url(path: Path, driver: str) -> str:
+    return f"sqlite+{driver}:///{path}"
+
+
+def create_sync_engine(path: Path) -> Engine:
+    """Return the engine used by worker threads; every transaction is a writer."""
+    engine = create_engine(sqlite_url(path, "pysqlite"), pool_size=8, max_overflow=8)
+    _configure(engine, "BEGIN IMMEDIATE")
+    return engine
+
+
+def create_async_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
+    """Return (reader, writer) engines for request handlers.
+
+    The writer has one connection, so request writes queue in the process rather
+    than contend for SQLite's lock.
+    """
+    reader = create_async_engine(sqlite_url(path, "aiosqlite"), pool_size=4, max_overflow=4)
+    _configure(reader.sync_engine, "BEGIN")
+    writer = create_async_engine(sqlite_url(path, "aiosqlite"), pool_size=1, max_overflow=0)
+    _configure(writer.sync_engine, "BEGIN IMMEDIATE")
+    return reader, writer

@@ -1,0 +1,1 @@
+"""The workflow engine: what the queue consumers run."""

@@ -1,0 +1,25 @@
+"""What every queue task needs: the sync engine, the clock, the queues and the realtime publisher."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+
+from novulite.clock import Clock
+from novulite.config import Settings
+from novulite.queues import Queues
+
+# publish(subscriber_pk, context_key, frames): deliver frames to that subscriber's matching sockets.
+Publisher = Callable[[str, str, list[dict[str, Any]]], None]
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    engine: Engine
+    clock: Clock
+    queues: Queues
+    settings: Settings
+    publish: Publisher

@@ -1,0 +1,101 @@
+"""Re-queue work whose queue entry was lost: after a crash, a kill -9 or a restart.
+
+The job store is the source of truth. Anything it shows as due but unclaimed after
+a grace period, or as running under an expired lease, is enqueued again. Claims
+make a duplicate entry harmless: the second delivery finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from novulite.db.models import Job, Notification, TriggerEvent
+from novulite.engine.context import WorkerContext
+from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOB
+
+logger = logging.getLogger("novulite.worker")
+
+BATCH = 500
+
+
+def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:
+    """Enqueue every trigger, notification and job left behind; return how many were enqueued."""
+    now = ctx.clock.now()
+    cutoff = now - grace
+    with Session(ctx.engine) as session:
+        trigger_ids = list(
+            session.scalars(
+                select(TriggerEvent.id)
+                .where(
+                    TriggerEvent.status == "received",
+                    TriggerEvent.created_at <= cutoff,
+                    or_(TriggerEvent.retry_after.is_(None), TriggerEvent.retry_after <= now),
+                )
+                .limit(BATCH)
+            )
+        )
+        notification_ids = list(
+            session.scalars(
+                select(Notification.id)
+                .where(Notification.expansion == "pending", Notification.created_at <= cutoff)
+                .limit(BATCH)
+            )
+        )
+        job_ids = list(
+            session.scalars(
+                select(Job.id)
+                .where(
+                    or_(
+                        and_(Job.status == "queued", Job.run_at <= cutoff),
+                        and_(Job.status == "running", Job.lease_until < now),
+                    )
+                )
+                .limit(BATCH)
+            )
+        )
+    if trigger_ids:
+        ctx.queues.enqueue(HANDLE_TRIGGERS, trigger_ids)
+    if notification_ids:
+        ctx.queues.enqueue(EXPAND_NOTIFICATIONS, notification_ids)
+    for job_id in job_ids:
+        ctx.queues.enqueue(RUN_JOB, job_id)
+    total = len(trigger_ids) + len(notification_ids) + len(job_ids)
+    if total:
+        logger.info(
+            "re-queued %d triggers, %d notifications and %d jobs",
+            len(trigger_ids),
+            len(notification_ids),
+            len(job_ids),
+        )
+    return total
+
+
+class Reconciler:
+    """A thread that calls reconcile() every `interval` seconds until stopped."""
+
+    def __init__(self, ctx: WorkerContext, interval: float, grace: float) -> None:
+        self._ctx = ctx
+        self._interval = interval
+        self._grace = dt.timedelta(seconds=grace)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="novulite-reconciler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                reconcile(self._ctx, self._grace)
+            except Exception:
+                logger.exception("reconciler pass failed; the next pass retries")

@@ -1,0 +1,1 @@
+"""One module per step type; each exposes `run(StepContext) -> StepResult`."""

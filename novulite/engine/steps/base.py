@@ -1,0 +1,59 @@
+"""The contract between the job runner and a step type."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from novulite.db.models import Job, Notification, Subscriber, TriggerEvent, Workflow
+from novulite.subscribers import template_variables
+
+
+class PermanentStepError(Exception):
+    """A failure that a retry cannot fix, such as an unsupported step or invalid controls."""
+
+
+@dataclasses.dataclass
+class StepContext:
+    """Rows a step reads; `session` is inside the transaction that records the outcome."""
+
+    session: Session
+    job: Job
+    notification: Notification
+    trigger: TriggerEvent
+    subscriber: Subscriber
+    workflow: Workflow
+    now: dt.datetime
+
+    @property
+    def controls(self) -> dict[str, Any]:
+        return dict(self.job.step.get("controlValues") or {})
+
+    def template_variables(self) -> dict[str, Any]:
+        """Return the namespaces a Liquid template sees."""
+        return {
+            "payload": self.trigger.payload or {},
+            "subscriber": template_variables(self.subscriber),
+            "workflow": {
+                "identifier": self.workflow.workflow_id,
+                "name": self.workflow.name,
+                "description": self.workflow.description,
+                "tags": self.workflow.tags or [],
+                "severity": self.workflow.severity,
+            },
+            "context": self.trigger.context or {},
+            "actor": self.trigger.actor,
+            "steps": {},
+        }
+
+
+@dataclasses.dataclass
+class StepResult:
+    """A completed step: its output, execution details to log and tasks to enqueue after commit."""
+
+    output: dict[str, Any] | None = None
+    details: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    events: list[tuple[str, tuple[Any, ...]]] = dataclasses.field(default_factory=list)

@@ -1,0 +1,22 @@
+"""Identifiers in the 24-hex-digit form Novu's clients expect for `_id` fields."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+
+_process_random = os.urandom(5)
+_counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """Return a new id: 4 bytes of Unix seconds, 5 random bytes fixed per process, a 3-byte counter.
+
+    Ids from one process sort in creation order, which list cursors rely on.
+    """
+    with _lock:
+        count = next(_counter) & 0xFFFFFF
+    return (int(time.time()).to_bytes(4, "big") + _process_random + count.to_bytes(3, "big")).hex()

@@ -1,0 +1,99 @@
+"""Group commit for triggers: many concurrent requests share one SQLite transaction.
+
+A request hands its trigger row to the intake and waits. One writer thread takes
+every row waiting at that moment, inserts them in a single transaction, enqueues
+their ids for trigger-handler, and then releases the waiting requests. A request is
+answered only after its row is committed, so an acknowledged trigger survives a
+crash; rows pile up while a commit runs, so batches grow with load by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqlalchemy import Engine
+
+from novulite.db.dialect import insert
+from novulite.db.models import TriggerEvent
+from novulite.queues import HANDLE_TRIGGERS, Queues
+
+logger = logging.getLogger("novulite.api")
+
+MAX_BATCH = 500
+ENQUEUE_CHUNK = 100
+
+_Pending = tuple[dict[str, Any], "asyncio.Future[bool]"]
+
+
+class TriggerIntake:
+    def __init__(self, engine: Engine, queues: Queues) -> None:
+        self._engine = engine
+        self._queues = queues
+        self._waiting: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="novulite-intake")
+
+    async def start(self) -> None:
+        self._waiting = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(), name="novulite-intake")
+
+    async def submit(self, row: dict[str, Any]) -> bool:
+        """Store a trigger row durably; return False when its transactionId was already used."""
+        if self._waiting is None:
+            raise RuntimeError("the trigger intake is not running")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait((row, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Commit what is waiting, then stop the writer."""
+        if self._task is None or self._waiting is None:
+            return
+        while not self._waiting.empty():
+            await asyncio.sleep(0.01)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._executor.shutdown(wait=True)
+        self._task = None
+
+    async def _run(self) -> None:
+        assert self._waiting is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._waiting.get()]
+            while len(batch) < MAX_BATCH and not self._waiting.empty():
+                batch.append(self._waiting.get_nowait())
+            rows = [row for row, _ in batch]
+            try:
+                inserted = await asyncio.shield(loop.run_in_executor(self._executor, self._write, rows))
+            except Exception as exc:
+                logger.exception("storing %d triggers failed", len(rows))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for row, future in batch:
+                if not future.done():
+                    future.set_result(row["id"] in inserted)
+
+    def _write(self, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert rows, skipping repeated transaction ids, and enqueue the new ones."""
+        statement = (
+            insert(self._engine.dialect.name, TriggerEvent)
+            .on_conflict_do_nothing(index_elements=["environment_id", "transaction_id"])
+            .returning(TriggerEvent.id)
+        )
+        with self._engine.begin() as connection:
+            inserted = list(connection.execute(statement, rows).scalars())
+        try:
+            for start in range(0, len(inserted), ENQUEUE_CHUNK):
+                self._queues.enqueue(HANDLE_TRIGGERS, inserted[start : start + ENQUEUE_CHUNK])
+        except Exception:
+            # The rows are committed; the reconciler enqueues them after its grace period.
+            logger.exception("enqueueing %d stored triggers failed; the reconciler will retry", len(inserted))
+        return set(inserted)

@@ -1,0 +1,196 @@
+"""In-app messages as the inbox sees them: filters, unread counts and the two JSON shapes.
+
+The inbox REST API returns Novu's InboxNotification shape; realtime frames carry
+Novu's raw message entity, which @novu/js maps to the same shape itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, func, select, true
+from sqlalchemy.sql import Select
+
+from novulite.clock import isoformat
+from novulite.db.models import Message, Subscriber, Workflow
+from novulite.subscribers import to_inbox_recipient, to_raw
+
+SEVERITIES = ("high", "medium", "low", "none")
+# Filter keys the inbox accepts, each a boolean except severity and tags.
+BOOLEAN_FILTERS = {
+    "read": Message.read,
+    "archived": Message.archived,
+    "seen": Message.seen,
+}
+
+
+def context_key(keys: list[str] | tuple[str, ...]) -> str:
+    """Return the canonical form of a set of context keys: sorted, de-duplicated, comma-joined."""
+    return ",".join(sorted(set(keys)))
+
+
+def inbox_scope(subscriber_pk: str, context: str) -> list[ColumnElement[bool]]:
+    """Return the conditions every inbox query starts from: one subscriber, one exact context."""
+    return [
+        Message.subscriber_pk == subscriber_pk,
+        Message.context_key == context,
+        Message.channel == "in_app",
+    ]
+
+
+def filter_conditions(filter_: dict[str, Any]) -> list[ColumnElement[bool]]:
+    """Translate a validated inbox filter into SQL conditions."""
+    conditions: list[ColumnElement[bool]] = []
+    for key, column in BOOLEAN_FILTERS.items():
+        if key in filter_:
+            conditions.append(column.is_(true() if filter_[key] else false()))
+    if "snoozed" in filter_:
+        snoozed = Message.snoozed_until.is_not(None)
+        conditions.append(snoozed if filter_["snoozed"] else ~snoozed)
+    severity = filter_.get("severity")
+    if isinstance(severity, str):
+        conditions.append(Message.severity == severity)
+    elif isinstance(severity, list) and severity:
+        conditions.append(Message.severity.in_(severity))
+    return conditions
+
+
+def unread_conditions() -> list[ColumnElement[bool]]:
+    return [
+        Message.read.is_(false()),
+        Message.archived.is_(false()),
+        Message.snoozed_until.is_(None),
+    ]
+
+
+def unseen_conditions() -> list[ColumnElement[bool]]:
+    return [
+        Message.seen.is_(false()),
+        Message.archived.is_(false()),
+        Message.snoozed_until.is_(None),
+    ]
+
+
+def unread_by_severity_query(subscriber_pk: str, context: str) -> Select[str, int]:
+    return (
+        select(Message.severity, func.count())
+        .where(*inbox_scope(subscriber_pk, context), *unread_conditions())
+        .group_by(Message.severity)
+    )
+
+
+def unseen_count_query(subscriber_pk: str, context: str) -> Select[Any]:
+    return select(func.count()).where(*inbox_scope(subscriber_pk, context), *unseen_conditions())
+
+
+def unread_counts(rows: list[tuple[str, int]]) -> dict[str, Any]:
+    """Turn (severity, count) rows into `{total, severity: {high, medium, low, none}}`."""
+    by_severity = dict.fromkeys(SEVERITIES, 0)
+    for severity, count in rows:
+        by_severity[severity if severity in by_severity else "none"] += count
+    return {"total": sum(by_severity.values()), "severity": by_severity}
+
+
+def unread_frame(counts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event": "unread_count_changed",
+        "data": {"unreadCount": counts["total"], "counts": counts, "hasMore": False},
+    }
+
+
+def unseen_frame(unseen: int) -> dict[str, Any]:
+    return {"event": "unseen_count_changed", "data": {"unseenCount": unseen, "hasMore": False}}
+
+
+def _action(cta: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    action = cta.get("action") or {}
+    for button in action.get("buttons") or []:
+        if button.get("type") != kind:
+            continue
+        result: dict[str, Any] = {
+            "label": button.get("content", ""),
+            "isCompleted": action.get("status") == "done"
+            and (action.get("result") or {}).get("type") == kind,
+        }
+        if button.get("url"):
+            result["redirect"] = {"url": button["url"], "target": button.get("target", "_self")}
+        return result
+    return None
+
+
+def _workflow_summary(workflow: Workflow) -> dict[str, Any]:
+    return {
+        "id": workflow.id,
+        "identifier": workflow.workflow_id,
+        "name": workflow.name,
+        "critical": workflow.critical,
+        "tags": workflow.tags or [],
+        "severity": workflow.severity,
+    }
+
+
+def to_inbox(message: Message, subscriber: Subscriber, workflow: Workflow) -> dict[str, Any]:
+    """Return the InboxNotification JSON of a message."""
+    redirect = (message.cta or {}).get("data") or None
+    return {
+        "id": message.id,
+        "transactionId": message.transaction_id,
+        "subject": message.subject,
+        "body": message.content,
+        "to": to_inbox_recipient(subscriber),
+        "isRead": message.read,
+        "isSeen": message.seen,
+        "isArchived": message.archived,
+        "isSnoozed": message.snoozed_until is not None,
+        "snoozedUntil": isoformat(message.snoozed_until),
+        "deliveredAt": [isoformat(message.created_at)],
+        "createdAt": isoformat(message.created_at),
+        "readAt": isoformat(message.read_at),
+        "firstSeenAt": isoformat(message.seen_at),
+        "archivedAt": isoformat(message.archived_at),
+        "avatar": message.avatar,
+        "primaryAction": _action(message.cta or {}, "primary"),
+        "secondaryAction": _action(message.cta or {}, "secondary"),
+        "channelType": message.channel,
+        "tags": message.tags or [],
+        "data": message.data,
+        "redirect": redirect if redirect and redirect.get("url") else None,
+        "workflow": _workflow_summary(workflow),
+        "severity": message.severity,
+    }
+
+
+def to_raw_entity(message: Message, subscriber: Subscriber, workflow: Workflow) -> dict[str, Any]:
+    """Return Novu's raw message entity, as `notification_received` frames carry it."""
+    return {
+        "_id": message.id,
+        "_environmentId": message.environment_id,
+        "_notificationId": message.notification_id,
+        "_subscriberId": message.subscriber_pk,
+        "_templateId": message.workflow_pk,
+        "_jobId": message.job_id,
+        "transactionId": message.transaction_id,
+        "channel": message.channel,
+        "subject": message.subject,
+        "content": message.content,
+        "avatar": message.avatar,
+        # @novu/js reads cta.action without a null check, so cta is always an object.
+        "cta": message.cta or {},
+        "read": message.read,
+        "seen": message.seen,
+        "archived": message.archived,
+        "snoozedUntil": isoformat(message.snoozed_until),
+        "lastReadDate": isoformat(message.read_at),
+        "firstSeenDate": isoformat(message.seen_at),
+        "archivedAt": isoformat(message.archived_at),
+        "deliveredAt": [isoformat(message.created_at)],
+        "createdAt": isoformat(message.created_at),
+        "updatedAt": isoformat(message.updated_at),
+        "tags": message.tags or [],
+        "data": message.data,
+        "severity": message.severity,
+        "status": message.status,
+        "contextKeys": message.context_key.split(",") if message.context_key else [],
+        "workflow": _workflow_summary(workflow),
+        "subscriber": to_raw(subscriber),
+    }

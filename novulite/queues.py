@@ -1,0 +1,151 @@
+"""Huey queues, one instance per queue name, consumed by threads inside this process.
+
+Each queue lives in the same SQLite file (Huey keys its rows by queue name). Tasks
+carry ids only; the consumer reads everything else from the job store, so a lost
+queue entry is recovered by the reconciler from the job store's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from huey import SqliteHuey
+from huey.consumer import Consumer, Worker
+from huey.storage import SqliteStorage
+
+logger = logging.getLogger("novulite.queues")
+
+TRIGGER_HANDLER = "trigger-handler"
+PROCESS_SUBSCRIBER = "process-subscriber"
+STANDARD = "standard"
+WS_SOCKET = "ws_socket_queue"
+QUEUE_NAMES = (TRIGGER_HANDLER, PROCESS_SUBSCRIBER, STANDARD, WS_SOCKET)
+
+# Task names are stored in queue entries, so producers and consumers must agree on them.
+HANDLE_TRIGGERS = "handle_triggers"  # on trigger-handler, args: [trigger ids]
+EXPAND_NOTIFICATIONS = "expand_notifications"  # on process-subscriber, args: [notification ids]
+RUN_JOB = "run_job"  # on standard, args: job id
+MESSAGE_CREATED = "message_created"  # on ws_socket_queue, args: message id
+COUNTS_CHANGED = "counts_changed"  # on ws_socket_queue, args: subscriber pk, context key
+
+# Idle polling starts at 5 ms and backs off to 1 s. Enqueues from this process wake
+# the workers at once, so the back-off only delays work enqueued by other processes.
+POLL_INITIAL_SECONDS = 0.005
+POLL_MAX_SECONDS = 1.0
+
+
+class _Storage(SqliteStorage):
+    """Huey's SQLite storage with synchronous=NORMAL.
+
+    Under WAL this keeps every commit safe from a process crash without an fsync per
+    enqueue; a power loss may drop the newest entries, which the reconciler re-queues.
+    """
+
+    def _create_connection(self) -> Any:
+        conn = super()._create_connection()
+        conn.execute("pragma synchronous=1")
+        return conn
+
+
+class _Huey(SqliteHuey):
+    storage_class = _Storage
+
+
+class _WakeableWorker(Worker):
+    wakeup: threading.Event
+
+    def sleep(self) -> None:
+        self.delay: float = min(self.delay, self.max_delay)
+        if self.wakeup.wait(self.delay):
+            self.wakeup.clear()
+            self.delay = self.default_delay
+        else:
+            self.delay *= self.backoff
+
+
+class _EmbeddedConsumer(Consumer):
+    """A consumer that runs inside the server process and leaves signals to uvicorn."""
+
+    worker_class = _WakeableWorker
+
+    def __init__(self, huey: Any, wakeup: threading.Event, **kwargs: Any) -> None:
+        self._wakeup = wakeup
+        super().__init__(huey, **kwargs)
+
+    def _create_worker(self) -> Worker:
+        worker = super()._create_worker()
+        worker.wakeup = self._wakeup
+        return worker
+
+    def _set_signal_handlers(self) -> None:
+        # Huey would replace the server's SIGINT and SIGTERM handlers; uvicorn owns them.
+        pass
+
+
+class Queues:
+    """The four pipeline queues, their task registry and, once started, their consumers."""
+
+    def __init__(self, path: Path, workers: int = 2) -> None:
+        self._workers = workers
+        self._hueys = {
+            name: _Huey(name, filename=str(path), results=False, utc=True, timeout=15) for name in QUEUE_NAMES
+        }
+        self._wakeups = {name: threading.Event() for name in QUEUE_NAMES}
+        self._tasks: dict[str, Any] = {}
+        self._consumers: list[_EmbeddedConsumer] = []
+
+    def register(self, queue: str, name: str, function: Callable[..., None]) -> None:
+        """Register `function` as task `name` on `queue`; names must match across processes."""
+        self._tasks[name] = self._hueys[queue].task(name=name)(function)
+
+    def enqueue(self, name: str, *args: Any) -> None:
+        task = self._tasks[name]
+        task(*args)
+        self._wakeups[task.huey.name].set()
+
+    def schedule(self, name: str, delay_seconds: float, *args: Any) -> None:
+        """Enqueue task `name` to run after `delay_seconds`; Huey's scheduler thread releases it."""
+        self._tasks[name].schedule(args=args, delay=delay_seconds)
+
+    def pending_counts(self) -> dict[str, int]:
+        return {name: huey.pending_count() for name, huey in self._hueys.items()}
+
+    def start(self) -> None:
+        for name, huey in self._hueys.items():
+            consumer = _EmbeddedConsumer(
+                huey,
+                self._wakeups[name],
+                workers=self._workers,
+                periodic=False,
+                initial_delay=POLL_INITIAL_SECONDS,
+                max_delay=POLL_MAX_SECONDS,
+                check_worker_health=False,
+                worker_type="thread",
+            )
+            consumer.start()
+            self._consumers.append(consumer)
+        logger.info("started %d queue consumers with %d threads each", len(self._consumers), self._workers)
+
+    @property
+    def running(self) -> bool:
+        return bool(self._consumers)
+
+    def stop(self, timeout: float) -> None:
+        """Stop consuming and wait up to `timeout` seconds in all for running tasks to finish."""
+        for consumer in self._consumers:
+            consumer.stop_flag.set()
+        for event in self._wakeups.values():
+            event.set()
+        deadline = time.monotonic() + timeout
+        for consumer in self._consumers:
+            consumer.shutdown_timeout = max(deadline - time.monotonic(), 0.0)
+            consumer.stop(graceful=True)
+        self._consumers.clear()
+        for huey in self._hueys.values():
+            huey.storage.close()
+        logger.info("queue consumers stopped")

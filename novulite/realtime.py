@@ -1,0 +1,104 @@
+"""Realtime inbox delivery: a registry of open sockets and the `/ws` endpoint.
+
+Frames are JSON text `{"event": ..., "data": ...}`, the format of Novu's cloud
+socket, which @novu/js speaks when given `socketOptions: {socketType: "cloud"}`.
+A frame reaches a socket only when the socket's context keys equal the message's
+(an exact, order-free set match).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+logger = logging.getLogger("novulite.ws")
+
+# Frames a socket may have waiting before it counts as too slow and is closed.
+MAX_BACKLOG = 1000
+WS_CLOSE_POLICY_VIOLATION = 1008
+WS_CLOSE_GOING_AWAY = 1001
+WS_CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class SocketConnection:
+    """One open inbox socket and the frames waiting to be sent on it."""
+
+    def __init__(self, subscriber_pk: str, context: str) -> None:
+        self.subscriber_pk = subscriber_pk
+        self.context = context
+        self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_BACKLOG)
+        self.overflowed = False
+
+    def offer(self, text: str) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            # Closing beats silently dropping a frame: the client reconnects and refetches counts.
+            self.overflowed = True
+            logger.warning(
+                "socket of subscriber %s fell %d frames behind; closing it",
+                self.subscriber_pk,
+                MAX_BACKLOG,
+            )
+
+    def finish(self) -> None:
+        """Ask the sender to stop after the frames already queued."""
+        try:
+            self.outbox.put_nowait(None)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class Hub:
+    """Open sockets by subscriber; all methods but publish_threadsafe run on the event loop."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, set[SocketConnection]] = defaultdict(set)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(connections) for connections in self._sockets.values())
+
+    def add(self, connection: SocketConnection) -> None:
+        self._sockets[connection.subscriber_pk].add(connection)
+
+    def remove(self, connection: SocketConnection) -> None:
+        connections = self._sockets.get(connection.subscriber_pk)
+        if connections is None:
+            return
+        connections.discard(connection)
+        if not connections:
+            del self._sockets[connection.subscriber_pk]
+
+    def publish_threadsafe(self, subscriber_pk: str, context: str, frames: list[dict[str, Any]]) -> None:
+        """Deliver frames from any thread; a no-op when the loop is gone (the server is stopping)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self.deliver, subscriber_pk, context, frames)
+        except RuntimeError:
+            logger.debug("event loop closed; dropped frames for subscriber %s", subscriber_pk)
+
+    def deliver(self, subscriber_pk: str, context: str, frames: list[dict[str, Any]]) -> None:
+        connections = [c for c in self._sockets.get(subscriber_pk, ()) if c.context == context]
+        if not connections:
+            return
+        texts = [json.dumps(frame, separators=(",", ":")) for frame in frames]
+        for connection in connections:
+            for text in texts:
+                connection.offer(text)
+
+    def finish_all(self) -> None:
+        for connections in self._sockets.values():
+            for connection in connections:
+                connection.finish()

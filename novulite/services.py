@@ -1,0 +1,35 @@
+"""The long-lived parts of one server process, shared by request handlers and tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from novulite.clock import Clock
+from novulite.config import Settings
+from novulite.directory import Directory
+from novulite.engine.context import WorkerContext
+from novulite.intake import TriggerIntake
+from novulite.queues import Queues
+from novulite.realtime import Hub
+from novulite.security import TokenSigner
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    sync_engine: Engine
+    reader: AsyncEngine
+    writer: AsyncEngine
+    queues: Queues
+    hub: Hub
+    intake: TriggerIntake
+    directory: Directory
+    inbox_tokens: TokenSigner
+    admin_sessions: TokenSigner
+    csrf_secret: str
+    worker: WorkerContext
+    accepting: bool = True

@@ -1,0 +1,192 @@
+"""Admin pages: sign in and out, dashboard, workflows, failed jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from litestar import Request, Response, Router, get, post
+from litestar.datastructures import Cookie
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect, Template
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from novulite import security
+from novulite.api.auth import services_of
+from novulite.db.models import AdminUser, Job, Notification, Step, Subscriber, Workflow
+
+logger = logging.getLogger("novulite.ui")
+
+SESSION_COOKIE = "novulite_admin"
+SESSION_SECONDS = 12 * 3600
+PAGE_SIZE = 50
+
+
+class AdminLoginRequired(Exception):
+    """Raised by pages that need a signed-in admin; the app answers with a redirect to sign in."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def login_redirect(request: Request[Any, Any, Any], exc: AdminLoginRequired) -> Response[Any]:
+    return Redirect(path=f"/admin/login?next={quote(exc.next_path)}", status_code=303)
+
+
+async def current_admin(request: Request[Any, Any, Any]) -> str:
+    """Return the signed-in admin's username, or raise AdminLoginRequired."""
+    services = services_of(request)
+    token = request.cookies.get(SESSION_COOKIE)
+    claims = services.admin_sessions.verify(token) if token else None
+    if claims is None:
+        raise AdminLoginRequired(request.url.path)
+    return str(claims["user"])
+
+
+def _safe_next(next_path: str | None) -> str:
+    # Only same-site paths, so the sign-in form cannot redirect to another host.
+    if next_path and next_path.startswith("/admin") and not next_path.startswith("//"):
+        return next_path
+    return "/admin/"
+
+
+@get("/login", name="admin-login")
+async def login_page(next: str | None = None) -> Template:
+    return Template("admin/login.html", context={"next": _safe_next(next), "error": None})
+
+
+async def _check_password(request: Request[Any, Any, Any], username: str, password: str) -> bool:
+    services = services_of(request)
+    async with AsyncSession(services.reader) as session:
+        stored = await session.scalar(select(AdminUser.password_hash).where(AdminUser.username == username))
+    if stored is None:
+        # Hash anyway so an unknown name takes as long to reject as a wrong password.
+        await asyncio.to_thread(security.hash_password, password)
+        return False
+    return await asyncio.to_thread(security.verify_password, password, stored)
+
+
+@post("/login")
+async def login_submit(
+    request: Request[Any, Any, Any],
+    data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    username = data.get("username", "").strip()
+    password = data.get("password", "")
+    next_path = _safe_next(data.get("next"))
+    if not username or not await _check_password(request, username, password):
+        logger.info("failed admin sign-in for user %r", username[:100])
+        return Template(
+            "admin/login.html",
+            context={"next": next_path, "error": "Wrong username or password."},
+            status_code=401,
+        )
+    services = services_of(request)
+    token = services.admin_sessions.sign({"user": username}, SESSION_SECONDS)
+    cookie = Cookie(
+        key=SESSION_COOKIE,
+        value=token,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        max_age=SESSION_SECONDS,
+    )
+    logger.info("admin %s signed in", username)
+    return Redirect(path=next_path, status_code=303, cookies=[cookie])
+
+
+@post("/logout", dependencies={"admin": Provide(current_admin)})
+async def logout(admin: str) -> Response[Any]:
+    response: Response[Any] = Redirect(path="/admin/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@get("/", dependencies={"admin": Provide(current_admin)})
+async def dashboard(request: Request[Any, Any, Any], admin: str) -> Template:
+    services = services_of(request)
+    async with AsyncSession(services.reader) as session:
+        workflows = await session.scalar(select(func.count()).select_from(Workflow))
+        notifications = await session.scalar(select(func.count()).select_from(Notification))
+        by_status = dict((await session.execute(select(Job.status, func.count()).group_by(Job.status))).all())
+    context = {
+        "admin": admin,
+        "workflow_count": workflows or 0,
+        "notification_count": notifications or 0,
+        "jobs_by_status": by_status,
+        "queue_depths": await asyncio.to_thread(services.queues.pending_counts),
+        "socket_count": services.hub.connection_count,
+    }
+    return Template("admin/dashboard.html", context=context)
+
+
+def _page_number(page: int | None) -> int:
+    return max(page or 1, 1)
+
+
+@get("/workflows", dependencies={"admin": Provide(current_admin)})
+async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int | None = None) -> Template:
+    services = services_of(request)
+    number = _page_number(page)
+    async with AsyncSession(services.reader) as session:
+        total = await session.scalar(select(func.count()).select_from(Workflow)) or 0
+        rows = (
+            await session.execute(
+                select(Workflow, func.count(Step.id))
+                .outerjoin(Step, Step.workflow_pk == Workflow.id)
+                .group_by(Workflow.id)
+                .order_by(Workflow.created_at.desc(), Workflow.id.desc())
+                .limit(PAGE_SIZE)
+                .offset((number - 1) * PAGE_SIZE)
+            )
+        ).all()
+    context = {
+        "admin": admin,
+        "workflows": [(row[0], row[1]) for row in rows],
+        "page": number,
+        "has_next": number * PAGE_SIZE < total,
+        "total": total,
+    }
+    return Template("admin/workflows.html", context=context)
+
+
+@get("/failed-jobs", dependencies={"admin": Provide(current_admin)})
+async def failed_jobs_page(request: Request[Any, Any, Any], admin: str, page: int | None = None) -> Template:
+    services = services_of(request)
+    number = _page_number(page)
+    condition = Job.status == "failed"
+    async with AsyncSession(services.reader) as session:
+        total = await session.scalar(select(func.count()).select_from(Job).where(condition)) or 0
+        rows = (
+            await session.execute(
+                select(Job, Workflow.workflow_id, Subscriber.subscriber_id)
+                .join(Notification, Notification.id == Job.notification_id)
+                .join(Workflow, Workflow.id == Notification.workflow_pk)
+                .join(Subscriber, Subscriber.id == Job.subscriber_pk)
+                .where(condition)
+                .order_by(Job.updated_at.desc(), Job.id.desc())
+                .limit(PAGE_SIZE)
+                .offset((number - 1) * PAGE_SIZE)
+            )
+        ).all()
+    context = {
+        "admin": admin,
+        "jobs": [(row[0], row[1], row[2]) for row in rows],
+        "page": number,
+        "has_next": number * PAGE_SIZE < total,
+        "total": total,
+    }
+    return Template("admin/failed_jobs.html", context=context)
+
+
+admin_router = Router(
+    path="/admin",
+    route_handlers=[login_page, login_submit, logout, dashboard, workflows_page, failed_jobs_page],
+    include_in_schema=False,
+)
