@@ -28,7 +28,8 @@ from novulite.api.workflows import workflows_router
 from novulite.bootstrap import load_signing_key
 from novulite.clock import Clock, SystemClock
 from novulite.config import Settings
-from novulite.db.engine import create_async_engines, create_sync_engine
+from novulite.db.engine import create_async_engines
+from novulite.db.store import Store
 from novulite.directory import Directory
 from novulite.engine.context import WorkerContext
 from novulite.engine.reconciler import Reconciler, reconcile
@@ -54,13 +55,14 @@ async def root() -> Redirect:
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
-    sync_engine = create_sync_engine(settings.database_path)
+    store = Store(settings.database_path)
     reader, writer = create_async_engines(settings.database_path)
-    signing_key = load_signing_key(sync_engine)
-    queues = Queues(settings.queue_path, workers=settings.queue_workers)
+    signing_key = load_signing_key(store.read_engine)
+    settings.queue_dir.mkdir(parents=True, exist_ok=True)
+    queues = Queues(settings.queue_dir, workers=settings.queue_workers)
     hub = Hub()
     worker = WorkerContext(
-        engine=sync_engine,
+        store=store,
         clock=clock,
         queues=queues,
         settings=settings,
@@ -70,12 +72,12 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     return Services(
         settings=settings,
         clock=clock,
-        sync_engine=sync_engine,
+        store=store,
         reader=reader,
         writer=writer,
         queues=queues,
         hub=hub,
-        intake=TriggerIntake(sync_engine, queues),
+        intake=TriggerIntake(store, queues),
         directory=Directory(reader),
         inbox_tokens=TokenSigner(signing_key, "inbox-session"),
         admin_sessions=TokenSigner(signing_key, "admin-session"),
@@ -118,7 +120,7 @@ def _lifespan(services: Services) -> Any:
             await asyncio.to_thread(services.queues.stop, CONSUMER_STOP_SECONDS)
             await services.reader.dispose()
             await services.writer.dispose()
-            services.sync_engine.dispose()
+            services.store.dispose()
             logger.info("stopped")
 
     return lifespan

@@ -94,7 +94,7 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
 )
 @click.option(
     "--queue-workers",
-    default=2,
+    default=1,
     show_default=True,
     type=click.IntRange(1, 64),
     envvar="NOVULITE_QUEUE_WORKERS",

@@ -26,7 +26,7 @@ class Settings:
     initial_app_id: str | None = None
     initial_admin_password: str | None = None
     # Worker threads per queue inside the server process.
-    queue_workers: int = 2
+    queue_workers: int = 1
     # Seconds a worker may hold a running job before another may take it over.
     job_lease_seconds: float = 60.0
     # Seconds between passes of the reconciler that re-queues due or abandoned work.
@@ -43,5 +43,5 @@ class Settings:
         return self.data_dir / "novulite.db"
 
     @property
-    def queue_path(self) -> Path:
-        return self.data_dir / "queues.db"
+    def queue_dir(self) -> Path:
+        return self.data_dir / "queues"

@@ -15,10 +15,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Engine
-
 from novulite.db.dialect import insert
 from novulite.db.models import TriggerEvent
+from novulite.db.store import Store
 from novulite.queues import HANDLE_TRIGGERS, Queues
 
 logger = logging.getLogger("novulite.api")
@@ -30,8 +29,8 @@ _Pending = tuple[dict[str, Any], "asyncio.Future[bool]"]
 
 
 class TriggerIntake:
-    def __init__(self, engine: Engine, queues: Queues) -> None:
-        self._engine = engine
+    def __init__(self, store: Store, queues: Queues) -> None:
+        self._store = store
         self._queues = queues
         self._waiting: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -84,12 +83,12 @@ class TriggerIntake:
     def _write(self, rows: list[dict[str, Any]]) -> set[str]:
         """Insert rows, skipping repeated transaction ids, and enqueue the new ones."""
         statement = (
-            insert(self._engine.dialect.name, TriggerEvent)
+            insert(self._store.write_engine.dialect.name, TriggerEvent)
             .on_conflict_do_nothing(index_elements=["environment_id", "transaction_id"])
             .returning(TriggerEvent.id)
         )
-        with self._engine.begin() as connection:
-            inserted = list(connection.execute(statement, rows).scalars())
+        with self._store.write() as session:
+            inserted = list(session.connection().execute(statement, rows).scalars())
         try:
             for start in range(0, len(inserted), ENQUEUE_CHUNK):
                 self._queues.enqueue(HANDLE_TRIGGERS, inserted[start : start + ENQUEUE_CHUNK])

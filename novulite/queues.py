@@ -1,8 +1,9 @@
 """Huey queues, one instance per queue name, consumed by threads inside this process.
 
-Each queue lives in the same SQLite file (Huey keys its rows by queue name). Tasks
-carry ids only; the consumer reads everything else from the job store, so a lost
-queue entry is recovered by the reconciler from the job store's state.
+Each queue has its own SQLite file, because Huey locks a storage per instance and
+four instances sharing one file would contend for SQLite's lock. Tasks carry ids
+only; the consumer reads everything else from the job store, so the reconciler can
+recover a lost queue entry from the job store's state.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ QUEUE_NAMES = (TRIGGER_HANDLER, PROCESS_SUBSCRIBER, STANDARD, WS_SOCKET)
 # Task names are stored in queue entries, so producers and consumers must agree on them.
 HANDLE_TRIGGERS = "handle_triggers"  # on trigger-handler, args: [trigger ids]
 EXPAND_NOTIFICATIONS = "expand_notifications"  # on process-subscriber, args: [notification ids]
-RUN_JOB = "run_job"  # on standard, args: job id
-MESSAGE_CREATED = "message_created"  # on ws_socket_queue, args: message id
+RUN_JOBS = "run_jobs"  # on standard, args: [job ids]
+MESSAGES_CREATED = "messages_created"  # on ws_socket_queue, args: [message ids]
 COUNTS_CHANGED = "counts_changed"  # on ws_socket_queue, args: subscriber pk, context key
 
 # Idle polling starts at 5 ms and backs off to 1 s. Enqueues from this process wake
@@ -90,10 +91,11 @@ class _EmbeddedConsumer(Consumer):
 class Queues:
     """The four pipeline queues, their task registry and, once started, their consumers."""
 
-    def __init__(self, path: Path, workers: int = 2) -> None:
+    def __init__(self, directory: Path, workers: int = 2) -> None:
         self._workers = workers
         self._hueys = {
-            name: _Huey(name, filename=str(path), results=False, utc=True, timeout=15) for name in QUEUE_NAMES
+            name: _Huey(name, filename=str(directory / f"{name}.db"), results=False, utc=True, timeout=15)
+            for name in QUEUE_NAMES
         }
         self._wakeups = {name: threading.Event() for name in QUEUE_NAMES}
         self._tasks: dict[str, Any] = {}

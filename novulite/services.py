@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from novulite.clock import Clock
 from novulite.config import Settings
+from novulite.db.store import Store
 from novulite.directory import Directory
 from novulite.engine.context import WorkerContext
 from novulite.intake import TriggerIntake
@@ -21,7 +21,7 @@ from novulite.security import TokenSigner
 class Services:
     settings: Settings
     clock: Clock
-    sync_engine: Engine
+    store: Store
     reader: AsyncEngine
     writer: AsyncEngine
     queues: Queues

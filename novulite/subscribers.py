@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from novulite.clock import isoformat
 from novulite.db.models import Subscriber
+from novulite.ids import new_id
 
 # Request field name -> model attribute, for profile fields that are strings or null.
 PROFILE_FIELDS = {
@@ -24,14 +25,19 @@ PROFILE_FIELDS = {
 
 
 def upsert_subscriber(
-    session: Session, environment_id: str, spec: dict[str, Any], now: dt.datetime
+    session: Session,
+    environment_id: str,
+    spec: dict[str, Any],
+    now: dt.datetime,
+    known: Subscriber | None = None,
 ) -> Subscriber:
     """Create the subscriber named in `spec`, or update it with the fields `spec` carries.
 
     `spec` is a validated recipient: `subscriberId` plus any profile fields and `data`.
-    Fields absent from `spec` keep their stored values.
+    Fields absent from `spec` keep their stored values. `known` is the row when the
+    caller already loaded it in this session.
     """
-    subscriber = session.scalar(
+    subscriber = known or session.scalar(
         select(Subscriber).where(
             Subscriber.environment_id == environment_id,
             Subscriber.subscriber_id == spec["subscriberId"],
@@ -39,6 +45,7 @@ def upsert_subscriber(
     )
     if subscriber is None:
         subscriber = Subscriber(
+            id=new_id(),
             environment_id=environment_id,
             subscriber_id=spec["subscriberId"],
             created_at=now,
@@ -58,7 +65,6 @@ def upsert_subscriber(
         changed = True
     if changed:
         subscriber.updated_at = now
-    session.flush()
     return subscriber
 
 

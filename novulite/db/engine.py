@@ -40,10 +40,10 @@ def sqlite_url(path: Path, driver: str) -> str:
     return f"sqlite+{driver}:///{path}"
 
 
-def create_sync_engine(path: Path) -> Engine:
-    """Return the engine used by worker threads; every transaction is a writer."""
+def create_sync_engine(path: Path, *, writer: bool = True) -> Engine:
+    """Return an engine for threads; a writer's transactions take SQLite's write lock at BEGIN."""
     engine = create_engine(sqlite_url(path, "pysqlite"), pool_size=8, max_overflow=8)
-    _configure(engine, "BEGIN IMMEDIATE")
+    _configure(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
     return engine
 
 

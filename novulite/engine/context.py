@@ -6,10 +6,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine
-
 from novulite.clock import Clock
 from novulite.config import Settings
+from novulite.db.store import Store
 from novulite.queues import Queues
 
 # publish(subscriber_pk, context_key, frames): deliver frames to that subscriber's matching sockets.
@@ -18,7 +17,7 @@ Publisher = Callable[[str, str, list[dict[str, Any]]], None]
 
 @dataclasses.dataclass
 class WorkerContext:
-    engine: Engine
+    store: Store
     clock: Clock
     queues: Queues
     settings: Settings

@@ -12,22 +12,22 @@ import logging
 import threading
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
 
 from novulite.db.models import Job, Notification, TriggerEvent
 from novulite.engine.context import WorkerContext
-from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOB
+from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
 BATCH = 500
+CHUNK = 100
 
 
 def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:
     """Enqueue every trigger, notification and job left behind; return how many were enqueued."""
     now = ctx.clock.now()
     cutoff = now - grace
-    with Session(ctx.engine) as session:
+    with ctx.store.read() as session:
         trigger_ids = list(
             session.scalars(
                 select(TriggerEvent.id)
@@ -58,12 +58,13 @@ def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:
                 .limit(BATCH)
             )
         )
-    if trigger_ids:
-        ctx.queues.enqueue(HANDLE_TRIGGERS, trigger_ids)
-    if notification_ids:
-        ctx.queues.enqueue(EXPAND_NOTIFICATIONS, notification_ids)
-    for job_id in job_ids:
-        ctx.queues.enqueue(RUN_JOB, job_id)
+    for task_name, ids in (
+        (HANDLE_TRIGGERS, trigger_ids),
+        (EXPAND_NOTIFICATIONS, notification_ids),
+        (RUN_JOBS, job_ids),
+    ):
+        for start in range(0, len(ids), CHUNK):
+            ctx.queues.enqueue(task_name, ids[start : start + CHUNK])
     total = len(trigger_ids) + len(notification_ids) + len(job_ids)
     if total:
         logger.info(

@@ -1,9 +1,11 @@
-"""standard: run one job, record its outcome and queue the next job of its chain.
+"""standard: run jobs, record each outcome and queue the next job of its chain.
 
-A job is claimed by a conditional UPDATE that also bumps `attempt`. The attempt
-number then fences the work: the transaction that records the outcome first checks
-that the job is still running under that attempt, so a worker whose lease expired
-and was taken over cannot record a second outcome.
+A job is claimed by a conditional UPDATE that also bumps `attempt`. In-app steps
+touch only the job store, so the claims, the steps' writes and the outcomes of a
+batch share one transaction: a crash anywhere leaves the jobs as they were, and the
+message table's one-row-per-job rule keeps delivery exactly-once. When a batch
+raises, its transaction rolls back and each job is run again on its own, so one bad
+job cannot hold up the others.
 """
 
 from __future__ import annotations
@@ -12,133 +14,195 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from novulite.db.models import (
-    ExecutionDetail,
-    Job,
-    Notification,
-    Subscriber,
-    TriggerEvent,
-    Workflow,
-)
+from novulite.db.models import ExecutionDetail, Job, Notification, Subscriber, TriggerEvent, Workflow
 from novulite.engine.context import WorkerContext
 from novulite.engine.steps import in_app
 from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
 from novulite.engine.templates import TemplateError
-from novulite.queues import RUN_JOB
+from novulite.ids import new_id
+from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
 StepHandler = Callable[[StepContext], StepResult]
 STEP_HANDLERS: dict[str, StepHandler] = {"in_app": in_app.run}
-# Backoff before retry attempt n (n >= 1) is drawn uniformly from [0, base * 2**(n-1)] seconds.
+# The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
+# ORM UPDATEs here are guarded by their WHERE clauses; skip syncing loaded objects to them.
+_NO_SYNC = {"synchronize_session": False}
 
 
 @dataclasses.dataclass
-class _AfterCommit:
-    next_job_id: str | None = None
-    retry_delay: float | None = None
-    events: list[tuple[str, tuple[Any, ...]]] = dataclasses.field(default_factory=list)
+class _Outcome:
+    """Follow-up work from committed outcomes: next jobs, retries and realtime events."""
+
+    next_job_ids: list[str] = dataclasses.field(default_factory=list)
+    retries: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    events: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+
+    def merge(self, other: _Outcome) -> None:
+        self.next_job_ids.extend(other.next_job_ids)
+        self.retries.extend(other.retries)
+        for task_name, ids in other.events.items():
+            self.events.setdefault(task_name, []).extend(ids)
 
 
-def run_job(ctx: WorkerContext, job_id: str) -> None:
-    attempt = _claim(ctx, job_id)
-    if attempt is None:
-        return
+def run_jobs(ctx: WorkerContext, job_ids: list[str]) -> None:
+    outcome = _run_isolating_failures(ctx, job_ids)
+    # The reconciler redoes a lost enqueue, because the job store records what is due.
+    for task_name, ids in outcome.events.items():
+        ctx.queues.enqueue(task_name, ids)
+    if outcome.next_job_ids:
+        ctx.queues.enqueue(RUN_JOBS, outcome.next_job_ids)
+    for job_id, delay in outcome.retries:
+        ctx.queues.schedule(RUN_JOBS, delay, [job_id])
+
+
+def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     try:
-        after = _execute(ctx, job_id, attempt)
+        return _run_batch(ctx, job_ids)
     except Exception as exc:
-        logger.exception("job %s attempt %d failed unexpectedly", job_id, attempt)
-        after = _record_failure(ctx, job_id, attempt, exc, transient=True)
-    _dispatch(ctx, job_id, after)
+        if len(job_ids) == 1:
+            logger.exception("job %s failed unexpectedly", job_ids[0])
+            return _record_unexpected(ctx, job_ids[0], exc)
+        logger.warning("a batch of %d jobs failed; running them one by one", len(job_ids))
+    outcome = _Outcome()
+    for job_id in job_ids:
+        outcome.merge(_run_isolating_failures(ctx, [job_id]))
+    return outcome
 
 
-def _claim(ctx: WorkerContext, job_id: str) -> int | None:
-    """Move the job to running if it is due, or if its previous runner's lease expired."""
-    now = ctx.clock.now()
-    lease_until = now + dt.timedelta(seconds=ctx.settings.job_lease_seconds)
-    with Session(ctx.engine) as session, session.begin():
-        claimable = or_(
-            and_(Job.status == "queued", Job.run_at <= now),
-            and_(Job.status == "running", Job.lease_until < now),
-        )
-        attempt = session.scalar(
+def _claimable(now: dt.datetime) -> Any:
+    """Jobs that are due, or whose previous runner's lease expired."""
+    return or_(
+        and_(Job.status == "queued", Job.run_at <= now),
+        and_(Job.status == "running", Job.lease_until < now),
+    )
+
+
+def _claim(session: Session, job_ids: Iterable[str], now: dt.datetime, lease_seconds: float) -> list[str]:
+    return list(
+        session.scalars(
             update(Job)
-            .where(Job.id == job_id, claimable)
-            .values(status="running", attempt=Job.attempt + 1, lease_until=lease_until, updated_at=now)
-            .returning(Job.attempt)
+            .where(Job.id.in_(list(job_ids)), _claimable(now))
+            .values(
+                status="running",
+                attempt=Job.attempt + 1,
+                lease_until=now + dt.timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+            .returning(Job.id)
+            .execution_options(**_NO_SYNC)
         )
-    return attempt
+    )
 
 
-def _owned_job(session: Session, job_id: str, attempt: int) -> Job | None:
-    job = session.get(Job, job_id)
-    if job is None or job.status != "running" or job.attempt != attempt:
-        logger.warning("job %s attempt %d lost its claim; its outcome is dropped", job_id, attempt)
-        return None
-    return job
-
-
-def _execute(ctx: WorkerContext, job_id: str, attempt: int) -> _AfterCommit:
+def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     now = ctx.clock.now()
-    with Session(ctx.engine) as session, session.begin():
-        job = _owned_job(session, job_id, attempt)
-        if job is None:
-            return _AfterCommit()
-        step_context = _step_context(session, job, now)
-        handler = STEP_HANDLERS.get(job.type)
-        try:
-            if handler is None:
-                raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
-            result = handler(step_context)
-        except (PermanentStepError, TemplateError) as exc:
-            return _fail(session, job, now, exc, transient=False)
-        job.status = "completed"
-        job.output = result.output
-        job.lease_until = None
-        job.updated_at = now
-        for text, status in result.details:
-            session.add(_detail(job, text, status, now))
-        after = _AfterCommit(events=list(result.events))
-        after.next_job_id = _queue_next(session, job, now)
-        return after
+    outcome = _Outcome()
+    with ctx.store.write() as session:
+        claimed = _claim(session, job_ids, now, ctx.settings.job_lease_seconds)
+        if not claimed:
+            return outcome
+        jobs = session.scalars(select(Job).where(Job.id.in_(claimed)).order_by(Job.id)).all()
+        rows = _Rows.load(session, jobs)
+        completed = []
+        for job in jobs:
+            result = _run_step(session, job, rows, now, outcome)
+            if result is not None:
+                completed.append(job)
+                for task_name, ids in result.events:
+                    outcome.events.setdefault(task_name, []).extend(ids)
+        outcome.next_job_ids.extend(_queue_next(session, completed, now))
+    return outcome
 
 
-def _step_context(session: Session, job: Job, now: dt.datetime) -> StepContext:
-    notification = session.get_one(Notification, job.notification_id)
-    trigger = session.get_one(TriggerEvent, notification.trigger_id)
-    return StepContext(
+@dataclasses.dataclass
+class _Rows:
+    """The rows a batch of jobs refers to, loaded with one query per table."""
+
+    notifications: dict[str, Notification]
+    triggers: dict[str, TriggerEvent]
+    subscribers: dict[str, Subscriber]
+    workflows: dict[str, Workflow]
+
+    @classmethod
+    def load(cls, session: Session, jobs: Iterable[Job]) -> _Rows:
+        jobs = list(jobs)
+        notifications = _by_id(session, Notification, {job.notification_id for job in jobs})
+        return cls(
+            notifications=notifications,
+            triggers=_by_id(session, TriggerEvent, {n.trigger_id for n in notifications.values()}),
+            subscribers=_by_id(session, Subscriber, {job.subscriber_pk for job in jobs}),
+            workflows=_by_id(session, Workflow, {n.workflow_pk for n in notifications.values()}),
+        )
+
+
+def _by_id(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
+    return {row.id: row for row in session.scalars(select(model).where(model.id.in_(ids)))}
+
+
+def _run_step(
+    session: Session, job: Job, rows: _Rows, now: dt.datetime, outcome: _Outcome
+) -> StepResult | None:
+    """Run one claimed job; return its result when it completed, None when it failed."""
+    notification = rows.notifications[job.notification_id]
+    context = StepContext(
         session=session,
         job=job,
         notification=notification,
-        trigger=trigger,
-        subscriber=session.get_one(Subscriber, job.subscriber_pk),
-        workflow=session.get_one(Workflow, notification.workflow_pk),
+        trigger=rows.triggers[notification.trigger_id],
+        subscriber=rows.subscribers[job.subscriber_pk],
+        workflow=rows.workflows[notification.workflow_pk],
         now=now,
     )
-
-
-def _queue_next(session: Session, job: Job, now: dt.datetime) -> str | None:
-    next_id = session.scalar(select(Job.id).where(Job.parent_id == job.id, Job.status == "pending"))
-    if next_id is None:
+    handler = STEP_HANDLERS.get(job.type)
+    try:
+        if handler is None:
+            raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
+        result = handler(context)
+    except (PermanentStepError, TemplateError) as exc:
+        outcome.merge(_fail(session, job, now, exc, transient=False))
         return None
-    session.execute(
-        update(Job)
-        .where(Job.id == next_id, Job.status == "pending")
-        .values(status="queued", run_at=now, updated_at=now)
+    job.status = "completed"
+    job.output = result.output
+    job.lease_until = None
+    job.updated_at = now
+    session.add_all(_detail(job, text, status, now) for text, status in result.details)
+    return result
+
+
+def _queue_next(session: Session, jobs: list[Job], now: dt.datetime) -> list[str]:
+    """Queue the pending child of each job; return the queued ids."""
+    if not jobs:
+        return []
+    children = list(
+        session.scalars(
+            select(Job.id).where(Job.parent_id.in_([job.id for job in jobs]), Job.status == "pending")
+        )
     )
-    return next_id
+    if not children:
+        return []
+    return list(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(children), Job.status == "pending")
+            .values(status="queued", run_at=now, updated_at=now)
+            .returning(Job.id)
+            .execution_options(**_NO_SYNC)
+        )
+    )
 
 
-def _fail(session: Session, job: Job, now: dt.datetime, exc: Exception, *, transient: bool) -> _AfterCommit:
+def _fail(session: Session, job: Job, now: dt.datetime, exc: Exception, *, transient: bool) -> _Outcome:
     """Record a failed attempt: queue a retry if one is left, else fail the job and move on."""
-    error = {
+    error: dict[str, Any] = {
         "type": type(exc).__name__,
         "message": str(exc) or type(exc).__name__,
         "attempt": job.attempt,
@@ -153,40 +217,30 @@ def _fail(session: Session, job: Job, now: dt.datetime, exc: Exception, *, trans
         error["nextRetryAt"] = job.run_at.isoformat()
         job.error = error
         session.add(_detail(job, f"Attempt {job.attempt} failed; retrying", "Warning", now, error))
-        return _AfterCommit(retry_delay=delay)
+        return _Outcome(retries=[(job.id, delay)])
     job.status = "failed"
     error["nextRetryAt"] = None
     job.error = error
     session.add(_detail(job, "Step failed", "Failed", now, error))
-    stop = bool(job.step.get("controlValues", {}).get("stopOnFailure"))
-    return _AfterCommit(next_job_id=None if stop else _queue_next(session, job, now))
+    if job.step.get("controlValues", {}).get("stopOnFailure"):
+        return _Outcome()
+    return _Outcome(next_job_ids=_queue_next(session, [job], now))
 
 
-def _record_failure(
-    ctx: WorkerContext, job_id: str, attempt: int, exc: Exception, *, transient: bool
-) -> _AfterCommit:
+def _record_unexpected(ctx: WorkerContext, job_id: str, exc: Exception) -> _Outcome:
+    """Count an attempt that raised; its transaction rolled back, so claim the job again first."""
     now = ctx.clock.now()
-    with Session(ctx.engine) as session, session.begin():
-        job = _owned_job(session, job_id, attempt)
-        if job is None:
-            return _AfterCommit()
-        return _fail(session, job, now, exc, transient=transient)
-
-
-def _dispatch(ctx: WorkerContext, job_id: str, after: _AfterCommit) -> None:
-    """Enqueue what the committed outcome calls for; a lost enqueue is redone by the reconciler."""
-    for task_name, args in after.events:
-        ctx.queues.enqueue(task_name, *args)
-    if after.next_job_id is not None:
-        ctx.queues.enqueue(RUN_JOB, after.next_job_id)
-    if after.retry_delay is not None:
-        ctx.queues.schedule(RUN_JOB, after.retry_delay, job_id)
+    with ctx.store.write() as session:
+        if not _claim(session, [job_id], now, ctx.settings.job_lease_seconds):
+            return _Outcome()
+        return _fail(session, session.get_one(Job, job_id), now, exc, transient=True)
 
 
 def _detail(
     job: Job, text: str, status: str, now: dt.datetime, raw: dict[str, Any] | None = None
 ) -> ExecutionDetail:
     return ExecutionDetail(
+        id=new_id(),
         job_id=job.id,
         notification_id=job.notification_id,
         status=status,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from novulite.db.models import Message, Subscriber, Workflow
@@ -27,25 +28,31 @@ def count_frames(session: Session, subscriber_pk: str, context: str) -> list[dic
     return [unread_frame(unread_counts([(row[0], row[1]) for row in rows])), unseen_frame(unseen)]
 
 
-def message_created(ctx: WorkerContext, message_id: str) -> None:
-    with Session(ctx.engine) as session:
-        message = session.get(Message, message_id)
-        if message is None:
-            logger.warning("message %s vanished before its realtime frame was sent", message_id)
-            return
-        subscriber = session.get_one(Subscriber, message.subscriber_pk)
-        workflow = session.get_one(Workflow, message.workflow_pk)
-        frames = [
-            {
-                "event": "notification_received",
-                "data": {"message": to_raw_entity(message, subscriber, workflow)},
-            },
-            *count_frames(session, message.subscriber_pk, message.context_key),
-        ]
-    ctx.publish(message.subscriber_pk, message.context_key, frames)
+def messages_created(ctx: WorkerContext, message_ids: list[str]) -> None:
+    """Send each new message to its subscriber's sockets, then that subscriber's counts once."""
+    with ctx.store.read() as session:
+        messages = session.scalars(
+            select(Message).where(Message.id.in_(message_ids)).order_by(Message.id)
+        ).all()
+        if len(messages) < len(set(message_ids)):
+            logger.warning(
+                "%d messages vanished before their frames were sent", len(set(message_ids)) - len(messages)
+            )
+        frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for message in messages:
+            subscriber = session.get_one(Subscriber, message.subscriber_pk)
+            workflow = session.get_one(Workflow, message.workflow_pk)
+            entity = to_raw_entity(message, subscriber, workflow)
+            frames.setdefault((message.subscriber_pk, message.context_key), []).append(
+                {"event": "notification_received", "data": {"message": entity}}
+            )
+        for (subscriber_pk, context), received in frames.items():
+            received.extend(count_frames(session, subscriber_pk, context))
+    for (subscriber_pk, context), batch in frames.items():
+        ctx.publish(subscriber_pk, context, batch)
 
 
 def counts_changed(ctx: WorkerContext, subscriber_pk: str, context: str) -> None:
-    with Session(ctx.engine) as session:
+    with ctx.store.read() as session:
         frames = count_frames(session, subscriber_pk, context)
     ctx.publish(subscriber_pk, context, frames)

@@ -7,16 +7,16 @@ from collections.abc import Callable
 
 from novulite.engine.context import WorkerContext
 from novulite.engine.expansion import expand_notifications
-from novulite.engine.runner import run_job
-from novulite.engine.socket_events import counts_changed, message_created
+from novulite.engine.runner import run_jobs
+from novulite.engine.socket_events import counts_changed, messages_created
 from novulite.engine.triggers import handle_triggers
 from novulite.queues import (
     COUNTS_CHANGED,
     EXPAND_NOTIFICATIONS,
     HANDLE_TRIGGERS,
-    MESSAGE_CREATED,
+    MESSAGES_CREATED,
     PROCESS_SUBSCRIBER,
-    RUN_JOB,
+    RUN_JOBS,
     STANDARD,
     TRIGGER_HANDLER,
     WS_SOCKET,
@@ -27,8 +27,8 @@ def register_tasks(ctx: WorkerContext) -> None:
     registry: list[tuple[str, str, Callable[..., None]]] = [
         (TRIGGER_HANDLER, HANDLE_TRIGGERS, handle_triggers),
         (PROCESS_SUBSCRIBER, EXPAND_NOTIFICATIONS, expand_notifications),
-        (STANDARD, RUN_JOB, run_job),
-        (WS_SOCKET, MESSAGE_CREATED, message_created),
+        (STANDARD, RUN_JOBS, run_jobs),
+        (WS_SOCKET, MESSAGES_CREATED, messages_created),
         (WS_SOCKET, COUNTS_CHANGED, counts_changed),
     ]
     for queue, name, function in registry:

@@ -52,7 +52,10 @@ class StepContext:
 
 @dataclasses.dataclass
 class StepResult:
-    """A completed step: its output, execution details to log and tasks to enqueue after commit."""
+    """A completed step: its output, execution details to log and tasks to enqueue after commit.
+
+    Each event is (task name, ids); the runner merges the ids of a batch into one task.
+    """
 
     output: dict[str, Any] | None = None
     details: list[tuple[str, str]] = dataclasses.field(default_factory=list)

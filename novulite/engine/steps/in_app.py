@@ -16,7 +16,7 @@ from novulite.engine.steps.base import StepContext, StepResult
 from novulite.engine.templates import render
 from novulite.ids import new_id
 from novulite.messages import context_key
-from novulite.queues import MESSAGE_CREATED
+from novulite.queues import MESSAGES_CREATED
 
 
 def run(ctx: StepContext) -> StepResult:
@@ -44,15 +44,20 @@ def run(ctx: StepContext) -> StepResult:
         "created_at": ctx.now,
         "updated_at": ctx.now,
     }
-    statement = insert(ctx.session.get_bind().dialect.name, Message).on_conflict_do_nothing(
-        index_elements=["job_id"]
+    statement = (
+        insert(ctx.session.get_bind().dialect.name, Message)
+        .values(row)
+        .on_conflict_do_nothing(index_elements=["job_id"])
+        .returning(Message.id)
     )
-    ctx.session.execute(statement, row)
-    message_id = ctx.session.scalar(select(Message.id).where(Message.job_id == ctx.job.id))
+    message_id = ctx.session.scalar(statement)
+    if message_id is None:
+        # An earlier attempt already stored this job's message; keep that one.
+        message_id = ctx.session.scalar(select(Message.id).where(Message.job_id == ctx.job.id))
     return StepResult(
         output={"messageId": message_id},
         details=[("Message created", "Success")],
-        events=[(MESSAGE_CREATED, (message_id,))],
+        events=[(MESSAGES_CREATED, (message_id,))],
     )
 
 
