@@ -1,4 +1,7 @@
-"""A bare Litestar app that decodes a small JSON POST and answers 201: the reference the trigger is compared with."""
+"""A bare Litestar app that decodes a small JSON POST and returns 201.
+
+It is the reference that bench/trigger.py compares the trigger endpoint with.
+"""
 
 from __future__ import annotations
 

@@ -62,10 +62,9 @@ def start_echo(port: int) -> subprocess.Popen[bytes]:
 
 def run_wrk(url: str, body: dict[str, Any], auth: str, duration: int, connections: int) -> dict[str, float]:
     env = dict(os.environ, BODY=json.dumps(body), AUTH=auth)
-    output = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(REPO / "bench" / "post.lua"), url],
-        env=env, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    script = str(REPO / "bench" / "post.lua")
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     return parse_wrk(output)
 
 
@@ -269,27 +268,35 @@ def report(
         run["total"] / (args.duration + drain) for run, drain in zip(trigger_runs, drains, strict=True)
     ]
     errors = sum(run["errors"] for run in trigger_runs + echo_runs)
-    print(
-        f"machine: {platform.machine()}, {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}"
+    wrk = f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.runs} interleaved runs per app"
+    lines = [
+        ("machine", f"{platform.machine()}, {psutil.cpu_count()} CPUs, Python {platform.python_version()}"),
+        ("load", f"{wrk}, medians (min-max)"),
+        ("bare POST /echo", _http_figures(echo_runs, median, spread)),
+        ("POST /v1/events/trigger", _http_figures(trigger_runs, median, spread)),
+        ("ratio trigger / echo", f"{trigger_rps / echo_rps:.0%}"),
+        ("non-2xx responses", str(errors)),
+        (
+            "delivered to the inbox",
+            f"{statistics.median(delivered):,.0f} notifications/s over load plus drain "
+            f"(drain {statistics.median(drains):.1f} s after the load stopped)",
+        ),
+        (
+            f"trigger -> socket at {args.rate}/s",
+            f"p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, "
+            f"max {max(latencies):.1f} ms over {len(latencies)} frames",
+        ),
+        ("server RSS", f"idle {idle_rss / 2**20:.0f} MiB, peak {peak_rss / 2**20:.0f} MiB"),
+    ]
+    for label, value in lines:
+        print(f"{label + ':':<28}{value}")
+
+
+def _http_figures(runs: list[dict[str, float]], median: Any, spread: Any) -> str:
+    return (
+        f"{median(runs, 'rps'):,.0f} req/s ({spread(runs, 'rps')}), "
+        f"p50 {median(runs, 'p50'):.2f} ms, p99 {median(runs, 'p99'):.2f} ms"
     )
-    print(
-        f"load: wrk -t1 -c{args.connections} -d{args.duration}s, {args.runs} interleaved runs per app, medians (min-max)"
-    )
-    print(
-        f"bare POST /echo:          {echo_rps:,.0f} req/s ({spread(echo_runs, 'rps')}), p50 {median(echo_runs, 'p50'):.2f} ms, p99 {median(echo_runs, 'p99'):.2f} ms"
-    )
-    print(
-        f"POST /v1/events/trigger:  {trigger_rps:,.0f} req/s ({spread(trigger_runs, 'rps')}), p50 {median(trigger_runs, 'p50'):.2f} ms, p99 {median(trigger_runs, 'p99'):.2f} ms"
-    )
-    print(f"ratio trigger / echo:     {trigger_rps / echo_rps:.0%}")
-    print(f"non-2xx responses:        {errors}")
-    print(
-        f"delivery of each run's triggers to the inbox, load plus drain: {statistics.median(delivered):,.0f} notifications/s (drain {statistics.median(drains):.1f} s after load)"
-    )
-    print(
-        f"trigger -> WebSocket frame at {args.rate}/s for {args.latency_seconds} s: p50 {percentile(latencies, 0.5):.1f} ms, p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms ({len(latencies)} frames)"
-    )
-    print(f"server RSS: idle {idle_rss / 2**20:.0f} MiB, peak {peak_rss / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

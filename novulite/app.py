@@ -32,7 +32,7 @@ from novulite.db.engine import create_async_engines
 from novulite.db.store import Store
 from novulite.directory import Directory
 from novulite.engine.context import WorkerContext
-from novulite.engine.reconciler import Reconciler, reconcile
+from novulite.engine.reconciler import Reconciler, reconcile, release_leases
 from novulite.engine.tasks import register_tasks
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
@@ -92,6 +92,8 @@ def _lifespan(services: Services) -> Any:
         services.hub.bind(asyncio.get_running_loop())
         await services.intake.start()
         # Work left by the previous run: re-queue it before consumers start, without a grace period.
+        # This process is the only one running jobs on this store, so no running job is live.
+        await asyncio.to_thread(release_leases, services.worker)
         await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
         await asyncio.to_thread(services.queues.start)
         reconciler = Reconciler(

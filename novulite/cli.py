@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+import uvicorn
 
 from novulite import __version__
 from novulite.config import Settings, default_data_dir
@@ -34,6 +37,21 @@ def _configure_logging(level: str) -> None:
     quiet = max(logging.WARNING, logging.getLevelName(level.upper()))
     logging.getLogger("huey").setLevel(quiet)
     logging.getLogger("alembic").setLevel(quiet)
+
+
+class _GracefulServer(uvicorn.Server):
+    """A uvicorn server whose graceful stop on SIGTERM or SIGINT ends the process with status 0.
+
+    uvicorn re-raises the caught signal after shutting down, so the process would
+    otherwise die by SIGTERM (status 143) even after a clean stop.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # NOTE: _captured_signals is uvicorn's private list (0.29 to 0.55 at least).
+            getattr(self, "_captured_signals", []).clear()
 
 
 @click.group(invoke_without_command=True, context_settings={"auto_envvar_prefix": "NOVULITE"})
@@ -115,8 +133,6 @@ def serve(
     access_log: bool,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
-    import uvicorn
-
     from novulite.app import create_app
     from novulite.bootstrap import prepare_database
     from novulite.clock import SystemClock
@@ -147,7 +163,7 @@ def serve(
         engine.dispose()
     if secrets is not None:
         _print_first_start(secrets, settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -156,3 +172,4 @@ def serve(
         timeout_graceful_shutdown=2,
         lifespan="on",
     )
+    _GracefulServer(config).run()

@@ -2,9 +2,9 @@
 
 A request hands its trigger row to the intake and waits. One writer thread takes
 every row waiting at that moment, inserts them in a single transaction, enqueues
-their ids for trigger-handler, and then releases the waiting requests. A request is
-answered only after its row is committed, so an acknowledged trigger survives a
-crash; rows pile up while a commit runs, so batches grow with load by themselves.
+their ids for trigger-handler, and then releases the waiting requests. A request
+gets its response only after its row is committed, so an acknowledged trigger
+survives a crash. Rows pile up while a commit runs, so batches grow with load.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ def subscriber_hash(subscriber_id: str, key: str = API_KEY) -> str:
     return hmac.new(key.encode(), subscriber_id.encode(), hashlib.sha256).hexdigest()
 
 
-def in_app_workflow(workflow_id: str, body: str = "Hello {{ subscriber.firstName }}: {{ payload.text }}") -> dict[str, Any]:
+def in_app_workflow(
+    workflow_id: str, body: str = "Hello {{ subscriber.firstName }}: {{ payload.text }}"
+) -> dict[str, Any]:
     return {
         "name": f"Workflow {workflow_id}",
         "workflowId": workflow_id,
@@ -52,7 +54,9 @@ def open_session(base_url: str, subscriber_id: str) -> dict[str, Any]:
     return response.json()["data"]  # type: ignore[no-any-return]
 
 
-async def next_frame(socket: websockets.ClientConnection, event: str, timeout: float = 10.0) -> dict[str, Any]:
+async def next_frame(
+    socket: websockets.ClientConnection, event: str, timeout: float = 10.0
+) -> dict[str, Any]:
     """Return the data of the next frame named `event`, skipping others."""
     async with asyncio.timeout(timeout):
         while True:

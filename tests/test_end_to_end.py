@@ -60,7 +60,9 @@ async def _deliver_and_read(server: ServerProcess, api: httpx.Client) -> None:
 
     count = inbox.get(
         "/v1/inbox/notifications/count",
-        params={"filters": '[{"read":false,"archived":false,"snoozed":false,"severity":"none"},{"read":true}]'},
+        params={
+            "filters": '[{"read":false,"archived":false,"snoozed":false,"severity":"none"},{"read":true}]'
+        },
     )
     assert count.status_code == 200
     assert count.json()["data"] == [

@@ -16,11 +16,11 @@ async def read_json_object(request: Request[Any, Any, Any], *, allow_empty: bool
     if not raw.strip():
         if allow_empty:
             return {}
-        raise ApiError(INVALID_JSON, detail="the body is empty")
+        raise ApiError(INVALID_JSON, detail="the body is empty", errors=[FieldError("body", "is empty")])
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
-        raise ApiError(INVALID_JSON, detail=str(exc)) from None
+        raise ApiError(INVALID_JSON, detail=str(exc), errors=[FieldError("body", str(exc))]) from None
     if not isinstance(value, dict):
         raise ApiError(
             INVALID_FIELDS,

@@ -11,8 +11,9 @@ import datetime as dt
 import logging
 import threading
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 
+from novulite.db.dialect import rowcount
 from novulite.db.models import Job, Notification, TriggerEvent
 from novulite.engine.context import WorkerContext
 from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOBS
@@ -21,6 +22,27 @@ logger = logging.getLogger("novulite.worker")
 
 BATCH = 500
 CHUNK = 100
+
+
+def release_leases(ctx: WorkerContext) -> int:
+    """Expire the lease of every running job; return how many there were.
+
+    Call it only when no other process runs jobs on this store, as at the start of
+    the embedded server: a job still marked running was cut off by the last stop.
+    """
+    now = ctx.clock.now()
+    with ctx.store.write() as session:
+        released = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.status == "running", Job.lease_until >= now)
+                .values(lease_until=now - dt.timedelta(microseconds=1))
+                .execution_options(synchronize_session=False)
+            )
+        )
+    if released:
+        logger.info("released the leases of %d jobs interrupted by the last stop", released)
+    return released
 
 
 def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:

@@ -45,7 +45,9 @@ async def current_admin(request: Request[Any, Any, Any]) -> str:
     token = request.cookies.get(SESSION_COOKIE)
     claims = services.admin_sessions.verify(token) if token else None
     if claims is None:
-        raise AdminLoginRequired(request.url.path)
+        # The raw path keeps a trailing slash, which Litestar's routing drops from request.url.
+        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
+        raise AdminLoginRequired(raw_path)
     return str(claims["user"])
 
 

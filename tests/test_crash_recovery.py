@@ -1,0 +1,199 @@
+"""SIGKILL right after acknowledged triggers: after a restart each one is delivered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.helpers import create_workflow, open_session
+from tests.servers import API_KEY, ServerProcess
+
+AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
+WORKFLOW_ID = "crash-safe"
+SUBSCRIBER_ID = "alice"
+KILL_ROUNDS = 4
+BURST_ROUNDS = 2
+BURST_SIZE = 20
+# The burst is killed once this many of its triggers were acknowledged, so others are still in flight.
+KILL_AFTER_ACKS = 5
+POLL_SECONDS = 0.05
+# Seconds a restarted server gets to deliver and settle the work it found in the job store.
+DELIVERY_TIMEOUT = 15.0
+
+
+def query(database: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one SELECT against the server's SQLite file, opened read-only."""
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+def message_count(database: Path, transaction_id: str) -> int:
+    rows = query(database, "SELECT count(*) FROM message WHERE transaction_id = ?", (transaction_id,))
+    return int(rows[0][0])
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, description: str) -> None:
+    """Poll `condition` until it holds, and fail naming `description` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {description}"
+        time.sleep(POLL_SECONDS)
+
+
+def queues_empty(server: ServerProcess) -> bool:
+    health = httpx.get(f"{server.base_url}/v1/health-check", timeout=5).json()
+    pending = health["info"]["queues"]["pending"]
+    return all(count == 0 for count in pending.values())
+
+
+def settled(server: ServerProcess, transaction_ids: list[str]) -> bool:
+    """Return True once every stored trigger of these transactions was processed and its jobs completed."""
+    database = server.data_dir / "novulite.db"
+    marks = ",".join("?" * len(transaction_ids))
+    triggers = query(
+        database,
+        f"SELECT status FROM trigger_event WHERE transaction_id IN ({marks})",
+        tuple(transaction_ids),
+    )
+    jobs = query(
+        database, f"SELECT status FROM job WHERE transaction_id IN ({marks})", tuple(transaction_ids)
+    )
+    expansions = query(
+        database,
+        f"SELECT expansion FROM notification WHERE transaction_id IN ({marks})",
+        tuple(transaction_ids),
+    )
+    return (
+        all(status == "processed" for (status,) in triggers)
+        and all(status == "completed" for (status,) in jobs)
+        and all(expansion != "pending" for (expansion,) in expansions)
+        and queues_empty(server)
+    )
+
+
+def inbox_transactions(server: ServerProcess, token: str) -> list[str]:
+    response = httpx.get(
+        f"{server.base_url}/v1/inbox/notifications",
+        params={"limit": 100},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return [notification["transactionId"] for notification in response.json()["data"]]
+
+
+def trigger_body(transaction_id: str) -> dict[str, Any]:
+    return {
+        "name": WORKFLOW_ID,
+        "to": SUBSCRIBER_ID,
+        "payload": {"text": transaction_id},
+        "transactionId": transaction_id,
+    }
+
+
+def test_kill_after_ack_delivers_once(server: ServerProcess, api: httpx.Client) -> None:
+    create_workflow(api, WORKFLOW_ID)
+    database = server.data_dir / "novulite.db"
+    delivered: list[str] = []
+
+    for round_number in range(KILL_ROUNDS):
+        transaction_id = f"kill-round-{round_number}"
+        response = httpx.post(
+            f"{server.base_url}/v1/events/trigger",
+            json=trigger_body(transaction_id),
+            headers=AUTHORIZED,
+            timeout=10,
+        )
+        server.kill()
+        assert response.status_code == 201, response.text
+        assert response.json()["data"]["status"] == "processed"
+
+        server.start()
+        token = open_session(server.base_url, SUBSCRIBER_ID)["token"]
+        wait_until(
+            lambda: transaction_id in inbox_transactions(server, token),  # noqa: B023
+            DELIVERY_TIMEOUT,
+            f"{transaction_id} in the inbox",
+        )
+        wait_until(
+            lambda: settled(server, [transaction_id]),  # noqa: B023
+            DELIVERY_TIMEOUT,
+            f"{transaction_id} to settle",
+        )
+        delivered.append(transaction_id)
+
+        listed = inbox_transactions(server, token)
+        assert listed.count(transaction_id) == 1
+        assert sorted(listed) == sorted(delivered)
+        assert message_count(database, transaction_id) == 1
+        statuses = query(database, "SELECT status FROM job WHERE transaction_id = ?", (transaction_id,))
+        assert statuses == [("completed",)]
+
+
+async def _send_burst_and_kill(server: ServerProcess, transaction_ids: list[str]) -> set[str]:
+    """Send the triggers concurrently, SIGKILL the server mid-burst and return the acknowledged ones."""
+    acknowledged: set[str] = set()
+    enough = asyncio.Event()
+
+    async def send(client: httpx.AsyncClient, transaction_id: str) -> None:
+        try:
+            response = await client.post("/v1/events/trigger", json=trigger_body(transaction_id))
+        except httpx.TransportError:
+            return
+        if response.status_code == 201:
+            acknowledged.add(transaction_id)
+        if len(acknowledged) >= KILL_AFTER_ACKS:
+            enough.set()
+
+    limits = httpx.Limits(max_connections=BURST_SIZE)
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers=AUTHORIZED, timeout=10, limits=limits
+    ) as client:
+        tasks = [asyncio.create_task(send(client, transaction_id)) for transaction_id in transaction_ids]
+        finished = asyncio.create_task(asyncio.wait(tasks))
+        await asyncio.wait(
+            {finished, asyncio.create_task(enough.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        server.kill()
+        await finished
+    return set(acknowledged)
+
+
+def test_kill_during_burst_delivers_once(server: ServerProcess, api: httpx.Client) -> None:
+    create_workflow(api, WORKFLOW_ID)
+    database = server.data_dir / "novulite.db"
+
+    for round_number in range(BURST_ROUNDS):
+        transaction_ids = [f"burst-{round_number}-{index}" for index in range(BURST_SIZE)]
+        acknowledged = asyncio.run(_send_burst_and_kill(server, transaction_ids))
+        assert len(acknowledged) >= KILL_AFTER_ACKS
+
+        server.start()
+        token = open_session(server.base_url, SUBSCRIBER_ID)["token"]
+        wait_until(
+            lambda: acknowledged <= set(inbox_transactions(server, token)),  # noqa: B023
+            DELIVERY_TIMEOUT,
+            f"{len(acknowledged)} acknowledged triggers in the inbox",
+        )
+        wait_until(
+            lambda: settled(server, transaction_ids),  # noqa: B023
+            DELIVERY_TIMEOUT,
+            "the burst to settle",
+        )
+
+        listed = inbox_transactions(server, token)
+        for transaction_id in sorted(acknowledged):
+            assert listed.count(transaction_id) == 1, transaction_id
+            assert message_count(database, transaction_id) == 1, transaction_id
+        for transaction_id in transaction_ids:
+            assert listed.count(transaction_id) <= 1, transaction_id
+            assert message_count(database, transaction_id) <= 1, transaction_id

@@ -1,0 +1,232 @@
+"""Inbox sessions and the realtime socket: HMAC rules, expired tokens and live counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
+
+from novulite.security import TokenSigner
+from tests.helpers import create_workflow, open_session, subscriber_hash
+from tests.servers import API_KEY, APP_ID, ServerProcess
+
+SEVERITIES = {"high", "medium", "low", "none"}
+
+
+def _session(base_url: str, subscriber_id: str, hash_value: str | None) -> httpx.Response:
+    body: dict[str, Any] = {"applicationIdentifier": APP_ID, "subscriber": {"subscriberId": subscriber_id}}
+    if hash_value is not None:
+        body["subscriberHash"] = hash_value
+    return httpx.post(f"{base_url}/v1/inbox/session", json=body, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("case", "subscriber_id", "hash_of", "transform", "status"),
+    [
+        ("valid hash", "alice", "alice", str, 201),
+        ("another subscriber's hash", "bob", "alice", str, 401),
+        ("missing hash", "alice", None, str, 401),
+        ("upper-case hex", "alice", "alice", str.upper, 201),
+        ("trailing white space", "alice", "alice", lambda value: value + "  ", 201),
+        (
+            "hash keyed with another secret",
+            "alice",
+            "alice",
+            lambda value: subscriber_hash("alice", "other"),
+            401,
+        ),
+    ],
+)
+def test_session_hash_rules(
+    server: ServerProcess, case: str, subscriber_id: str, hash_of: str | None, transform: Any, status: int
+) -> None:
+    hash_value = None if hash_of is None else transform(subscriber_hash(hash_of))
+    response = _session(server.base_url, subscriber_id, hash_value)
+    assert response.status_code == status, case
+    if status == 401:
+        assert response.json()["statusCode"] == 401
+        assert "subscriberHash" in response.json()["message"]
+
+
+def _signing_key(server: ServerProcess) -> bytes:
+    database = server.data_dir / "novulite.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        value = connection.execute("select value from server_setting where key = 'signing_key'").fetchone()[0]
+    return bytes.fromhex(value)
+
+
+def _claims_of(token: str) -> dict[str, Any]:
+    import base64
+
+    payload = token.partition(".")[0]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
+
+
+async def _socket_refused(url: str) -> tuple[dict[str, Any], int]:
+    async with websockets.connect(url) as socket:
+        frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), 10)
+    assert closed.value.rcvd is not None
+    return frame, closed.value.rcvd.code
+
+
+def test_expired_token_rejected(server: ServerProcess) -> None:
+    session = open_session(server.base_url, "alice")
+    claims = _claims_of(session["token"])
+    claims.pop("exp")
+    signer = TokenSigner(_signing_key(server), "inbox-session")
+    expired = signer.sign(claims, ttl_seconds=60, now=time.time() - 120)
+    still_valid = signer.sign(claims, ttl_seconds=60)
+
+    headers = {"Authorization": f"Bearer {expired}"}
+    response = httpx.get(f"{server.base_url}/v1/inbox/notifications", headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.json()["statusCode"] == 401
+    frame, code = asyncio.run(_socket_refused(f"{server.ws_url}?token={expired}"))
+    assert frame["event"] == "error"
+    assert frame["data"]["statusCode"] == 401
+    assert code == 1008
+
+    headers = {"Authorization": f"Bearer {still_valid}"}
+    assert (
+        httpx.get(f"{server.base_url}/v1/inbox/notifications", headers=headers, timeout=10).status_code == 200
+    )
+
+
+def test_forged_token_rejected(server: ServerProcess) -> None:
+    session = open_session(server.base_url, "alice")
+    claims = _claims_of(session["token"])
+    claims.pop("exp")
+    claims["sid"] = "mallory"
+    forged = TokenSigner(b"not the server's key", "inbox-session").sign(claims, ttl_seconds=60)
+    response = httpx.get(
+        f"{server.base_url}/v1/inbox/notifications", headers={"Authorization": f"Bearer {forged}"}, timeout=10
+    )
+    assert response.status_code == 401
+
+
+def _check_frame(frame: dict[str, Any]) -> None:
+    """Validate one socket frame against the schema of its event."""
+    assert set(frame) == {"event", "data"}
+    data = frame["data"]
+    if frame["event"] == "unread_count_changed":
+        assert type(data["unreadCount"]) is int
+        assert type(data["hasMore"]) is bool
+        assert type(data["counts"]["total"]) is int
+        assert set(data["counts"]["severity"]) == SEVERITIES
+        assert all(type(value) is int for value in data["counts"]["severity"].values())
+        assert data["counts"]["total"] == data["unreadCount"]
+    elif frame["event"] == "unseen_count_changed":
+        assert type(data["unseenCount"]) is int
+        assert type(data["hasMore"]) is bool
+    elif frame["event"] == "notification_received":
+        message = data["message"]
+        assert isinstance(message["_id"], str)
+        assert isinstance(message["content"], str)
+        assert isinstance(message["cta"], dict)
+        assert message["severity"] in SEVERITIES
+    else:
+        raise AssertionError(f"unexpected event {frame['event']!r}")
+
+
+class _Recorder:
+    """Read frames in the background, check each against its schema and keep the unread counts."""
+
+    def __init__(self, socket: websockets.ClientConnection) -> None:
+        self.socket = socket
+        self.unread: list[int] = []
+        self.received: list[str] = []
+        self.frames: list[dict[str, Any]] = []
+        self.failure: BaseException | None = None
+        self._changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            await self._read_frames()
+        except BaseException as exc:
+            self.failure = exc
+            async with self._changed:
+                self._changed.notify_all()
+            raise
+
+    async def _read_frames(self) -> None:
+        async for text in self.socket:
+            frame = json.loads(text)
+            self.frames.append(frame)
+            _check_frame(frame)
+            async with self._changed:
+                if frame["event"] == "unread_count_changed":
+                    self.unread.append(frame["data"]["unreadCount"])
+                elif frame["event"] == "notification_received":
+                    self.received.append(frame["data"]["message"]["content"])
+                self._changed.notify_all()
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.failure is not None or predicate(self))
+        if self.failure is not None:
+            raise AssertionError(f"reading frames failed after {self.frames[-3:]}") from self.failure
+
+    async def close(self) -> None:
+        self._task.cancel()
+
+
+async def _live_counts(server: ServerProcess, api: httpx.Client) -> None:
+    create_workflow(api, "counts", body="message {{ payload.n }}")
+    session = open_session(server.base_url, "carol")
+    inbox = httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {session['token']}"}, timeout=10
+    )
+    async with websockets.connect(f"{server.ws_url}?token={session['token']}") as socket:
+        recorder = _Recorder(socket)
+        await recorder.wait_for(lambda r: r.unread == [0])
+        for n in range(3):
+            response = api.post(
+                "/v1/events/trigger", json={"name": "counts", "to": "carol", "payload": {"n": n}}
+            )
+            assert response.status_code == 201
+        await recorder.wait_for(lambda r: len(r.received) == 3 and r.unread[-1] == 3)
+        assert sorted(recorder.received) == ["message 0", "message 1", "message 2"]
+        assert recorder.unread == sorted(recorder.unread), "an unread count went backwards"
+
+        listing = (await inbox.get("/v1/inbox/notifications")).json()["data"]
+        first = listing[0]["id"]
+        marks = ["read", "read", "unread", "read", "read"]
+        expected = [2, 2, 3, 2, 2]
+        for mark, unread in zip(marks, expected, strict=True):
+            response = await inbox.patch(f"/v1/inbox/notifications/{first}/{mark}")
+            assert response.status_code == 200
+            count = await inbox.get(
+                "/v1/inbox/notifications/count", params={"filters": '[{"read":false,"archived":false}]'}
+            )
+            assert count.json()["data"][0]["count"] == unread
+        # One more message flushes any frame still on its way, then the sequence is complete.
+        api.post("/v1/events/trigger", json={"name": "counts", "to": "carol", "payload": {"n": 3}})
+        await recorder.wait_for(lambda r: len(r.received) == 4 and r.unread[-1] == 3)
+        after_delivery = recorder.unread[recorder.unread.index(3) :]
+        assert after_delivery == [3, 2, 3, 2, 3], "a repeated mark changed the count twice"
+        await recorder.close()
+    await inbox.aclose()
+
+
+def test_counts_follow_marks_live(server: ServerProcess, api: httpx.Client) -> None:
+    asyncio.run(_live_counts(server, api))
+
+
+def test_session_counts_include_severity(server: ServerProcess) -> None:
+    response = _session(server.base_url, "dave", subscriber_hash("dave"))
+    data = response.json()["data"]
+    assert data["unreadCount"]["total"] == 0
+    assert set(data["unreadCount"]["severity"]) == SEVERITIES
+    assert data["totalUnreadCount"] == 0
+    assert isinstance(data["token"], str)
+    assert API_KEY not in data["token"]
