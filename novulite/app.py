@@ -68,6 +68,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         settings=settings,
         publish=hub.publish_threadsafe,
     )
+    intake = TriggerIntake(store, queues)
+    worker.under_pressure = lambda: intake.under_pressure
     register_tasks(worker)
     return Services(
         settings=settings,
@@ -77,7 +79,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         writer=writer,
         queues=queues,
         hub=hub,
-        intake=TriggerIntake(store, queues),
+        intake=intake,
         directory=Directory(reader),
         inbox_tokens=TokenSigner(signing_key, "inbox-session"),
         admin_sessions=TokenSigner(signing_key, "admin-session"),

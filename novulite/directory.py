@@ -79,26 +79,28 @@ class Directory:
         self._environments = _TimedCache(seconds)
         self._workflows = _TimedCache(seconds)
 
-    async def _environment(self, cache_key: tuple[str, str], condition: Any) -> EnvironmentInfo | None:
-        cached = self._environments.get(cache_key)
+    async def _environment(self, column: str, value: str) -> EnvironmentInfo | None:
+        cached = self._environments.get((column, value))
         if cached is not None:
             return cached
+        # Built only on a miss: constructing the expression costs more than a cache hit.
+        condition = getattr(Environment, column) == value
         async with self._reader.connect() as connection:
             row = (await connection.execute(select(Environment).where(condition))).first()
         if row is None:
             return None
         info = _environment_info(Environment(**row._mapping))
-        self._environments.put(cache_key, info)
+        self._environments.put((column, value), info)
         return info
 
     async def environment_by_key_hash(self, key_hash: str) -> EnvironmentInfo | None:
-        return await self._environment(("key", key_hash), Environment.api_key_hash == key_hash)
+        return await self._environment("api_key_hash", key_hash)
 
     async def environment_by_identifier(self, identifier: str) -> EnvironmentInfo | None:
-        return await self._environment(("identifier", identifier), Environment.identifier == identifier)
+        return await self._environment("identifier", identifier)
 
     async def environment_by_id(self, environment_id: str) -> EnvironmentInfo | None:
-        return await self._environment(("id", environment_id), Environment.id == environment_id)
+        return await self._environment("id", environment_id)
 
     def invalidate_environments(self) -> None:
         self._environments.clear()

@@ -15,15 +15,20 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from novulite.db.dialect import insert
-from novulite.db.models import TriggerEvent
+from novulite.db.fast import insert_returning
+from novulite.db.models import TriggerEvent, table
 from novulite.db.store import Store
 from novulite.queues import HANDLE_TRIGGERS, Queues
 
 logger = logging.getLogger("novulite.api")
 
 MAX_BATCH = 500
+# Mean batch size above which the intake counts as under concurrent load.
+PRESSURE_BATCH_SIZE = 4.0
 ENQUEUE_CHUNK = 100
+
+_triggers = table(TriggerEvent)
+_SKIP_REPEATED_TRANSACTION = "ON CONFLICT (environment_id, transaction_id) DO NOTHING RETURNING id"
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[bool]"]
 
@@ -35,6 +40,13 @@ class TriggerIntake:
         self._waiting: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="novulite-intake")
+        # Exponential moving average of the batch sizes; paced traffic keeps it near 1.
+        self._mean_batch = 1.0
+
+    @property
+    def under_pressure(self) -> bool:
+        """Whether many requests arrive at once, as in a burst; the queue consumers then batch more."""
+        return self._mean_batch >= PRESSURE_BATCH_SIZE
 
     async def start(self) -> None:
         self._waiting = asyncio.Queue()
@@ -68,6 +80,7 @@ class TriggerIntake:
             while len(batch) < MAX_BATCH and not self._waiting.empty():
                 batch.append(self._waiting.get_nowait())
             rows = [row for row, _ in batch]
+            self._mean_batch = 0.8 * self._mean_batch + 0.2 * len(rows)
             try:
                 inserted = await asyncio.shield(loop.run_in_executor(self._executor, self._write, rows))
             except Exception as exc:
@@ -82,13 +95,12 @@ class TriggerIntake:
 
     def _write(self, rows: list[dict[str, Any]]) -> set[str]:
         """Insert rows, skipping repeated transaction ids, and enqueue the new ones."""
-        statement = (
-            insert(self._store.write_engine.dialect.name, TriggerEvent)
-            .on_conflict_do_nothing(index_elements=["environment_id", "transaction_id"])
-            .returning(TriggerEvent.id)
-        )
-        with self._store.write() as session:
-            inserted = list(session.connection().execute(statement, rows).scalars())
+        with self._store.raw_write() as raw:
+            inserted = [
+                row_id
+                for row in rows
+                if (row_id := insert_returning(raw, _triggers, row, _SKIP_REPEATED_TRANSACTION)) is not None
+            ]
         try:
             for start in range(0, len(inserted), ENQUEUE_CHUNK):
                 self._queues.enqueue(HANDLE_TRIGGERS, inserted[start : start + ENQUEUE_CHUNK])

@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, false, func, select, true
 from sqlalchemy.sql import Select
 
 from novulite.clock import isoformat
-from novulite.db.models import Message, Subscriber, Workflow
+from novulite.db.models import Message
 from novulite.subscribers import to_inbox_recipient, to_raw
 
 SEVERITIES = ("high", "medium", "low", "none")
@@ -29,7 +29,7 @@ def context_key(keys: list[str] | tuple[str, ...]) -> str:
     return ",".join(sorted(set(keys)))
 
 
-def inbox_scope(subscriber_pk: str, context: str) -> list[ColumnElement[bool]]:
+def inbox_scope(subscriber_pk: Any, context: Any) -> list[ColumnElement[bool]]:
     """Return the conditions every inbox query starts from: one subscriber, one exact context."""
     return [
         Message.subscriber_pk == subscriber_pk,
@@ -71,7 +71,7 @@ def unseen_conditions() -> list[ColumnElement[bool]]:
     ]
 
 
-def unread_by_severity_query(subscriber_pk: str, context: str) -> Select[str, int]:
+def unread_by_severity_query(subscriber_pk: Any, context: Any) -> Select[str, int]:
     return (
         select(Message.severity, func.count())
         .where(*inbox_scope(subscriber_pk, context), *unread_conditions())
@@ -79,7 +79,7 @@ def unread_by_severity_query(subscriber_pk: str, context: str) -> Select[str, in
     )
 
 
-def unseen_count_query(subscriber_pk: str, context: str) -> Select[Any]:
+def unseen_count_query(subscriber_pk: Any, context: Any) -> Select[Any]:
     return select(func.count()).where(*inbox_scope(subscriber_pk, context), *unseen_conditions())
 
 
@@ -118,7 +118,7 @@ def _action(cta: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def _workflow_summary(workflow: Workflow) -> dict[str, Any]:
+def _workflow_summary(workflow: Any) -> dict[str, Any]:
     return {
         "id": workflow.id,
         "identifier": workflow.workflow_id,
@@ -129,8 +129,8 @@ def _workflow_summary(workflow: Workflow) -> dict[str, Any]:
     }
 
 
-def to_inbox(message: Message, subscriber: Subscriber, workflow: Workflow) -> dict[str, Any]:
-    """Return the InboxNotification JSON of a message."""
+def to_inbox(message: Any, subscriber: Any, workflow: Any) -> dict[str, Any]:
+    """Return the InboxNotification JSON of a message; the arguments are ORM objects or Core rows."""
     redirect = (message.cta or {}).get("data") or None
     return {
         "id": message.id,
@@ -160,7 +160,7 @@ def to_inbox(message: Message, subscriber: Subscriber, workflow: Workflow) -> di
     }
 
 
-def to_raw_entity(message: Message, subscriber: Subscriber, workflow: Workflow) -> dict[str, Any]:
+def to_raw_entity(message: Any, subscriber: Any, workflow: Any) -> dict[str, Any]:
     """Return Novu's raw message entity, as `notification_received` frames carry it."""
     return {
         "_id": message.id,

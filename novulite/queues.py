@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,24 @@ class Queues:
     def schedule(self, name: str, delay_seconds: float, *args: Any) -> None:
         """Enqueue task `name` to run after `delay_seconds`; Huey's scheduler thread releases it."""
         self._tasks[name].schedule(args=args, delay=delay_seconds)
+
+    def take_waiting(self, name: str) -> Iterator[Any]:
+        """Dequeue waiting entries of task `name` one at a time, yielding the first argument of each.
+
+        A task calls it to fold entries that piled up behind it into its own batch, so
+        a backlog costs one transaction per batch instead of one per entry. It dequeues
+        only as far as the caller iterates. Entries of other tasks met on the way run
+        here at once, as the consumer would run them.
+        """
+        huey = self._tasks[name].huey
+        while True:
+            waiting = huey.dequeue()
+            if waiting is None:
+                return
+            if waiting.name == name:
+                yield waiting.args[0]
+            else:
+                huey.execute(waiting)
 
     def pending_counts(self) -> dict[str, int]:
         return {name: huey.pending_count() for name, huey in self._hueys.items()}

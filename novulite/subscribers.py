@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from novulite.clock import isoformat
-from novulite.db.models import Subscriber
+from novulite.db.fast import fetch, insert_rows, placeholders, write_value
+from novulite.db.models import Subscriber, table
 from novulite.ids import new_id
 
 # Request field name -> model attribute, for profile fields that are strings or null.
@@ -68,7 +70,76 @@ def upsert_subscriber(
     return subscriber
 
 
-def template_variables(subscriber: Subscriber) -> dict[str, Any]:
+_subscribers = table(Subscriber)
+_PROFILE_COLUMNS = [*PROFILE_FIELDS.values(), "data", "deleted", "updated_at"]
+
+
+def upsert_subscribers(
+    raw: sqlite3.Connection, environment_id: str, specs: list[dict[str, Any]], now: dt.datetime
+) -> dict[str, str]:
+    """Create or update the subscribers in `specs` inside the caller's transaction; return subscriberId -> pk.
+
+    Later specs for the same subscriberId win, as if applied one after another.
+    """
+    wanted = list(dict.fromkeys(spec["subscriberId"] for spec in specs))
+    stored = {
+        row.subscriber_id: vars(row)
+        for row in fetch(
+            raw,
+            "SELECT * FROM subscriber WHERE environment_id = ? "
+            f"AND subscriber_id IN ({placeholders(len(wanted))})",
+            [environment_id, *wanted],
+            _subscribers,
+        )
+    }
+    created: dict[str, dict[str, Any]] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        subscriber_id = spec["subscriberId"]
+        row = stored.get(subscriber_id) or created.get(subscriber_id)
+        if row is None:
+            row = _new_row(environment_id, subscriber_id, now)
+            created[subscriber_id] = row
+        if _apply(row, spec, now) and subscriber_id in stored:
+            changed[subscriber_id] = row
+    insert_rows(raw, _subscribers, created.values())
+    assignments = ", ".join(f"{column} = ?" for column in _PROFILE_COLUMNS)
+    for row in changed.values():
+        values = [write_value(_subscribers, column, row[column]) for column in _PROFILE_COLUMNS]
+        raw.execute(f"UPDATE subscriber SET {assignments} WHERE id = ?", [*values, row["id"]])
+    return {subscriber_id: row["id"] for subscriber_id, row in {**stored, **created}.items()}
+
+
+def _new_row(environment_id: str, subscriber_id: str, now: dt.datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {column.name: None for column in _subscribers.columns}
+    row.update(
+        id=new_id(),
+        environment_id=environment_id,
+        subscriber_id=subscriber_id,
+        is_online=False,
+        deleted=False,
+        created_at=now,
+        updated_at=now,
+    )
+    return row
+
+
+def _apply(row: dict[str, Any], spec: dict[str, Any], now: dt.datetime) -> bool:
+    """Copy the profile fields `spec` carries into `row`; return whether anything changed."""
+    changed = False
+    for field, attribute in [*PROFILE_FIELDS.items(), ("data", "data")]:
+        if field in spec and row[attribute] != spec[field]:
+            row[attribute] = spec[field]
+            changed = True
+    if row["deleted"]:
+        row["deleted"] = False
+        changed = True
+    if changed:
+        row["updated_at"] = now
+    return changed
+
+
+def template_variables(subscriber: Any) -> dict[str, Any]:
     """Return the `subscriber` namespace that message templates see."""
     return {
         "subscriberId": subscriber.subscriber_id,
@@ -83,7 +154,7 @@ def template_variables(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def to_inbox_recipient(subscriber: Subscriber) -> dict[str, Any]:
+def to_inbox_recipient(subscriber: Any) -> dict[str, Any]:
     """Return the `to` object of an inbox notification."""
     return {
         "id": subscriber.id,
@@ -99,7 +170,7 @@ def to_inbox_recipient(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def to_raw(subscriber: Subscriber) -> dict[str, Any]:
+def to_raw(subscriber: Any) -> dict[str, Any]:
     """Return the subscriber as Novu's raw entity, embedded in realtime message frames."""
     return dict(
         to_inbox_recipient(subscriber),

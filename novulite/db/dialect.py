@@ -1,18 +1,10 @@
-"""Dialect-specific statements, so engine code stays portable across SQLite and PostgreSQL."""
+"""Helpers for reading SQLAlchemy results in a way that type-checks."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import CursorResult, Result
-from sqlalchemy.dialects import postgresql, sqlite
-
-
-def insert(bind_dialect_name: str, table: Any) -> Any:
-    """Return an INSERT that supports ON CONFLICT for the given dialect."""
-    if bind_dialect_name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -16,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 BUSY_TIMEOUT_MS = 15_000
 
 
-def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def set_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
+    """Apply the job store's connection settings: WAL, synchronous=NORMAL, busy timeout, foreign keys."""
     # Turn off the driver's own transaction handling so the "begin" hook decides.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -28,7 +29,7 @@ def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _configure(engine: Engine, begin_sql: str) -> None:
-    event.listen(engine, "connect", _set_pragmas)
+    event.listen(engine, "connect", set_pragmas)
 
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql(begin_sql)

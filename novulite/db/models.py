@@ -7,7 +7,7 @@ rows can be inserted and enqueued without reading generated keys back.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -59,6 +60,11 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {dt.datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def table(model: type[Base]) -> Table:
+    """Return the Core table of a model, for hot paths that skip the ORM."""
+    return cast(Table, model.__table__)
 
 
 def _id_column() -> Mapped[str]:

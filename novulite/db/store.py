@@ -9,6 +9,7 @@ each waiting writer starts the moment the previous one commits.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from novulite.db.engine import create_sync_engine
+from novulite.db.engine import create_sync_engine, set_pragmas
 
 
 class Store:
@@ -24,6 +25,10 @@ class Store:
         self.write_engine: Engine = create_sync_engine(path, writer=True)
         self.read_engine: Engine = create_sync_engine(path, writer=False)
         self._write_lock = threading.Lock()
+        self._path = path
+        self._writer: sqlite3.Connection | None = None
+        self._readers = threading.local()
+        self._raw_connections: list[sqlite3.Connection] = []
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -32,10 +37,50 @@ class Store:
             yield session
 
     @contextlib.contextmanager
+    def raw_write(self) -> Iterator[sqlite3.Connection]:
+        """Open a write transaction on the sqlite3 writer connection, for the engine's hot paths.
+
+        The write lock makes this one connection enough: only its holder may write.
+        """
+        with self._write_lock:
+            connection = self._raw_writer()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+    def raw_read(self) -> sqlite3.Connection:
+        """Return this thread's sqlite3 connection for reads outside a transaction."""
+        connection: sqlite3.Connection | None = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            self._readers.connection = connection
+            self._raw_connections.append(connection)
+        return connection
+
+    def _raw_writer(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self._writer = self._connect()
+            self._raw_connections.append(self._writer)
+        return self._writer
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        set_pragmas(connection)
+        return connection
+
+    @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         with Session(self.read_engine) as session:
             yield session
 
     def dispose(self) -> None:
+        for connection in self._raw_connections:
+            connection.close()
+        self._raw_connections.clear()
+        self._writer = None
         self.write_engine.dispose()
         self.read_engine.dispose()

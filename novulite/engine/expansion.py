@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
-from novulite.db.models import ExecutionDetail, Job, Notification, Step
+from novulite.db.fast import fetch, insert_rows, placeholders
+from novulite.db.models import ExecutionDetail, Job, Notification, Step, table
 from novulite.engine.context import WorkerContext
+from novulite.engine.details import detail_row
 from novulite.ids import new_id
 from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
+
+_jobs = table(Job)
+_details = table(ExecutionDetail)
 
 
 def expand_notifications(ctx: WorkerContext, notification_ids: list[str]) -> None:
@@ -37,88 +39,71 @@ def expand_notifications(ctx: WorkerContext, notification_ids: list[str]) -> Non
 def _create_jobs(ctx: WorkerContext, notification_ids: list[str]) -> list[str]:
     """Claim pending notifications by flipping `expansion` and create their jobs; return the first jobs."""
     now = ctx.clock.now()
-    with ctx.store.write() as session:
-        claimed = list(
-            session.scalars(
-                update(Notification)
-                .where(Notification.id.in_(notification_ids), Notification.expansion == "pending")
-                .values(expansion="done")
-                .returning(Notification.id)
-                .execution_options(synchronize_session=False)
-            )
+    with ctx.store.raw_write() as raw:
+        claimed = fetch(
+            raw,
+            f"UPDATE notification SET expansion = 'done' "
+            f"WHERE id IN ({placeholders(len(notification_ids))}) AND expansion = 'pending' "
+            "RETURNING id, environment_id, workflow_pk, subscriber_pk, transaction_id",
+            notification_ids,
+            table(Notification),
         )
         if not claimed:
             return []
-        notifications = session.scalars(
-            select(Notification).where(Notification.id.in_(claimed)).order_by(Notification.id)
-        ).all()
-        steps = _active_steps(session, {notification.workflow_pk for notification in notifications})
+        claimed.sort(key=lambda row: row.id)
+        workflow_pks = list({notification.workflow_pk for notification in claimed})
+        steps: dict[str, list[Any]] = {}
+        active_steps = fetch(
+            raw,
+            "SELECT id, workflow_pk, step_id, name, type, control_values FROM step "
+            f"WHERE workflow_pk IN ({placeholders(len(workflow_pks))}) AND active = 1 "
+            "ORDER BY workflow_pk, position",
+            workflow_pks,
+            table(Step),
+        )
+        for step in active_steps:
+            steps.setdefault(step.workflow_pk, []).append(step)
         chains = [
-            _job_chain(notification, steps.get(notification.workflow_pk, []), now)
-            for notification in notifications
+            _job_chain(notification, steps.get(notification.workflow_pk, []), now) for notification in claimed
         ]
-        jobs = [job for chain in chains for job in chain]
-        if not jobs:
-            return []
-        session.add_all(jobs)
-        # The models declare no relationships, so the jobs must reach the database before their details.
-        session.flush()
+        insert_rows(raw, _jobs, [job for chain in chains for job in chain])
         first_jobs = [chain[0] for chain in chains if chain]
-        session.add_all(_detail(job, "Step queued", "Queued", now) for job in first_jobs)
-        return [job.id for job in first_jobs]
+        insert_rows(raw, _details, [detail_row(job, "Step queued", "Queued", now) for job in first_jobs])
+        return [job["id"] for job in first_jobs]
 
 
-def _active_steps(session: Session, workflow_pks: set[str]) -> dict[str, list[Step]]:
-    grouped: dict[str, list[Step]] = {}
-    rows = session.scalars(
-        select(Step).where(Step.workflow_pk.in_(workflow_pks), Step.active.is_(True)).order_by(Step.position)
-    )
-    for step in rows:
-        grouped.setdefault(step.workflow_pk, []).append(step)
-    return grouped
-
-
-def _job_chain(notification: Notification, steps: Sequence[Step], now: dt.datetime) -> list[Job]:
-    jobs: list[Job] = []
+def _job_chain(notification: Any, steps: list[Any], now: dt.datetime) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = []
     parent_id: str | None = None
     for position, step in enumerate(steps):
         first = position == 0
-        job = Job(
-            id=new_id(),
-            environment_id=notification.environment_id,
-            notification_id=notification.id,
-            subscriber_pk=notification.subscriber_pk,
-            transaction_id=notification.transaction_id,
-            step_pk=step.id,
-            step_id=step.step_id,
-            type=step.type,
-            position=position,
-            parent_id=parent_id,
-            step={
+        job = {
+            "id": new_id(),
+            "environment_id": notification.environment_id,
+            "notification_id": notification.id,
+            "subscriber_pk": notification.subscriber_pk,
+            "transaction_id": notification.transaction_id,
+            "step_pk": step.id,
+            "step_id": step.step_id,
+            "type": step.type,
+            "position": position,
+            "parent_id": parent_id,
+            "step": {
                 "stepId": step.step_id,
                 "name": step.name,
                 "type": step.type,
                 "controlValues": step.control_values or {},
             },
-            status="queued" if first else "pending",
-            attempt=0,
-            max_attempts=3,
-            run_at=now if first else None,
-            created_at=now,
-            updated_at=now,
-        )
+            "status": "queued" if first else "pending",
+            "attempt": 0,
+            "max_attempts": 3,
+            "run_at": now if first else None,
+            "lease_until": None,
+            "error": None,
+            "output": None,
+            "created_at": now,
+            "updated_at": now,
+        }
         jobs.append(job)
-        parent_id = job.id
+        parent_id = job["id"]
     return jobs
-
-
-def _detail(job: Job, text: str, status: str, now: dt.datetime) -> ExecutionDetail:
-    return ExecutionDetail(
-        id=new_id(),
-        job_id=job.id,
-        notification_id=job.notification_id,
-        status=status,
-        detail=text,
-        source="Internal",
-        created_at=now,
-    )

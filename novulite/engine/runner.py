@@ -14,18 +14,28 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable, Iterable
+import sqlite3
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Table
 
-from novulite.db.models import ExecutionDetail, Job, Notification, Subscriber, TriggerEvent, Workflow
+from novulite.db.fast import db_datetime, fetch, insert_rows, placeholders, write_value
+from novulite.db.models import (
+    ExecutionDetail,
+    Job,
+    Message,
+    Notification,
+    Subscriber,
+    TriggerEvent,
+    Workflow,
+    table,
+)
 from novulite.engine.context import WorkerContext
+from novulite.engine.details import detail_row
 from novulite.engine.steps import in_app
 from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
 from novulite.engine.templates import TemplateError
-from novulite.ids import new_id
 from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
@@ -34,8 +44,14 @@ StepHandler = Callable[[StepContext], StepResult]
 STEP_HANDLERS: dict[str, StepHandler] = {"in_app": in_app.run}
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
-# ORM UPDATEs here are guarded by their WHERE clauses; skip syncing loaded objects to them.
-_NO_SYNC = {"synchronize_session": False}
+
+_jobs = table(Job)
+_details = table(ExecutionDetail)
+_messages = table(Message)
+_NOTIFICATION_COLUMNS = (
+    "n.id AS id, n.workflow_pk AS workflow_pk, n.context_keys AS context_keys, "
+    "t.payload AS payload, t.overrides AS overrides, t.context AS context, t.actor AS actor"
+)
 
 
 @dataclasses.dataclass
@@ -78,129 +94,114 @@ def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     return outcome
 
 
-def _claimable(now: dt.datetime) -> Any:
-    """Jobs that are due, or whose previous runner's lease expired."""
-    return or_(
-        and_(Job.status == "queued", Job.run_at <= now),
-        and_(Job.status == "running", Job.lease_until < now),
+def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float) -> list[Any]:
+    """Move due jobs, and jobs whose previous runner's lease expired, to running; return them by id."""
+    at = db_datetime(now)
+    lease_until = db_datetime(now + dt.timedelta(seconds=lease_seconds))
+    jobs = fetch(
+        raw,
+        "UPDATE job SET status = 'running', attempt = attempt + 1, lease_until = ?, updated_at = ? "
+        f"WHERE id IN ({placeholders(len(job_ids))}) "
+        "AND ((status = 'queued' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) RETURNING *",
+        [lease_until, at, *job_ids, at, at],
+        _jobs,
     )
+    return sorted(jobs, key=lambda job: job.id)
 
 
-def _claim(session: Session, job_ids: Iterable[str], now: dt.datetime, lease_seconds: float) -> list[str]:
-    return list(
-        session.scalars(
-            update(Job)
-            .where(Job.id.in_(list(job_ids)), _claimable(now))
-            .values(
-                status="running",
-                attempt=Job.attempt + 1,
-                lease_until=now + dt.timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
-            .returning(Job.id)
-            .execution_options(**_NO_SYNC)
-        )
-    )
+def _by_id(raw: sqlite3.Connection, sql: str, ids: set[str], *tables: Table) -> dict[str, Any]:
+    return {row.id: row for row in fetch(raw, sql.format(placeholders(len(ids))), list(ids), *tables)}
 
 
 def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     now = ctx.clock.now()
     outcome = _Outcome()
-    with ctx.store.write() as session:
-        claimed = _claim(session, job_ids, now, ctx.settings.job_lease_seconds)
-        if not claimed:
+    with ctx.store.raw_write() as raw:
+        jobs = _claim(raw, job_ids, now, ctx.settings.job_lease_seconds)
+        if not jobs:
             return outcome
-        jobs = session.scalars(select(Job).where(Job.id.in_(claimed)).order_by(Job.id)).all()
-        rows = _Rows.load(session, jobs)
-        completed = []
+        notifications = _by_id(
+            raw,
+            f"SELECT {_NOTIFICATION_COLUMNS} FROM notification n JOIN trigger_event t ON t.id = n.trigger_id "
+            "WHERE n.id IN ({})",
+            {job.notification_id for job in jobs},
+            table(Notification),
+            table(TriggerEvent),
+        )
+        subscribers = _by_id(
+            raw,
+            "SELECT * FROM subscriber WHERE id IN ({})",
+            {job.subscriber_pk for job in jobs},
+            table(Subscriber),
+        )
+        workflows = _by_id(
+            raw,
+            "SELECT * FROM workflow WHERE id IN ({})",
+            {notification.workflow_pk for notification in notifications.values()},
+            table(Workflow),
+        )
+        completed: list[tuple[Any, ...]] = []
+        details: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = []
         for job in jobs:
-            result = _run_step(session, job, rows, now, outcome)
-            if result is not None:
-                completed.append(job)
-                for task_name, ids in result.events:
-                    outcome.events.setdefault(task_name, []).extend(ids)
-        outcome.next_job_ids.extend(_queue_next(session, completed, now))
+            notification = notifications[job.notification_id]
+            context = StepContext(
+                connection=raw,
+                job=job,
+                notification=notification,
+                trigger=notification,
+                subscriber=subscribers[job.subscriber_pk],
+                workflow=workflows[notification.workflow_pk],
+                now=now,
+            )
+            result = _run_step(context, outcome)
+            if result is None:
+                continue
+            completed.append((write_value(_jobs, "output", result.output), db_datetime(now), job.id))
+            details.extend(detail_row(job, text, status, now) for text, status in result.details)
+            messages.extend(result.messages)
+            for task_name, ids in result.events:
+                outcome.events.setdefault(task_name, []).extend(ids)
+        # The claim and the insert share a transaction, so a job's message can only be new here.
+        insert_rows(raw, _messages, messages)
+        if completed:
+            raw.executemany(
+                "UPDATE job SET status = 'completed', output = ?, lease_until = NULL, updated_at = ? "
+                "WHERE id = ?",
+                completed,
+            )
+            outcome.next_job_ids.extend(_queue_next(raw, [row[2] for row in completed], now))
+        insert_rows(raw, _details, details)
     return outcome
 
 
-@dataclasses.dataclass
-class _Rows:
-    """The rows a batch of jobs refers to, loaded with one query per table."""
-
-    notifications: dict[str, Notification]
-    triggers: dict[str, TriggerEvent]
-    subscribers: dict[str, Subscriber]
-    workflows: dict[str, Workflow]
-
-    @classmethod
-    def load(cls, session: Session, jobs: Iterable[Job]) -> _Rows:
-        jobs = list(jobs)
-        notifications = _by_id(session, Notification, {job.notification_id for job in jobs})
-        return cls(
-            notifications=notifications,
-            triggers=_by_id(session, TriggerEvent, {n.trigger_id for n in notifications.values()}),
-            subscribers=_by_id(session, Subscriber, {job.subscriber_pk for job in jobs}),
-            workflows=_by_id(session, Workflow, {n.workflow_pk for n in notifications.values()}),
-        )
-
-
-def _by_id(session: Session, model: Any, ids: set[str]) -> dict[str, Any]:
-    return {row.id: row for row in session.scalars(select(model).where(model.id.in_(ids)))}
-
-
-def _run_step(
-    session: Session, job: Job, rows: _Rows, now: dt.datetime, outcome: _Outcome
-) -> StepResult | None:
+def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | None:
     """Run one claimed job; return its result when it completed, None when it failed."""
-    notification = rows.notifications[job.notification_id]
-    context = StepContext(
-        session=session,
-        job=job,
-        notification=notification,
-        trigger=rows.triggers[notification.trigger_id],
-        subscriber=rows.subscribers[job.subscriber_pk],
-        workflow=rows.workflows[notification.workflow_pk],
-        now=now,
-    )
+    job = context.job
     handler = STEP_HANDLERS.get(job.type)
     try:
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
-        result = handler(context)
+        return handler(context)
     except (PermanentStepError, TemplateError) as exc:
-        outcome.merge(_fail(session, job, now, exc, transient=False))
+        outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
         return None
-    job.status = "completed"
-    job.output = result.output
-    job.lease_until = None
-    job.updated_at = now
-    session.add_all(_detail(job, text, status, now) for text, status in result.details)
-    return result
 
 
-def _queue_next(session: Session, jobs: list[Job], now: dt.datetime) -> list[str]:
+def _queue_next(raw: sqlite3.Connection, parent_ids: list[str], now: dt.datetime) -> list[str]:
     """Queue the pending child of each job; return the queued ids."""
-    if not jobs:
-        return []
-    children = list(
-        session.scalars(
-            select(Job.id).where(Job.parent_id.in_([job.id for job in jobs]), Job.status == "pending")
-        )
-    )
-    if not children:
-        return []
-    return list(
-        session.scalars(
-            update(Job)
-            .where(Job.id.in_(children), Job.status == "pending")
-            .values(status="queued", run_at=now, updated_at=now)
-            .returning(Job.id)
-            .execution_options(**_NO_SYNC)
-        )
-    )
+    at = db_datetime(now)
+    rows = raw.execute(
+        "UPDATE job SET status = 'queued', run_at = ?, updated_at = ? "
+        f"WHERE parent_id IN ({placeholders(len(parent_ids))}) AND status = 'pending' RETURNING id",
+        [at, at, *parent_ids],
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
-def _fail(session: Session, job: Job, now: dt.datetime, exc: Exception, *, transient: bool) -> _Outcome:
+def _fail(
+    raw: sqlite3.Connection, job: Any, now: dt.datetime, exc: Exception, *, transient: bool
+) -> _Outcome:
     """Record a failed attempt: queue a retry if one is left, else fail the job and move on."""
     error: dict[str, Any] = {
         "type": type(exc).__name__,
@@ -208,44 +209,36 @@ def _fail(session: Session, job: Job, now: dt.datetime, exc: Exception, *, trans
         "attempt": job.attempt,
         "retryable": transient,
     }
-    job.lease_until = None
-    job.updated_at = now
-    if transient and job.attempt < job.max_attempts:
-        delay = random.uniform(0, RETRY_BASE_SECONDS * 2 ** (job.attempt - 1))
-        job.status = "queued"
-        job.run_at = now + dt.timedelta(seconds=delay)
-        error["nextRetryAt"] = job.run_at.isoformat()
-        job.error = error
-        session.add(_detail(job, f"Attempt {job.attempt} failed; retrying", "Warning", now, error))
+    retry = transient and job.attempt < job.max_attempts
+    delay = random.uniform(0, RETRY_BASE_SECONDS * 2 ** (job.attempt - 1)) if retry else 0.0
+    run_at = now + dt.timedelta(seconds=delay) if retry else job.run_at
+    error["nextRetryAt"] = run_at.isoformat() if retry else None
+    raw.execute(
+        "UPDATE job SET status = ?, run_at = ?, error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+        [
+            "queued" if retry else "failed",
+            db_datetime(run_at),
+            write_value(_jobs, "error", error),
+            db_datetime(now),
+            job.id,
+        ],
+    )
+    text, status = (
+        (f"Attempt {job.attempt} failed; retrying", "Warning") if retry else ("Step failed", "Failed")
+    )
+    insert_rows(raw, _details, [detail_row(job, text, status, now, error)])
+    if retry:
         return _Outcome(retries=[(job.id, delay)])
-    job.status = "failed"
-    error["nextRetryAt"] = None
-    job.error = error
-    session.add(_detail(job, "Step failed", "Failed", now, error))
     if job.step.get("controlValues", {}).get("stopOnFailure"):
         return _Outcome()
-    return _Outcome(next_job_ids=_queue_next(session, [job], now))
+    return _Outcome(next_job_ids=_queue_next(raw, [job.id], now))
 
 
 def _record_unexpected(ctx: WorkerContext, job_id: str, exc: Exception) -> _Outcome:
     """Count an attempt that raised; its transaction rolled back, so claim the job again first."""
     now = ctx.clock.now()
-    with ctx.store.write() as session:
-        if not _claim(session, [job_id], now, ctx.settings.job_lease_seconds):
+    with ctx.store.raw_write() as raw:
+        jobs = _claim(raw, [job_id], now, ctx.settings.job_lease_seconds)
+        if not jobs:
             return _Outcome()
-        return _fail(session, session.get_one(Job, job_id), now, exc, transient=True)
-
-
-def _detail(
-    job: Job, text: str, status: str, now: dt.datetime, raw: dict[str, Any] | None = None
-) -> ExecutionDetail:
-    return ExecutionDetail(
-        id=new_id(),
-        job_id=job.id,
-        notification_id=job.notification_id,
-        status=status,
-        detail=text,
-        source="Internal",
-        raw=raw,
-        created_at=now,
-    )
+        return _fail(raw, jobs[0], now, exc, transient=True)

@@ -3,56 +3,65 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from novulite.db.models import Message, Subscriber, Workflow
+from novulite.db.fast import fetch, placeholders
+from novulite.db.models import Message, Subscriber, Workflow, table
 from novulite.engine.context import WorkerContext
-from novulite.messages import (
-    to_raw_entity,
-    unread_by_severity_query,
-    unread_counts,
-    unread_frame,
-    unseen_count_query,
-    unseen_frame,
-)
+from novulite.messages import to_raw_entity, unread_counts, unread_frame, unseen_frame
 
 logger = logging.getLogger("novulite.ws")
 
+_INBOX = (
+    "subscriber_pk = ? AND context_key = ? AND channel = 'in_app' AND archived = 0 AND snoozed_until IS NULL"
+)
+# The same conditions as novulite.messages.unread_conditions and unseen_conditions.
+_UNREAD_BY_SEVERITY = f"SELECT severity, count(*) FROM message WHERE {_INBOX} AND read = 0 GROUP BY severity"
+_UNSEEN = f"SELECT count(*) FROM message WHERE {_INBOX} AND seen = 0"
 
-def count_frames(session: Session, subscriber_pk: str, context: str) -> list[dict[str, Any]]:
-    rows = session.execute(unread_by_severity_query(subscriber_pk, context)).all()
-    unseen = session.scalar(unseen_count_query(subscriber_pk, context)) or 0
+
+def count_frames(raw: sqlite3.Connection, subscriber_pk: str, context: str) -> list[dict[str, Any]]:
+    rows = raw.execute(_UNREAD_BY_SEVERITY, (subscriber_pk, context)).fetchall()
+    unseen = raw.execute(_UNSEEN, (subscriber_pk, context)).fetchone()[0]
     return [unread_frame(unread_counts([(row[0], row[1]) for row in rows])), unseen_frame(unseen)]
+
+
+def _rows_by_id(raw: sqlite3.Connection, table_name: str, ids: set[str], model_table: Any) -> dict[str, Any]:
+    sql = f"SELECT * FROM {table_name} WHERE id IN ({placeholders(len(ids))})"
+    return {row.id: row for row in fetch(raw, sql, list(ids), model_table)}
 
 
 def messages_created(ctx: WorkerContext, message_ids: list[str]) -> None:
     """Send each new message to its subscriber's sockets, then that subscriber's counts once."""
-    with ctx.store.read() as session:
-        messages = session.scalars(
-            select(Message).where(Message.id.in_(message_ids)).order_by(Message.id)
-        ).all()
-        if len(messages) < len(set(message_ids)):
-            logger.warning(
-                "%d messages vanished before their frames were sent", len(set(message_ids)) - len(messages)
-            )
-        frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for message in messages:
-            subscriber = session.get_one(Subscriber, message.subscriber_pk)
-            workflow = session.get_one(Workflow, message.workflow_pk)
-            entity = to_raw_entity(message, subscriber, workflow)
-            frames.setdefault((message.subscriber_pk, message.context_key), []).append(
-                {"event": "notification_received", "data": {"message": entity}}
-            )
-        for (subscriber_pk, context), received in frames.items():
-            received.extend(count_frames(session, subscriber_pk, context))
+    raw = ctx.store.raw_read()
+    # One read transaction, so the messages and the counts come from the same snapshot.
+    raw.execute("BEGIN")
+    try:
+        frames = _frames(raw, set(message_ids))
+    finally:
+        raw.execute("COMMIT")
     for (subscriber_pk, context), batch in frames.items():
         ctx.publish(subscriber_pk, context, batch)
 
 
+def _frames(raw: sqlite3.Connection, message_ids: set[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    messages = sorted(_rows_by_id(raw, "message", message_ids, table(Message)).values(), key=lambda m: m.id)
+    if len(messages) < len(message_ids):
+        logger.warning("%d messages vanished before their frames were sent", len(message_ids) - len(messages))
+    subscribers = _rows_by_id(raw, "subscriber", {m.subscriber_pk for m in messages}, table(Subscriber))
+    workflows = _rows_by_id(raw, "workflow", {m.workflow_pk for m in messages}, table(Workflow))
+    frames: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for message in messages:
+        entity = to_raw_entity(message, subscribers[message.subscriber_pk], workflows[message.workflow_pk])
+        frames.setdefault((message.subscriber_pk, message.context_key), []).append(
+            {"event": "notification_received", "data": {"message": entity}}
+        )
+    for (subscriber_pk, context), received in frames.items():
+        received.extend(count_frames(raw, subscriber_pk, context))
+    return frames
+
+
 def counts_changed(ctx: WorkerContext, subscriber_pk: str, context: str) -> None:
-    with ctx.store.read() as session:
-        frames = count_frames(session, subscriber_pk, context)
+    frames = count_frames(ctx.store.raw_read(), subscriber_pk, context)
     ctx.publish(subscriber_pk, context, frames)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import time
 from collections.abc import Callable
 
 from novulite.engine.context import WorkerContext
@@ -22,16 +22,45 @@ from novulite.queues import (
     WS_SOCKET,
 )
 
+# Ids one task run handles at most, its own plus those folded in from waiting entries.
+MAX_BATCH = 500
+# During a burst, a run with fewer ids than this first waits LINGER_SECONDS for more to arrive.
+SMALL_BATCH = 50
+LINGER_SECONDS = 0.02
+
+BatchFunction = Callable[[WorkerContext, list[str]], None]
+
+
+def _folding(ctx: WorkerContext, name: str, function: BatchFunction) -> Callable[[list[str]], None]:
+    """Wrap a batch function so that each run also takes the ids of entries waiting behind it."""
+
+    def run(ids: list[str]) -> None:
+        batch = list(ids)
+        if len(batch) < SMALL_BATCH and ctx.under_pressure():
+            # Fewer, larger batches cost less CPU per id and leave the API more of the interpreter lock.
+            time.sleep(LINGER_SECONDS)
+        if len(batch) < MAX_BATCH:
+            for waiting in ctx.queues.take_waiting(name):
+                batch.extend(waiting)
+                if len(batch) >= MAX_BATCH:
+                    break
+        function(ctx, batch)
+
+    run.__name__ = name
+    return run
+
 
 def register_tasks(ctx: WorkerContext) -> None:
-    registry: list[tuple[str, str, Callable[..., None]]] = [
+    batched: list[tuple[str, str, BatchFunction]] = [
         (TRIGGER_HANDLER, HANDLE_TRIGGERS, handle_triggers),
         (PROCESS_SUBSCRIBER, EXPAND_NOTIFICATIONS, expand_notifications),
         (STANDARD, RUN_JOBS, run_jobs),
         (WS_SOCKET, MESSAGES_CREATED, messages_created),
-        (WS_SOCKET, COUNTS_CHANGED, counts_changed),
     ]
-    for queue, name, function in registry:
-        bound = functools.partial(function, ctx)
-        functools.update_wrapper(bound, function)
-        ctx.queues.register(queue, name, bound)
+    for queue, name, function in batched:
+        ctx.queues.register(queue, name, _folding(ctx, name, function))
+
+    def on_counts_changed(subscriber_pk: str, context: str) -> None:
+        counts_changed(ctx, subscriber_pk, context)
+
+    ctx.queues.register(WS_SOCKET, COUNTS_CHANGED, on_counts_changed)

@@ -6,16 +6,13 @@ import datetime as dt
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
-from novulite.db.dialect import insert
-from novulite.db.models import Notification, Subscriber, TriggerEvent
+from novulite.db.fast import db_datetime, fetch, insert_rows, placeholders
+from novulite.db.models import Notification, Subscriber, TriggerEvent, table
 from novulite.engine.context import WorkerContext
 from novulite.ids import new_id
 from novulite.messages import context_key
 from novulite.queues import EXPAND_NOTIFICATIONS
-from novulite.subscribers import upsert_subscriber
+from novulite.subscribers import upsert_subscribers
 
 logger = logging.getLogger("novulite.worker")
 
@@ -40,6 +37,11 @@ def handle_triggers(ctx: WorkerContext, trigger_ids: list[str]) -> None:
         ctx.queues.enqueue(EXPAND_NOTIFICATIONS, notification_ids[start : start + EXPANSION_CHUNK])
 
 
+_notifications = table(Notification)
+_subscribers = table(Subscriber)
+_TRIGGER_COLUMNS = "id, environment_id, workflow_pk, transaction_id, recipients, actor, context"
+
+
 def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> list[str]:
     """Create the notifications of the triggers still waiting; return their ids.
 
@@ -47,56 +49,53 @@ def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> list[str]:
     queue entry finds it processed and creates nothing.
     """
     now = ctx.clock.now()
-    with ctx.store.write() as session:
-        claimed = list(
-            session.scalars(
-                update(TriggerEvent)
-                .where(TriggerEvent.id.in_(trigger_ids), TriggerEvent.status == "received")
-                .values(status="processed", processed_at=now, error=None)
-                .returning(TriggerEvent.id)
-                .execution_options(synchronize_session=False)
-            )
+    with ctx.store.raw_write() as raw:
+        claimed = fetch(
+            raw,
+            "UPDATE trigger_event SET status = 'processed', processed_at = ?, error = NULL "
+            f"WHERE id IN ({placeholders(len(trigger_ids))}) AND status = 'received' "
+            f"RETURNING {_TRIGGER_COLUMNS}",
+            [db_datetime(now), *trigger_ids],
+            table(TriggerEvent),
         )
-        if not claimed:
-            return []
-        triggers = session.scalars(
-            select(TriggerEvent).where(TriggerEvent.id.in_(claimed)).order_by(TriggerEvent.id)
-        ).all()
-        subscribers: dict[tuple[str, str], Subscriber] = {}
-        rows = [
-            _notification_row(trigger, subscriber_pk, now)
-            for trigger in triggers
-            for subscriber_pk in _recipient_pks(session, trigger, now, subscribers)
-        ]
-        # The new subscribers must exist before notifications refer to them.
-        session.flush()
-        if rows:
-            statement = insert(session.get_bind().dialect.name, Notification).on_conflict_do_nothing()
-            session.execute(statement, rows)
-        notification_ids = list(
-            session.scalars(select(Notification.id).where(Notification.trigger_id.in_(claimed)))
-        )
-    logger.debug("%d triggers fanned out to %d notifications", len(claimed), len(notification_ids))
-    return notification_ids
+        claimed.sort(key=_by_id)
+        rows: list[dict[str, Any]] = []
+        for environment_id, triggers in _by_environment(claimed).items():
+            recipients = [spec for trigger in triggers for spec in _distinct_recipients(trigger)]
+            pks = upsert_subscribers(raw, environment_id, recipients, now)
+            for trigger in triggers:
+                rows.extend(
+                    _notification_row(trigger, pks[spec["subscriberId"]], now)
+                    for spec in _distinct_recipients(trigger)
+                )
+        insert_rows(raw, _notifications, rows)
+    logger.debug("%d triggers fanned out to %d notifications", len(claimed), len(rows))
+    return [row["id"] for row in rows]
 
 
-def _recipient_pks(
-    session: Session, trigger: TriggerEvent, now: dt.datetime, known: dict[tuple[str, str], Subscriber]
-) -> list[str]:
-    """Upsert each distinct recipient and return their primary keys, in request order."""
+def _by_id(row: Any) -> str:
+    return str(row.id)
+
+
+def _by_environment(triggers: list[Any]) -> dict[str, list[Any]]:
+    grouped: dict[str, list[Any]] = {}
+    for trigger in triggers:
+        grouped.setdefault(trigger.environment_id, []).append(trigger)
+    return grouped
+
+
+def _distinct_recipients(trigger: Any) -> list[dict[str, Any]]:
+    """Return the trigger's recipients once each, in request order, leaving out the actor."""
     actor_id = _actor_id(trigger.actor)
     seen: set[str] = set()
-    pks: list[str] = []
+    recipients = []
     for spec in trigger.recipients:
         subscriber_id = spec["subscriberId"]
         if subscriber_id in seen or subscriber_id == actor_id:
             continue
         seen.add(subscriber_id)
-        key = (trigger.environment_id, subscriber_id)
-        subscriber = upsert_subscriber(session, trigger.environment_id, spec, now, known.get(key))
-        known[key] = subscriber
-        pks.append(subscriber.id)
-    return pks
+        recipients.append(spec)
+    return recipients
 
 
 def _actor_id(actor: Any) -> str | None:
@@ -107,7 +106,7 @@ def _actor_id(actor: Any) -> str | None:
     return None
 
 
-def _notification_row(trigger: TriggerEvent, subscriber_pk: str, now: dt.datetime) -> dict[str, Any]:
+def _notification_row(trigger: Any, subscriber_pk: str, now: dt.datetime) -> dict[str, Any]:
     return {
         "id": new_id(),
         "environment_id": trigger.environment_id,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from novulite.db.models import Job, Notification, Subscriber, TriggerEvent, Workflow
 from novulite.subscribers import template_variables
 
 
@@ -18,14 +16,18 @@ class PermanentStepError(Exception):
 
 @dataclasses.dataclass
 class StepContext:
-    """Rows a step reads; `session` is inside the transaction that records the outcome."""
+    """Rows a step reads, as Core rows with one attribute per column.
 
-    session: Session
-    job: Job
-    notification: Notification
-    trigger: TriggerEvent
-    subscriber: Subscriber
-    workflow: Workflow
+    `connection` is inside the transaction that records the job's outcome.
+    """
+
+    connection: sqlite3.Connection
+    job: Any
+    notification: Any
+    # The trigger's payload, overrides, context and actor.
+    trigger: Any
+    subscriber: Any
+    workflow: Any
     now: dt.datetime
 
     @property
@@ -60,3 +62,5 @@ class StepResult:
     output: dict[str, Any] | None = None
     details: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     events: list[tuple[str, tuple[Any, ...]]] = dataclasses.field(default_factory=list)
+    # Message rows for the runner to insert with the batch's outcomes.
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)

@@ -1,17 +1,14 @@
-"""The in_app step: render the message and store it in the subscriber's inbox.
+"""The in_app step: render a message for the subscriber's inbox.
 
-The message is inserted in the same transaction that completes the job, and the
-message table allows one row per job, so an in-app message is delivered exactly once.
+The runner inserts the message in the same transaction that claims and completes
+the job, and the message table allows one row per job, so an in-app message is
+delivered exactly once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
-from novulite.db.dialect import insert
-from novulite.db.models import Message
 from novulite.engine.steps.base import StepContext, StepResult
 from novulite.engine.templates import render
 from novulite.ids import new_id
@@ -38,26 +35,24 @@ def run(ctx: StepContext) -> StepResult:
         "cta": _cta(controls, variables),
         "data": _render_data(controls.get("data"), variables),
         "tags": list(ctx.workflow.tags or []),
+        "read": False,
+        "seen": False,
+        "archived": False,
+        "read_at": None,
+        "seen_at": None,
+        "archived_at": None,
+        "snoozed_until": None,
         "severity": severity,
         "context_key": context_key(ctx.notification.context_keys or []),
         "status": "sent",
         "created_at": ctx.now,
         "updated_at": ctx.now,
     }
-    statement = (
-        insert(ctx.session.get_bind().dialect.name, Message)
-        .values(row)
-        .on_conflict_do_nothing(index_elements=["job_id"])
-        .returning(Message.id)
-    )
-    message_id = ctx.session.scalar(statement)
-    if message_id is None:
-        # An earlier attempt already stored this job's message; keep that one.
-        message_id = ctx.session.scalar(select(Message.id).where(Message.job_id == ctx.job.id))
     return StepResult(
-        output={"messageId": message_id},
+        output={"messageId": row["id"]},
         details=[("Message created", "Success")],
-        events=[(MESSAGES_CREATED, (message_id,))],
+        events=[(MESSAGES_CREATED, (row["id"],))],
+        messages=[row],
     )
 
 

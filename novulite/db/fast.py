@@ -1,0 +1,138 @@
+"""Direct DBAPI access for the engine's hot paths on the SQLite job store.
+
+SQLAlchemy Core added about 60 to 150 microseconds per statement to SQLite's own
+5 to 40 on the development machine, and a notification takes some thirty
+statements on its way to the inbox; bench/stages.py times the stages. The queue
+consumers therefore run their SQL on plain sqlite3 connections (see Store.raw_write)
+and store values in the formats SQLAlchemy uses, so ORM code reads the same rows:
+datetimes as naive UTC text `YYYY-MM-DD HH:MM:SS.ffffff`, JSON as `json.dumps`
+text, booleans as 0 and 1.
+
+NOTE: the SQL here is SQLite's; a PostgreSQL job store needs its own versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Table
+
+from novulite.db.models import UTCDateTime
+
+
+def db_datetime(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    naive = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _read_datetime(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def _read_json(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _write_json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _read_bool(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _write_bool(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _converters(table: Table, reading: bool) -> dict[str, Callable[[Any], Any]]:
+    converters: dict[str, Callable[[Any], Any]] = {}
+    for column in table.columns:
+        if isinstance(column.type, UTCDateTime):
+            converters[column.name] = _read_datetime if reading else db_datetime
+        elif isinstance(column.type, JSON):
+            converters[column.name] = _read_json if reading else _write_json
+        elif isinstance(column.type, Boolean):
+            converters[column.name] = _read_bool if reading else _write_bool
+        else:
+            converters[column.name] = _identity
+    return converters
+
+
+@functools.cache
+def _readers(*tables: Table) -> dict[str, Callable[[Any], Any]]:
+    readers: dict[str, Callable[[Any], Any]] = {}
+    for table in tables:
+        for name, reader in _converters(table, reading=True).items():
+            readers.setdefault(name, reader)
+    return readers
+
+
+@functools.cache
+def _insert_sql(table: Table, suffix: str) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any], ...]]:
+    names = tuple(column.name for column in table.columns)
+    writers = _converters(table, reading=False)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {suffix}"
+    return sql, names, tuple(writers[name] for name in names)
+
+
+def insert_rows(
+    raw: sqlite3.Connection, table: Table, rows: Iterable[dict[str, Any]], suffix: str = ""
+) -> None:
+    """Insert dict rows; a column missing from a row is stored as NULL."""
+    sql, names, writers = _insert_sql(table, suffix)
+    values = [tuple(write(row.get(name)) for name, write in zip(names, writers, strict=True)) for row in rows]
+    if values:
+        raw.executemany(sql, values)
+
+
+def insert_returning(raw: sqlite3.Connection, table: Table, row: dict[str, Any], suffix: str) -> Any:
+    """Insert one row with `suffix` (such as an ON CONFLICT clause plus RETURNING); return the first value."""
+    sql, names, writers = _insert_sql(table, suffix)
+    result = raw.execute(sql, tuple(write(row.get(name)) for name, write in zip(names, writers, strict=True)))
+    found = result.fetchone()
+    return None if found is None else found[0]
+
+
+def write_value(table: Table, column: str, value: Any) -> Any:
+    return _converters_for_write(table)[column](value)
+
+
+@functools.cache
+def _converters_for_write(table: Table) -> dict[str, Callable[[Any], Any]]:
+    return _converters(table, reading=False)
+
+
+def fetch(
+    raw: sqlite3.Connection, sql: str, parameters: Sequence[Any], *tables: Table
+) -> list[SimpleNamespace]:
+    """Run a query; return rows with one attribute per result column, decoded by `tables`' types."""
+    cursor = raw.execute(sql, tuple(parameters))
+    names = [description[0] for description in cursor.description]
+    readers = _readers(*tables)
+    converters = [readers.get(name, _identity) for name in names]
+    return [
+        SimpleNamespace(
+            **{name: convert(value) for name, convert, value in zip(names, converters, row, strict=True)}
+        )
+        for row in cursor.fetchall()
+    ]
+
+
+def placeholders(count: int) -> str:
+    """Return `?, ?, ...` for an IN list of `count` values."""
+    return ", ".join("?" * count)
