@@ -1,9 +1,9 @@
 """Benchmark POST /v1/events/trigger against a bare Litestar app, both under uvicorn on this machine.
 
-Prints: acknowledged triggers/s and p50/p99 latency under wrk load, the same for the
-bare app's POST /echo in the same run, their ratio, how long the queued triggers take
-to be delivered, trigger-to-WebSocket latency at a steady rate, and the server's RSS
-when idle and at its peak.
+It prints acknowledged triggers/s with p50 and p99 latency under wrk load, and the
+same for the bare app's POST /echo in the same run, with their ratio. It also prints
+how long the queued triggers take to reach the inbox, the trigger-to-WebSocket
+latency at a steady rate, and the server's RSS when idle and at its peak.
 
 Usage (from the repository root, in the project's virtualenv):
     python bench/trigger.py [--duration 10] [--runs 3] [--connections 32] [--rate 200]
@@ -140,8 +140,8 @@ class RssSampler:
 class _RawHttpConnection:
     """A keep-alive HTTP/1.1 connection that sends prepared POSTs.
 
-    httpx costs about a millisecond of CPU per request, which on a 2-core machine
-    takes CPU from the server under test; this client costs a small fraction of that.
+    httpx cost about a millisecond of CPU per request on the development machine. On
+    2 cores that CPU comes from the server under test, and this client needs far less.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

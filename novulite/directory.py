@@ -1,8 +1,8 @@
 """Cached lookups on the trigger path: environments by key and workflows by identifier.
 
 Entries live for a few seconds, so a change made by another process shows within
-that time; changes made through this process invalidate the entry at once.
-Misses are never cached, so a new workflow is visible immediately.
+that time. Changes made through this process invalidate the entry at once. Misses
+are never cached, so a new workflow is visible immediately.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class FieldError:
 
 
 class ApiError(Exception):
-    """An error answer: raise it anywhere in a handler and the app renders it."""
+    """An error response: raise it anywhere in a handler and the app renders it."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""In-app messages as the inbox sees them: filters, unread counts and the two JSON shapes.
+"""In-app messages for the inbox: filters, unread counts and the two JSON shapes.
 
 The inbox REST API returns Novu's InboxNotification shape; realtime frames carry
 Novu's raw message entity, which @novu/js maps to the same shape itself.

@@ -2,8 +2,8 @@
 
 Each queue has its own SQLite file, because Huey locks a storage per instance and
 four instances sharing one file would contend for SQLite's lock. Tasks carry ids
-only; the consumer reads everything else from the job store, so the reconciler can
-recover a lost queue entry from the job store's state.
+only, and the consumer reads everything else from the job store. The reconciler can
+therefore recover a lost queue entry from the job store's state.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class _Storage(SqliteStorage):
     """Huey's SQLite storage with synchronous=NORMAL.
 
     Under WAL this keeps every commit safe from a process crash without an fsync per
-    enqueue; a power loss may drop the newest entries, which the reconciler re-queues.
+    enqueue. A power loss may drop the newest entries, and the reconciler re-queues them.
     """
 
     def _create_connection(self) -> Any:

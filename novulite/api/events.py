@@ -32,11 +32,13 @@ async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
     # Called directly, not as a dependency: on this hot path Litestar's injection costs more.
     environment = await environment_from_api_key(request)
     services = services_of(request)
+
     body = await read_json_object(request)
     errors: list[FieldError] = []
     parsed = validate_trigger(body, errors)
     if errors:
         raise ApiError(INVALID_FIELDS, errors=errors)
+
     workflow = await services.directory.workflow(environment.id, parsed.name)
     if workflow is None:
         raise ApiError(
@@ -44,6 +46,8 @@ async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
             name=parsed.name,
             errors=[FieldError("name", "no workflow has this identifier", parsed.name)],
         )
+
+    # Like Novu, a workflow that cannot run is acknowledged with a status, not an error.
     transaction_id = parsed.transaction_id or str(uuid.uuid4())
     if not workflow.active:
         return _acknowledgement("trigger_not_active", transaction_id)
@@ -51,6 +55,7 @@ async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
         return _acknowledgement("no_workflow_steps_defined", transaction_id)
     if workflow.active_step_count == 0:
         return _acknowledgement("no_workflow_active_steps_defined", transaction_id)
+
     if not services.accepting:
         raise ApiError(SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
     row = {

@@ -93,6 +93,7 @@ def _upsert_for_session(
 @post("/session", status_code=201)
 async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
     services = services_of(request)
+
     body = await read_json_object(request)
     environment = await _environment_for_session(services, body)
     recipient = _session_recipient(body)
@@ -102,18 +103,21 @@ async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
     )
     if environment.hmac_required and not hash_valid:
         raise ApiError(INVALID_SUBSCRIBER_HASH)
+
     context = body.get("context")
     if context is not None and not isinstance(context, dict):
         raise ApiError(
             INVALID_FIELDS,
             errors=[FieldError("context", f"must be an object, got {json_type(context)}")],
         )
-    # TODO: contextHash is not checked yet, so with HMAC on any context can be opened for a valid subscriber.
+    # TODO: contextHash is not checked yet, so with HMAC on, a valid subscriber can open any context.
     keys = context_keys(context)
+
     now = services.clock.now()
     async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
         subscriber = await session.run_sync(_upsert_for_session, environment.id, recipient, hash_valid, now)
     subject = InboxSubject(environment.id, subscriber.id, subscriber_id, context_key(keys))
+
     counts = await _unread_counts(services, subject)
     data = {
         "token": issue_inbox_token(services, environment, subject),
@@ -153,7 +157,12 @@ def _parse_filter(raw: Any, field: str, errors: list[FieldError]) -> dict[str, A
         if key in raw:
             _parse_bool(raw[key], f"{field}.{key}", errors)
     severity = raw.get("severity")
-    values = severity if isinstance(severity, list) else [] if severity is None else [severity]
+    if isinstance(severity, list):
+        values = severity
+    elif severity is None:
+        values = []
+    else:
+        values = [severity]
     for value in values:
         if value not in SEVERITIES:
             errors.append(FieldError(f"{field}.severity", f"must be one of {', '.join(SEVERITIES)}", value))

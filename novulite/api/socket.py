@@ -46,7 +46,7 @@ async def _send_loop(socket: WebSocket[Any, Any, Any], connection: SocketConnect
 
 
 async def _receive_loop(socket: WebSocket[Any, Any, Any]) -> None:
-    """Read until the client goes away; its only frames are keep-alive pings, which need no answer."""
+    """Read until the client disconnects; its only frames are keep-alive pings, which need no reply."""
     while True:
         await socket.receive_data(mode="text")
 

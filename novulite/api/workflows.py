@@ -111,6 +111,7 @@ def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
         errors.append(FieldError("name", "is required: a non-empty string", name))
+
     workflow_id = body.get("workflowId")
     if not isinstance(workflow_id, str) or not IDENTIFIER_PATTERN.match(workflow_id):
         errors.append(
@@ -120,7 +121,9 @@ def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
                 workflow_id,
             )
         )
+
     steps = _validate_steps(body.get("steps"), errors)
+
     tags = body.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         errors.append(FieldError("tags", "must be an array of strings", tags))
@@ -133,6 +136,7 @@ def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
     description = body.get("description")
     if description is not None and not isinstance(description, str):
         errors.append(FieldError("description", f"must be a string, got {json_type(description)}"))
+
     if errors:
         raise ApiError(INVALID_FIELDS, errors=errors)
     return {

@@ -1,7 +1,7 @@
 """Engines for the SQLite job store.
 
-Writers begin with BEGIN IMMEDIATE so they take the write lock up front and wait on
-the busy timeout; a deferred transaction that reads first and writes later would
+Writers begin with BEGIN IMMEDIATE, so they take the write lock up front and wait
+on the busy timeout. A deferred transaction that reads first and writes later would
 instead fail at once with "database is locked" when another writer got there first.
 """
 

@@ -2,7 +2,7 @@
 
 SQLAlchemy Core added about 60 to 150 microseconds per statement to SQLite's own
 5 to 40 on the development machine, and a notification takes some thirty
-statements on its way to the inbox; bench/stages.py times the stages. The queue
+statements on its way to the inbox. bench/stages.py times the stages. The queue
 consumers therefore run their SQL on plain sqlite3 connections (see Store.raw_write)
 and store values in the formats SQLAlchemy uses, so ORM code reads the same rows:
 datetimes as naive UTC text `YYYY-MM-DD HH:MM:SS.ffffff`, JSON as `json.dumps`

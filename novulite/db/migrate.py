@@ -25,7 +25,7 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Migrate the database to the newest revision this code knows."""
+    """Migrate the database to the newest revision this code ships."""
     config = alembic_config(engine)
     script = ScriptDirectory.from_config(config)
     with engine.connect() as connection:

@@ -1,4 +1,4 @@
-"""What every queue task needs: the sync engine, the clock, the queues and the realtime publisher."""
+"""Dependencies shared by every queue task: job store, clock, queues and realtime publisher."""
 
 from __future__ import annotations
 

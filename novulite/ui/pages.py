@@ -28,7 +28,7 @@ PAGE_SIZE = 50
 
 
 class AdminLoginRequired(Exception):
-    """Raised by pages that need a signed-in admin; the app answers with a redirect to sign in."""
+    """Raised by pages that need a signed-in admin; the app responds with a redirect to sign in."""
 
     def __init__(self, next_path: str) -> None:
         super().__init__(next_path)

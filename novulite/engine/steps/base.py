@@ -35,7 +35,7 @@ class StepContext:
         return dict(self.job.step.get("controlValues") or {})
 
     def template_variables(self) -> dict[str, Any]:
-        """Return the namespaces a Liquid template sees."""
+        """Return the variables a Liquid template can use, by namespace."""
         return {
             "payload": self.trigger.payload or {},
             "subscriber": template_variables(self.subscriber),
