@@ -80,21 +80,28 @@ class Hub:
             del self._sockets[connection.subscriber_pk]
 
     def publish_threadsafe(self, subscriber_pk: str, context: str, frames: list[dict[str, Any]]) -> None:
-        """Deliver frames from any thread; a no-op when the loop is gone (the server is stopping)."""
+        """Deliver frames from any thread; a no-op when the loop is gone (the server is stopping).
+
+        The frames are encoded here, in the calling thread, to keep that work off the event loop.
+        """
         loop = self._loop
         if loop is None or loop.is_closed():
             return
+        # A membership test is atomic under the interpreter lock. A socket that opens just after
+        # it still gets the current counts, which every new socket receives first.
+        if subscriber_pk not in self._sockets:
+            return
+        texts = [json.dumps(frame, separators=(",", ":")) for frame in frames]
         try:
-            loop.call_soon_threadsafe(self.deliver, subscriber_pk, context, frames)
+            loop.call_soon_threadsafe(self.deliver, subscriber_pk, context, texts)
         except RuntimeError:
             logger.debug("event loop closed; dropped frames for subscriber %s", subscriber_pk)
 
-    def deliver(self, subscriber_pk: str, context: str, frames: list[dict[str, Any]]) -> None:
-        connections = [c for c in self._sockets.get(subscriber_pk, ()) if c.context == context]
-        if not connections:
-            return
-        texts = [json.dumps(frame, separators=(",", ":")) for frame in frames]
-        for connection in connections:
+    def deliver(self, subscriber_pk: str, context: str, texts: list[str]) -> None:
+        """Queue encoded frames on each socket of the subscriber whose context matches exactly."""
+        for connection in self._sockets.get(subscriber_pk, ()):
+            if connection.context != context:
+                continue
             for text in texts:
                 connection.offer(text)
 
