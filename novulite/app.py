@@ -106,7 +106,7 @@ def _lifespan(services: Services) -> Any:
         reconciler.start()
         settings = services.settings
         logger.info(
-            "novulite %s listening on http://%s:%d, data directory %s, mode embedded "
+            "novulite %s starting on http://%s:%d, data directory %s, mode embedded "
             "(SQLite job store and queues, in-process realtime)",
             __version__,
             settings.host,

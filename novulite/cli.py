@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,17 @@ def main(ctx: click.Context) -> None:
         ctx.invoke(serve)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the first start creates anything (and prints its one-time secrets) if the port is taken."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror}; stop the other server or pass --port"
+        ) from exc
+
+
 def _print_first_start(secrets: Any, settings: Settings) -> None:
     lines = [
         "",
@@ -86,6 +98,7 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     default="127.0.0.1",
     show_default=True,
     envvar="NOVULITE_HOST",
+    show_envvar=True,
     help="Address to listen on.",
 )
 @click.option(
@@ -94,12 +107,14 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_default=True,
     type=click.IntRange(0, 65535),
     envvar="NOVULITE_PORT",
+    show_envvar=True,
     help="TCP port to listen on.",
 )
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="NOVULITE_DATA_DIR",
+    show_envvar=True,
     help=f"Folder for the database and queue files. [default: {default_data_dir()}]",
 )
 @click.option(
@@ -108,6 +123,7 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
     envvar="NOVULITE_LOG_LEVEL",
+    show_envvar=True,
     help="Lowest level of log lines to print.",
 )
 @click.option(
@@ -116,12 +132,14 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_default=True,
     type=click.IntRange(1, 64),
     envvar="NOVULITE_QUEUE_WORKERS",
+    show_envvar=True,
     help="Worker threads per queue.",
 )
 @click.option(
     "--access-log/--no-access-log",
     default=False,
     envvar="NOVULITE_ACCESS_LOG",
+    show_envvar=True,
     help="Log every HTTP request.",
 )
 def serve(
@@ -154,6 +172,7 @@ def serve(
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
     )
+    _check_port_free(host, port)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

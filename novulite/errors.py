@@ -193,7 +193,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     if status == 404:
         error = ApiError(ROUTE_NOT_FOUND, method=request.method, path=path)
     elif status == 405:
-        error = ApiError(METHOD_NOT_ALLOWED, method=request.method, path=path)
+        # Litestar puts the route's methods in an Allow header, which a 405 must keep.
+        error = ApiError(
+            METHOD_NOT_ALLOWED, method=request.method, path=path, headers=dict(exc.headers or {})
+        )
     elif status == 413:
         limit = request.app.state.get("max_body_bytes", "the allowed")
         error = ApiError(BODY_TOO_LARGE, limit=limit)

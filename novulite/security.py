@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import string
 import time
 from typing import Any
 
@@ -24,7 +25,9 @@ def generate_app_identifier() -> str:
 
 
 def generate_password() -> str:
-    return secrets.token_urlsafe(12)
+    """Return 16 letters and digits: no leading '-' to pass for a command-line option when pasted."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(16))
 
 
 def hash_api_key(key: str) -> str:
@@ -37,16 +40,17 @@ def subscriber_hash(api_key: str, subscriber_id: str) -> str:
     return hmac.new(api_key.encode(), subscriber_id.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_subscriber_hash(api_key: str, subscriber_id: str, given: str | None) -> bool:
-    """Check a subscriberHash in constant time.
+def verify_subscriber_hash(api_key: str, subscriber_id: str, given: object) -> bool:
+    """Check a subscriberHash in constant time; anything but a matching string fails.
 
     Surrounding white space is ignored and hex digits may be upper case, because
     both spell the same digest.
     """
-    if not given:
+    if not isinstance(given, str) or not given:
         return False
     expected = subscriber_hash(api_key, subscriber_id)
-    return hmac.compare_digest(expected, given.strip().lower())
+    # Bytes, because compare_digest rejects str with non-ASCII characters.
+    return hmac.compare_digest(expected.encode(), given.strip().lower().encode())
 
 
 def hash_password(password: str) -> str:

@@ -138,3 +138,9 @@ def test_sdk_wrong_key_error(shared_server: ServerProcess) -> None:
     assert raised.value.data.status_code == 401
     assert raised.value.data.path == "/v1/events/trigger"
     assert raised.value.data.message
+
+
+def test_wrong_method_lists_allowed(shared_server: ServerProcess) -> None:
+    response = httpx.delete(f"{shared_server.base_url}/v1/events/trigger", headers=AUTHORIZED, timeout=10)
+    assert response.status_code == 405
+    assert "POST" in response.headers.get("allow", "")

@@ -42,6 +42,9 @@ def _session(base_url: str, subscriber_id: str, hash_value: str | None) -> httpx
             lambda value: subscriber_hash("alice", "other"),
             401,
         ),
+        ("number instead of a string", "alice", "alice", lambda value: 123, 401),
+        ("list instead of a string", "alice", "alice", lambda value: [value], 401),
+        ("non-ASCII characters", "alice", "alice", lambda value: "é🎉", 401),
     ],
 )
 def test_session_hash_rules(

@@ -15,7 +15,7 @@ from tests.servers import API_KEY, ServerProcess
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
 STOP_SECONDS = 5.0
 BURST_SIZE = 50
-STARTUP_LINE = "novulite 0.1.0 listening on"
+STARTUP_LINE = "novulite 0.1.0 starting on"
 # Close codes a server may send when it goes away on purpose: normal, going away, service restart.
 GRACEFUL_CLOSE_CODES = {1000, 1001, 1012}
 

@@ -46,6 +46,11 @@ BOOLEAN_KEYS = ("read", "archived", "seen", "snoozed")
 
 async def _environment_for_session(services: Services, body: dict[str, Any]) -> EnvironmentInfo:
     identifier = body.get("applicationIdentifier")
+    if not isinstance(identifier, str) or not identifier:
+        raise ApiError(
+            INVALID_FIELDS,
+            errors=[FieldError("applicationIdentifier", "is required: the application identifier string")],
+        )
     environment = None
     if isinstance(identifier, str) and identifier:
         environment = await services.directory.environment_by_identifier(identifier)

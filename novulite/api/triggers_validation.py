@@ -67,7 +67,7 @@ def validate_recipients(to: Any, errors: list[FieldError]) -> list[dict[str, Any
             FieldError(
                 "to",
                 f"has {len(entries)} recipients; send at most {MAX_RECIPIENTS} per trigger "
-                "and use a topic or the bulk endpoint for more",
+                "and split larger audiences across several triggers",
             )
         )
         return []
@@ -94,7 +94,14 @@ def _recipient(entry: Any, field: str, errors: list[FieldError]) -> dict[str, An
         return None
     if entry.get("type") == "Topic" or "topicKey" in entry:
         # TODO: topic recipients are rejected until topics exist on this server.
-        errors.append(FieldError(field, "topic recipients are not supported by this server yet", entry))
+        errors.append(
+            FieldError(
+                field,
+                "topic recipients are not supported by this server yet; name each subscriber "
+                "by its subscriberId or as a subscriber object instead",
+                entry,
+            )
+        )
         return None
     subscriber_id = _subscriber_id(entry.get("subscriberId"), f"{field}.subscriberId", errors)
     if subscriber_id is None:

@@ -227,6 +227,17 @@ def _fail(
         (f"Attempt {job.attempt} failed; retrying", "Warning") if retry else ("Step failed", "Failed")
     )
     insert_rows(raw, _details, [detail_row(job, text, status, now, error)])
+    first_line = error["message"].splitlines()[0] if error["message"] else ""
+    logger.warning(
+        "job %s (step %s, transaction %s) attempt %d failed with %s: %s; %s",
+        job.id,
+        job.step_id,
+        job.transaction_id,
+        job.attempt,
+        error["type"],
+        first_line,
+        f"retrying in {delay:.1f} s" if retry else "no retry",
+    )
     if retry:
         return _Outcome(retries=[(job.id, delay)])
     if job.step.get("controlValues", {}).get("stopOnFailure"):
