@@ -20,7 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from novulite import __version__
-from novulite.api.events import events_router
+from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.inbox import inbox_router, session_router
 from novulite.api.socket import inbox_socket
@@ -128,6 +128,12 @@ def _lifespan(services: Services) -> Any:
             logger.info("stopped")
 
     return lifespan
+
+
+def create_asgi_app(settings: Settings, clock: Clock | None = None) -> TriggerRoute:
+    """Return what uvicorn serves: the application behind the trigger route's fast path."""
+    app = create_app(settings, clock)
+    return TriggerRoute(app, app.state.services)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:

@@ -151,7 +151,7 @@ def serve(
     access_log: bool,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
-    from novulite.app import create_app
+    from novulite.app import create_asgi_app
     from novulite.bootstrap import prepare_database
     from novulite.clock import SystemClock
     from novulite.db.engine import create_sync_engine
@@ -187,7 +187,7 @@ def serve(
     if secrets is not None:
         _print_first_start(secrets, settings)
     config = uvicorn.Config(
-        create_app(settings),
+        create_asgi_app(settings),
         host=host,
         port=port,
         log_config=None,

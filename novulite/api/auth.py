@@ -25,11 +25,16 @@ def services_of(request: Request[Any, Any, Any]) -> Services:
 
 
 async def environment_from_api_key(request: Request[Any, Any, Any]) -> EnvironmentInfo:
-    """Return the environment whose secret key the request carries.
+    """Return the environment whose secret key the request carries."""
+    return await authenticate_api_key(services_of(request), request.headers.get("authorization", ""))
+
+
+async def authenticate_api_key(services: Services, header: str) -> EnvironmentInfo:
+    """Return the environment whose secret key an Authorization header carries.
 
     Accepts `ApiKey <key>` and, like Novu's SDKs, a bare key.
     """
-    header = request.headers.get("authorization", "").strip()
+    header = header.strip()
     if not header:
         raise ApiError(MISSING_AUTHORIZATION)
     scheme, _, key = header.partition(" ")
@@ -37,9 +42,7 @@ async def environment_from_api_key(request: Request[Any, Any, Any]) -> Environme
         scheme, key = "ApiKey", scheme
     if scheme.lower() != "apikey":
         raise ApiError(INVALID_AUTH_SCHEME, scheme=scheme[:20])
-    environment = await services_of(request).directory.environment_by_key_hash(
-        security.hash_api_key(key.strip())
-    )
+    environment = await services.directory.environment_by_key_hash(security.hash_api_key(key.strip()))
     if environment is None:
         raise ApiError(INVALID_API_KEY)
     return environment

@@ -12,7 +12,11 @@ from novulite.errors import INVALID_FIELDS, INVALID_JSON, ApiError, FieldError
 
 async def read_json_object(request: Request[Any, Any, Any], *, allow_empty: bool = False) -> dict[str, Any]:
     """Return the body as a dict; reject malformed JSON and non-object bodies with a 400."""
-    raw = await request.body()
+    return decode_json_object(await request.body(), allow_empty=allow_empty)
+
+
+def decode_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object, raising a 400 ApiError otherwise."""
     if not raw.strip():
         if allow_empty:
             return {}

@@ -1,39 +1,56 @@
-"""POST /v1/events/trigger: validate, store durably, acknowledge."""
+"""POST /v1/events/trigger: validate, store durably, acknowledge.
+
+The route is served twice over. TriggerRoute handles it at the ASGI level, ahead
+of Litestar, because on this hot path Litestar's per-request work (middleware,
+dependency injection, response building) cost more CPU than storing the trigger.
+The Litestar handler below keeps the route in the application's router, so other
+methods get Litestar's 405 with its Allow header, and serves any request that
+reaches Litestar directly.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
+import msgspec
 from litestar import Request, Response, Router, post
+from litestar.types import ASGIApp, Receive, Scope, Send
 
-from novulite.api.auth import environment_from_api_key, services_of
-from novulite.api.body import read_json_object
+from novulite.api.auth import authenticate_api_key, services_of
+from novulite.api.body import decode_json_object
 from novulite.api.triggers_validation import validate_trigger
+from novulite.directory import EnvironmentInfo
 from novulite.errors import (
+    BODY_TOO_LARGE,
+    INTERNAL_ERROR,
     INVALID_FIELDS,
     SERVICE_UNAVAILABLE,
     TRIGGER_WORKFLOW_NOT_FOUND,
     ApiError,
     FieldError,
+    error_body,
 )
 from novulite.ids import new_id
+from novulite.services import Services
+
+logger = logging.getLogger("novulite.api")
+
+TRIGGER_PATH = "/v1/events/trigger"
 
 
-def _acknowledgement(status: str, transaction_id: str, error: list[str] | None = None) -> Response[Any]:
+def _acknowledgement(status: str, transaction_id: str, error: list[str] | None = None) -> dict[str, Any]:
     data: dict[str, Any] = {"acknowledged": True, "status": status, "transactionId": transaction_id}
     if error:
         data["error"] = error
-    return Response(content={"data": data}, status_code=201)
+    return {"data": data}
 
 
-@post("/trigger", status_code=201)
-async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
-    # Called directly, not as a dependency: on this hot path Litestar's injection costs more.
-    environment = await environment_from_api_key(request)
-    services = services_of(request)
-
-    body = await read_json_object(request)
+async def accept_trigger(
+    services: Services, environment: EnvironmentInfo, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate a trigger, store it before returning, and return the 201 body; raise ApiError when invalid."""
     errors: list[FieldError] = []
     parsed = validate_trigger(body, errors)
     if errors:
@@ -81,7 +98,81 @@ async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
     return _acknowledgement("processed", transaction_id)
 
 
-events_router = Router(
-    path="/v1/events",
-    route_handlers=[trigger_event],
-)
+@post("/trigger", status_code=201)
+async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
+    services = services_of(request)
+    environment = await authenticate_api_key(services, request.headers.get("authorization", ""))
+    body = decode_json_object(await request.body())
+    return Response(content=await accept_trigger(services, environment, body), status_code=201)
+
+
+events_router = Router(path="/v1/events", route_handlers=[trigger_event])
+
+
+class TriggerRoute:
+    """An ASGI wrapper that serves POST /v1/events/trigger itself and passes everything else on."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope["path"] != TRIGGER_PATH:
+            await self.app(scope, receive, send)
+            return
+        try:
+            status, content, headers = 201, await self._handle(scope, receive), {}
+        except ApiError as exc:
+            logger.debug("POST %s -> %s: %s", TRIGGER_PATH, exc.status, exc.message)
+            status, headers = exc.status, exc.headers
+            content = error_body(
+                exc.status, TRIGGER_PATH, exc.message, code=exc.error.code, errors=exc.errors
+            )
+        except Exception as exc:
+            error_id = str(uuid.uuid4())
+            logger.error("unhandled error in POST %s, errorId %s", TRIGGER_PATH, error_id, exc_info=exc)
+            status, headers = 500, {}
+            message = INTERNAL_ERROR.with_message(error_id=error_id)
+            content = error_body(
+                500, TRIGGER_PATH, message, code=INTERNAL_ERROR.code, extra={"errorId": error_id}
+            )
+        encoded = msgspec.json.encode(content)
+        response_headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(encoded)).encode()),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ]
+        start: Any = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": response_headers,
+        }
+        await send(start)
+        body: Any = {"type": "http.response.body", "body": encoded}
+        await send(body)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+        authorization = ""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+        environment = await authenticate_api_key(self.services, authorization)
+        body = await self._read_body(receive)
+        return await accept_trigger(self.services, environment, decode_json_object(body))
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        limit = self.services.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message: Any = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(BODY_TOO_LARGE, limit=limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
