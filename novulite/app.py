@@ -69,7 +69,6 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         publish=hub.publish_threadsafe,
     )
     intake = TriggerIntake(store, queues)
-    worker.under_pressure = lambda: intake.under_pressure
     register_tasks(worker)
     return Services(
         settings=settings,

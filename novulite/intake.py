@@ -23,8 +23,6 @@ from novulite.queues import HANDLE_TRIGGERS, Queues
 logger = logging.getLogger("novulite.api")
 
 MAX_BATCH = 500
-# Mean batch size above which the intake counts as under concurrent load.
-PRESSURE_BATCH_SIZE = 4.0
 ENQUEUE_CHUNK = 100
 
 _triggers = table(TriggerEvent)
@@ -40,13 +38,6 @@ class TriggerIntake:
         self._waiting: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="novulite-intake")
-        # Exponential moving average of the batch sizes; paced traffic keeps it near 1.
-        self._mean_batch = 1.0
-
-    @property
-    def under_pressure(self) -> bool:
-        """Whether many requests arrive at once, as in a burst; the queue consumers then batch more."""
-        return self._mean_batch >= PRESSURE_BATCH_SIZE
 
     async def start(self) -> None:
         self._waiting = asyncio.Queue()
@@ -80,7 +71,6 @@ class TriggerIntake:
             while len(batch) < MAX_BATCH and not self._waiting.empty():
                 batch.append(self._waiting.get_nowait())
             rows = [row for row, _ in batch]
-            self._mean_batch = 0.8 * self._mean_batch + 0.2 * len(rows)
             try:
                 inserted = await asyncio.shield(loop.run_in_executor(self._executor, self._write, rows))
             except Exception as exc:

@@ -22,5 +22,3 @@ class WorkerContext:
     queues: Queues
     settings: Settings
     publish: Publisher
-    # Returns True while the API is taking a burst of triggers; consumers then wait to batch more.
-    under_pressure: Callable[[], bool] = lambda: False

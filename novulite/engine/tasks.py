@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from novulite.engine.context import WorkerContext
@@ -24,9 +23,6 @@ from novulite.queues import (
 
 # Ids one task run handles at most, its own plus those folded in from waiting entries.
 MAX_BATCH = 500
-# During a burst, a run with fewer ids than this first waits LINGER_SECONDS for more to arrive.
-SMALL_BATCH = 50
-LINGER_SECONDS = 0.02
 
 BatchFunction = Callable[[WorkerContext, list[str]], None]
 
@@ -36,9 +32,6 @@ def _folding(ctx: WorkerContext, name: str, function: BatchFunction) -> Callable
 
     def run(ids: list[str]) -> None:
         batch = list(ids)
-        if len(batch) < SMALL_BATCH and ctx.under_pressure():
-            # Fewer, larger batches cost less CPU per id and leave the API more of the interpreter lock.
-            time.sleep(LINGER_SECONDS)
         if len(batch) < MAX_BATCH:
             for waiting in ctx.queues.take_waiting(name):
                 batch.extend(waiting)
