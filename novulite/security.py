@@ -40,17 +40,17 @@ def subscriber_hash(api_key: str, subscriber_id: str) -> str:
     return hmac.new(api_key.encode(), subscriber_id.encode(), hashlib.sha256).hexdigest()
 
 
-def verify_subscriber_hash(api_key: str, subscriber_id: str, given: object) -> bool:
+def verify_subscriber_hash(api_key: str, subscriber_id: str, presented: object) -> bool:
     """Check a subscriberHash in constant time; anything but a matching string fails.
 
     Surrounding white space is ignored and hex digits may be upper case, because
     both spell the same digest.
     """
-    if not isinstance(given, str) or not given:
+    if not isinstance(presented, str) or not presented:
         return False
     expected = subscriber_hash(api_key, subscriber_id)
     # Bytes, because compare_digest rejects str with non-ASCII characters.
-    return hmac.compare_digest(expected.encode(), given.strip().lower().encode())
+    return hmac.compare_digest(expected.encode(), presented.strip().lower().encode())
 
 
 def hash_password(password: str) -> str:

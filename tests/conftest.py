@@ -6,18 +6,39 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import create_workflow
 from tests.servers import API_KEY, ServerProcess, free_port, server_command
+
+
+def start_server(root: Path) -> ServerProcess:
+    """Start a server with its data directory and log under `root`."""
+    return ServerProcess(
+        data_dir=root / "data",
+        port=free_port(),
+        command=server_command(),
+        log_path=root / "server.log",
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for a whole module of table-driven tests, with the workflow `welcome`.
+
+    A server start takes a few seconds, so tables whose requests store nothing share one.
+    """
+    process = start_server(tmp_path_factory.mktemp("shared"))
+    with httpx.Client(
+        base_url=process.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10
+    ) as api:
+        create_workflow(api, "welcome")
+    yield process
+    process.stop()
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     """A fresh novulite server on a free loopback port with its own data directory."""
-    process = ServerProcess(
-        data_dir=tmp_path / "data",
-        port=free_port(),
-        command=server_command(),
-        log_path=tmp_path / "server.log",
-    ).start()
+    process = start_server(tmp_path)
     yield process
     process.stop()
 

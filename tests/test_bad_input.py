@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from tests.helpers import create_workflow, subscriber_hash
-from tests.servers import API_KEY, APP_ID, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, APP_ID, ServerProcess
 
 WORKFLOW_ID = "welcome"
 TRIGGER_PATH = "/v1/events/trigger"
@@ -150,22 +149,6 @@ def assert_rejection(response: httpx.Response, case: BadRequest) -> None:
         assert isinstance(messages, list)
         assert messages
         assert all(isinstance(message, str) and message for message in messages)
-
-
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the whole table, because each server start takes a few seconds."""
-    root = tmp_path_factory.mktemp("bad-input")
-    process = ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        command=server_command(),
-        log_path=root / "server.log",
-    ).start()
-    with httpx.Client(base_url=process.base_url, headers=AUTHORIZED, timeout=10) as api:
-        create_workflow(api, WORKFLOW_ID)
-    yield process
-    process.stop()
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,8 +14,7 @@ from novu_py import Novu
 from novu_py.models import ErrorDto, ValidationErrorDto
 from novu_py.utils import RetryConfig
 
-from tests.helpers import create_workflow
-from tests.servers import API_KEY, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, ServerProcess
 
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -59,22 +57,6 @@ def assert_error_shape(body: dict[str, Any], status: int, path: str) -> None:
     assert body["path"] == path
     assert isinstance(body["message"], str)
     assert body["message"].strip()
-
-
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for all error sources, because each server start takes a few seconds."""
-    root = tmp_path_factory.mktemp("error-shape")
-    process = ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        command=server_command(),
-        log_path=root / "server.log",
-    ).start()
-    with httpx.Client(base_url=process.base_url, headers=AUTHORIZED, timeout=10) as api:
-        create_workflow(api, "welcome")
-    yield process
-    process.stop()
 
 
 @pytest.mark.parametrize(("method", "path", "headers", "content", "status"), CASES)
