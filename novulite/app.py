@@ -92,17 +92,20 @@ def _lifespan(services: Services) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
         await services.intake.start()
+
         # Work left by the previous run: re-queue it before consumers start, without a grace period.
         # This process is the only one running jobs on this store, so no running job is live.
         await asyncio.to_thread(release_leases, services.worker)
         await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
         await asyncio.to_thread(services.queues.start)
+
         reconciler = Reconciler(
             services.worker,
             services.settings.reconcile_interval_seconds,
             services.settings.reconcile_grace_seconds,
         )
         reconciler.start()
+
         settings = services.settings
         logger.info(
             "novulite %s starting on http://%s:%d, data directory %s, mode embedded "
@@ -112,6 +115,7 @@ def _lifespan(services: Services) -> Any:
             settings.port,
             settings.data_dir,
         )
+
         try:
             yield
         finally:

@@ -102,9 +102,6 @@ class Directory:
     async def environment_by_id(self, environment_id: str) -> EnvironmentInfo | None:
         return await self._environment("id", environment_id)
 
-    def invalidate_environments(self) -> None:
-        self._environments.clear()
-
     async def workflow(self, environment_id: str, workflow_id: str) -> WorkflowInfo | None:
         cache_key = (environment_id, workflow_id)
         cached = self._workflows.get(cache_key)

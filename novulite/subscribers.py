@@ -81,14 +81,14 @@ def upsert_subscribers(
 
     Later specs for the same subscriberId win, as if applied one after another.
     """
-    wanted = list(dict.fromkeys(spec["subscriberId"] for spec in specs))
+    requested_ids = list(dict.fromkeys(spec["subscriberId"] for spec in specs))
     stored = {
         row.subscriber_id: vars(row)
         for row in fetch(
             raw,
             "SELECT * FROM subscriber WHERE environment_id = ? "
-            f"AND subscriber_id IN ({placeholders(len(wanted))})",
-            [environment_id, *wanted],
+            f"AND subscriber_id IN ({placeholders(len(requested_ids))})",
+            [environment_id, *requested_ids],
             _subscribers,
         )
     }

@@ -266,7 +266,7 @@ def test_containerfile_image_settings() -> None:
 
     volumes = [arguments for keyword, arguments in final if keyword == "VOLUME"]
     assert volumes in (["/data"], ['["/data"]'])
-    # The Dockerfile reference says build steps after VOLUME that change the volume are discarded.
+    # Per the Dockerfile reference, build steps after VOLUME that change the volume are discarded.
     volume_index = final.index(("VOLUME", volumes[0]))
     chowns = [
         i

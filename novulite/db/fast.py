@@ -3,10 +3,10 @@
 SQLAlchemy Core added about 60 to 150 microseconds per statement to SQLite's own
 5 to 40 on the development machine, and a notification takes some thirty
 statements on its way to the inbox. bench/stages.py times the stages. The queue
-consumers therefore run their SQL on plain sqlite3 connections (see Store.raw_write)
-and store values in the formats SQLAlchemy uses, so ORM code reads the same rows:
-datetimes as naive UTC text `YYYY-MM-DD HH:MM:SS.ffffff`, JSON as `json.dumps`
-text, booleans as 0 and 1.
+consumers therefore run their SQL on plain sqlite3 connections (see Store.raw_write).
+They store values in the formats SQLAlchemy uses, so ORM code reads the same rows.
+Datetimes are naive UTC text `YYYY-MM-DD HH:MM:SS.ffffff`, JSON is `json.dumps`
+text, and booleans are 0 and 1.
 
 NOTE: the SQL here is SQLite's; a PostgreSQL job store needs its own versions.
 """

@@ -209,10 +209,12 @@ def _fail(
         "attempt": job.attempt,
         "retryable": transient,
     }
+
     retry = transient and job.attempt < job.max_attempts
     delay = random.uniform(0, RETRY_BASE_SECONDS * 2 ** (job.attempt - 1)) if retry else 0.0
     run_at = now + dt.timedelta(seconds=delay) if retry else job.run_at
     error["nextRetryAt"] = run_at.isoformat() if retry else None
+
     raw.execute(
         "UPDATE job SET status = ?, run_at = ?, error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
         [
@@ -227,6 +229,7 @@ def _fail(
         (f"Attempt {job.attempt} failed; retrying", "Warning") if retry else ("Step failed", "Failed")
     )
     insert_rows(raw, _details, [detail_row(job, text, status, now, error)])
+
     first_line = error["message"].splitlines()[0] if error["message"] else ""
     logger.warning(
         "job %s (step %s, transaction %s) attempt %d failed with %s: %s; %s",
@@ -238,6 +241,7 @@ def _fail(
         first_line,
         f"retrying in {delay:.1f} s" if retry else "no retry",
     )
+
     if retry:
         return _Outcome(retries=[(job.id, delay)])
     if job.step.get("controlValues", {}).get("stopOnFailure"):
