@@ -71,6 +71,7 @@ class TriggerIntake:
             while len(batch) < MAX_BATCH and not self._waiting.empty():
                 batch.append(self._waiting.get_nowait())
             rows = [row for row, _ in batch]
+            self._queues.pacer.note_batch(len(rows))
             try:
                 inserted = await asyncio.shield(loop.run_in_executor(self._executor, self._write, rows))
             except Exception as exc:

@@ -19,6 +19,8 @@ from huey import SqliteHuey
 from huey.consumer import Consumer, Worker
 from huey.storage import SqliteStorage
 
+from novulite.pacing import Pacer
+
 logger = logging.getLogger("novulite.queues")
 
 TRIGGER_HANDLER = "trigger-handler"
@@ -59,6 +61,13 @@ class _Huey(SqliteHuey):
 
 class _WakeableWorker(Worker):
     wakeup: threading.Event
+    pacer: Pacer
+
+    def loop(self, now: Any = None) -> None:
+        self.pacer.wait_turn()
+        started = time.thread_time()
+        super().loop(now)
+        self.pacer.charge(time.thread_time() - started)
 
     def sleep(self) -> None:
         self.delay: float = min(self.delay, self.max_delay)
@@ -74,13 +83,15 @@ class _EmbeddedConsumer(Consumer):
 
     worker_class = _WakeableWorker
 
-    def __init__(self, huey: Any, wakeup: threading.Event, **kwargs: Any) -> None:
+    def __init__(self, huey: Any, wakeup: threading.Event, pacer: Pacer, **kwargs: Any) -> None:
         self._wakeup = wakeup
+        self._pacer = pacer
         super().__init__(huey, **kwargs)
 
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
         worker.wakeup = self._wakeup
+        worker.pacer = self._pacer
         return worker
 
     def _set_signal_handlers(self) -> None:
@@ -91,8 +102,9 @@ class _EmbeddedConsumer(Consumer):
 class Queues:
     """The four pipeline queues, their task registry and, once started, their consumers."""
 
-    def __init__(self, directory: Path, workers: int = 2) -> None:
+    def __init__(self, directory: Path, workers: int = 1, pacer: Pacer | None = None) -> None:
         self._workers = workers
+        self.pacer = pacer or Pacer()
         self._hueys = {
             name: _Huey(name, filename=str(directory / f"{name}.db"), results=False, utc=True, timeout=15)
             for name in QUEUE_NAMES
@@ -140,6 +152,7 @@ class Queues:
             consumer = _EmbeddedConsumer(
                 huey,
                 self._wakeups[name],
+                self.pacer,
                 workers=self._workers,
                 periodic=False,
                 initial_delay=POLL_INITIAL_SECONDS,

@@ -22,7 +22,7 @@ from novulite.queues import (
 )
 
 # Ids one task run handles at most, its own plus those folded in from waiting entries.
-MAX_BATCH = 500
+MAX_BATCH = 100
 
 BatchFunction = Callable[[WorkerContext, list[str]], None]
 
