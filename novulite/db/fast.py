@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Table
+from sqlalchemy import JSON, Boolean, Column, Table
 
 from novulite.db.models import UTCDateTime
 
@@ -82,28 +82,60 @@ def _readers(*tables: Table) -> dict[str, Callable[[Any], Any]]:
     return readers
 
 
+def _no_default() -> Any:
+    return None
+
+
+def _default_maker(column: Column[Any]) -> Callable[[], Any]:
+    """Return a function giving the column's Python-side default, as the ORM would apply it."""
+    default = column.default
+    if default is None or not hasattr(default, "arg"):
+        return _no_default
+    arg = default.arg
+    if callable(arg):
+        # SQLAlchemy wraps a zero-argument default so that it takes an execution context.
+        return functools.partial(arg, None)
+    return functools.partial(_constant, arg)
+
+
+def _constant(value: Any) -> Any:
+    return value
+
+
+_InsertPlan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any], ...], tuple[Callable[[], Any], ...]]
+
+
 @functools.cache
-def _insert_sql(table: Table, suffix: str) -> tuple[str, tuple[str, ...], tuple[Callable[[Any], Any], ...]]:
+def _insert_sql(table: Table, suffix: str) -> _InsertPlan:
     names = tuple(column.name for column in table.columns)
     writers = _converters(table, reading=False)
+    defaults = tuple(_default_maker(column) for column in table.columns)
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {suffix}"
-    return sql, names, tuple(writers[name] for name in names)
+    return sql, names, tuple(writers[name] for name in names), defaults
+
+
+def _values(plan: _InsertPlan, row: dict[str, Any]) -> tuple[Any, ...]:
+    _, names, writers, defaults = plan
+    return tuple(
+        write(row[name] if name in row else default())
+        for name, write, default in zip(names, writers, defaults, strict=True)
+    )
 
 
 def insert_rows(
     raw: sqlite3.Connection, table: Table, rows: Iterable[dict[str, Any]], suffix: str = ""
 ) -> None:
-    """Insert dict rows; a column missing from a row is stored as NULL."""
-    sql, names, writers = _insert_sql(table, suffix)
-    values = [tuple(write(row.get(name)) for name, write in zip(names, writers, strict=True)) for row in rows]
+    """Insert dict rows; a column missing from a row gets the model's default, or NULL without one."""
+    plan = _insert_sql(table, suffix)
+    values = [_values(plan, row) for row in rows]
     if values:
-        raw.executemany(sql, values)
+        raw.executemany(plan[0], values)
 
 
 def insert_returning(raw: sqlite3.Connection, table: Table, row: dict[str, Any], suffix: str) -> Any:
     """Insert one row with `suffix` (such as an ON CONFLICT clause plus RETURNING); return the first value."""
-    sql, names, writers = _insert_sql(table, suffix)
-    result = raw.execute(sql, tuple(write(row.get(name)) for name, write in zip(names, writers, strict=True)))
+    plan = _insert_sql(table, suffix)
+    result = raw.execute(plan[0], _values(plan, row))
     found = result.fetchone()
     return None if found is None else found[0]
 

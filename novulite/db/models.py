@@ -159,6 +159,76 @@ class Subscriber(Base):
     updated_at: Mapped[dt.datetime]
 
 
+class Topic(Base):
+    __tablename__ = "topic"
+    __table_args__ = (UniqueConstraint("environment_id", "key"),)
+    id: Mapped[str] = _id_column()
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environment.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class TopicSubscription(Base):
+    """A subscriber's membership of a topic; a trigger to the topic reaches it."""
+
+    __tablename__ = "topic_subscription"
+    __table_args__ = (
+        UniqueConstraint("topic_pk", "identifier"),
+        Index("ix_topic_subscription_subscriber_pk", "subscriber_pk"),
+    )
+    id: Mapped[str] = _id_column()
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environment.id"))
+    topic_pk: Mapped[str] = mapped_column(ForeignKey("topic.id", ondelete="CASCADE"))
+    subscriber_pk: Mapped[str] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
+    # Unique within the topic; the default is "tk_<topicKey>:si_<subscriberId>", as inbox clients expect.
+    identifier: Mapped[str] = mapped_column(String(600))
+    name: Mapped[str | None] = mapped_column(String(255))
+    context_keys: Mapped[list[Any]] = mapped_column(default=list)
+    preferences: Mapped[list[Any] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class Preference(Base):
+    """A subscriber's channel choices, for all workflows (scope "global") or one workflow."""
+
+    __tablename__ = "preference"
+    __table_args__ = (UniqueConstraint("subscriber_pk", "scope", "context_key"),)
+    id: Mapped[str] = _id_column()
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environment.id"))
+    subscriber_pk: Mapped[str] = mapped_column(ForeignKey("subscriber.id", ondelete="CASCADE"))
+    workflow_pk: Mapped[str | None] = mapped_column(ForeignKey("workflow.id", ondelete="CASCADE"))
+    # "global" or the workflow's pk: SQLite lets NULLs repeat in a unique constraint, so
+    # the constraint uses this non-null column instead of workflow_pk.
+    scope: Mapped[str] = mapped_column(String(24))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # channel type -> bool, only for channels the subscriber has set
+    channels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    context_key: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class IdempotencyRecord(Base):
+    """The stored outcome of a request sent with an Idempotency-Key header."""
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("environment_id", "key"),)
+    id: Mapped[str] = _id_column()
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environment.id"))
+    key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of method, path and body, so a reused key with another request is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # Null while the first request is still running.
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class TriggerEvent(Base):
     """An accepted trigger, written before the API acknowledges it."""
 
@@ -183,6 +253,10 @@ class TriggerEvent(Base):
     # After a failed attempt, the reconciler leaves the trigger alone until then.
     retry_after: Mapped[dt.datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # "single" for POST /v1/events/trigger and bulk entries, "broadcast" for every subscriber.
+    kind: Mapped[str] = mapped_column(String(16), default="single", server_default="single")
+    # How far a paged fan-out (topics, broadcast) got, so a restart resumes there.
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime]
     processed_at: Mapped[dt.datetime | None]
 
@@ -202,6 +276,8 @@ class Notification(Base):
     subscriber_pk: Mapped[str] = mapped_column(ForeignKey("subscriber.id"))
     transaction_id: Mapped[str] = mapped_column(String(255), index=True)
     context_keys: Mapped[list[Any]] = mapped_column(default=list)
+    # Keys of the topics through which the subscriber was reached, empty for direct recipients.
+    topics: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     # pending until process-subscriber has created the job rows, then done.
     expansion: Mapped[str] = mapped_column(String(10), default="pending")
     created_at: Mapped[dt.datetime]
