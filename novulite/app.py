@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 from novulite import __version__
 from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
+from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
 from novulite.api.socket import inbox_socket
 from novulite.api.workflows import workflows_router
@@ -136,7 +137,8 @@ def _lifespan(services: Services) -> Any:
 def create_asgi_app(settings: Settings, clock: Clock | None = None) -> TriggerRoute:
     """Return what uvicorn serves: the application behind the trigger route's fast path."""
     app = create_app(settings, clock)
-    return TriggerRoute(app, app.state.services)
+    services = app.state.services
+    return TriggerRoute(IdempotencyMiddleware(app, services), services)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:

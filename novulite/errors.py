@@ -42,6 +42,9 @@ INVALID_FIELDS = ErrorCode(40002, 400, "the request has invalid fields; each ent
 INVALID_QUERY = ErrorCode(
     40003, 400, "the query string has invalid parameters; each entry in errors names one"
 )
+IDEMPOTENCY_KEY_INVALID = ErrorCode(
+    40004, 400, "the Idempotency-Key header must be 1 to {limit} characters; send a shorter unique key"
+)
 MISSING_AUTHORIZATION = ErrorCode(
     40101, 401, "missing Authorization header; send 'Authorization: ApiKey <secret API key>'"
 )
@@ -76,6 +79,16 @@ TRIGGER_WORKFLOW_NOT_FOUND = ErrorCode(
     422,
     "workflow_not_found: no workflow has the identifier {name!r}; "
     "create it with POST /v2/workflows or fix the trigger's name",
+)
+IDEMPOTENCY_REQUEST_RUNNING = ErrorCode(
+    40901,
+    409,
+    "a request with this Idempotency-Key is still running; retry after a second to get its response",
+)
+IDEMPOTENCY_KEY_REUSED = ErrorCode(
+    42202,
+    422,
+    "this Idempotency-Key was already used with a different request; send a new key for a new request",
 )
 INTERNAL_ERROR = ErrorCode(
     50001, 500, "internal server error; the server log has the details under errorId {error_id}"

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from novulite import idempotency
 from novulite.db.fast import insert_returning
 from novulite.db.models import TriggerEvent, table
 from novulite.db.store import Store
@@ -28,7 +31,24 @@ ENQUEUE_CHUNK = 100
 _triggers = table(TriggerEvent)
 _SKIP_REPEATED_TRANSACTION = "ON CONFLICT (environment_id, transaction_id) DO NOTHING RETURNING id"
 
-_Pending = tuple[dict[str, Any], "asyncio.Future[bool]"]
+
+@dataclasses.dataclass(frozen=True)
+class KeyedTrigger:
+    """A trigger sent with an Idempotency-Key, and how to build its response once stored."""
+
+    key: idempotency.IdempotencyKey
+    # Builds the response body from whether the row was new (False: its transactionId was used).
+    respond: Callable[[bool], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class IntakeResult:
+    inserted: bool
+    # The record that already contained the Idempotency-Key, so the trigger was not stored again.
+    repeated: idempotency.StoredResponse | None = None
+
+
+_Pending = tuple[dict[str, Any], KeyedTrigger | None, "asyncio.Future[IntakeResult]"]
 
 
 class TriggerIntake:
@@ -45,10 +65,14 @@ class TriggerIntake:
 
     async def submit(self, row: dict[str, Any]) -> bool:
         """Store a trigger row durably; return False when its transactionId was already used."""
+        return (await self.submit_keyed(row, None)).inserted
+
+    async def submit_keyed(self, row: dict[str, Any], keyed: KeyedTrigger | None) -> IntakeResult:
+        """Store a trigger row durably, with its Idempotency-Key record in the same transaction."""
         if self._waiting is None:
             raise RuntimeError("the trigger intake is not running")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.put_nowait((row, future))
+        future: asyncio.Future[IntakeResult] = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait((row, keyed, future))
         return await future
 
     async def stop(self) -> None:
@@ -70,32 +94,43 @@ class TriggerIntake:
             batch = [await self._waiting.get()]
             while len(batch) < MAX_BATCH and not self._waiting.empty():
                 batch.append(self._waiting.get_nowait())
-            rows = [row for row, _ in batch]
-            self._queues.pacer.note_batch(len(rows))
+            self._queues.pacer.note_batch(len(batch))
+            entries = [(row, keyed) for row, keyed, _ in batch]
             try:
-                inserted = await asyncio.shield(loop.run_in_executor(self._executor, self._write, rows))
+                results = await asyncio.shield(loop.run_in_executor(self._executor, self._write, entries))
             except Exception as exc:
-                logger.exception("storing %d triggers failed", len(rows))
-                for _, future in batch:
+                logger.exception("storing %d triggers failed", len(batch))
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for row, future in batch:
+            for (_, _, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_result(row["id"] in inserted)
+                    future.set_result(result)
 
-    def _write(self, rows: list[dict[str, Any]]) -> set[str]:
-        """Insert rows, skipping repeated transaction ids, and enqueue the new ones."""
+    def _write(self, entries: list[tuple[dict[str, Any], KeyedTrigger | None]]) -> list[IntakeResult]:
+        """Insert rows, skipping repeated transaction ids and idempotency keys, and enqueue the new ones."""
+        results: list[IntakeResult] = []
         with self._store.raw_write() as raw:
-            inserted = [
-                row_id
-                for row in rows
-                if (row_id := insert_returning(raw, _triggers, row, _SKIP_REPEATED_TRANSACTION)) is not None
-            ]
+            for row, keyed in entries:
+                results.append(_insert(raw, row, keyed))
+        inserted = [row["id"] for (row, _), result in zip(entries, results, strict=True) if result.inserted]
         try:
             for start in range(0, len(inserted), ENQUEUE_CHUNK):
                 self._queues.enqueue(HANDLE_TRIGGERS, inserted[start : start + ENQUEUE_CHUNK])
         except Exception:
             # The rows are committed; the reconciler enqueues them after its grace period.
             logger.exception("enqueueing %d stored triggers failed; the reconciler will retry", len(inserted))
-        return set(inserted)
+        return results
+
+
+def _insert(raw: Any, row: dict[str, Any], keyed: KeyedTrigger | None) -> IntakeResult:
+    if keyed is None:
+        return IntakeResult(insert_returning(raw, _triggers, row, _SKIP_REPEATED_TRANSACTION) is not None)
+    environment_id, now = row["environment_id"], row["created_at"]
+    repeated = idempotency.find(raw, environment_id, keyed.key.key, now)
+    if repeated is not None:
+        return IntakeResult(False, repeated)
+    inserted = insert_returning(raw, _triggers, row, _SKIP_REPEATED_TRANSACTION) is not None
+    idempotency.store(raw, environment_id, keyed.key, now, 201, keyed.respond(inserted))
+    return IntakeResult(inserted)

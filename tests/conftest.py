@@ -20,6 +20,11 @@ def start_server(root: Path) -> ServerProcess:
     ).start()
 
 
+def api_client(process: ServerProcess) -> httpx.Client:
+    """Return an HTTP client for the server API, authenticated with the environment's secret key."""
+    return httpx.Client(base_url=process.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10)
+
+
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for a whole module of table-driven tests, with the workflow `welcome`.
@@ -27,9 +32,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     A server start takes a few seconds, so tables whose requests store nothing share one.
     """
     process = start_server(tmp_path_factory.mktemp("shared"))
-    with httpx.Client(
-        base_url=process.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10
-    ) as api:
+    with api_client(process) as api:
         create_workflow(api, "welcome")
     yield process
     process.stop()
@@ -46,7 +49,5 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
     """An HTTP client for the server API, authenticated with the environment's secret key."""
-    with httpx.Client(
-        base_url=server.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10
-    ) as client:
+    with api_client(server) as client:
         yield client

@@ -32,7 +32,9 @@ from novulite.errors import (
     FieldError,
     error_body,
 )
+from novulite.idempotency import IdempotencyKey, check_repeat, find, read_key
 from novulite.ids import new_id
+from novulite.intake import KeyedTrigger
 from novulite.services import Services
 
 logger = logging.getLogger("novulite.api")
@@ -48,9 +50,26 @@ def _acknowledgement(status: str, transaction_id: str, error: list[str] | None =
 
 
 async def accept_trigger(
-    services: Services, environment: EnvironmentInfo, body: dict[str, Any]
+    services: Services,
+    environment: EnvironmentInfo,
+    body: dict[str, Any],
+    key: IdempotencyKey | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Validate a trigger and store it before returning; raise ApiError when invalid.
+
+    Returns the 201 body and whether it replays the stored response of an earlier
+    request with the same Idempotency-Key.
+    """
+    if key is not None:
+        stored = find(services.store.raw_read(), environment.id, key.key, services.clock.now())
+        if stored is not None:
+            return check_repeat(stored, key)[1], True
+    return await _accept_new(services, environment, body, key), False
+
+
+async def _accept_new(
+    services: Services, environment: EnvironmentInfo, body: dict[str, Any], key: IdempotencyKey | None
 ) -> dict[str, Any]:
-    """Validate a trigger, store it before returning, and return the 201 body; raise ApiError when invalid."""
     errors: list[FieldError] = []
     parsed = validate_trigger(body, errors)
     if errors:
@@ -89,13 +108,23 @@ async def accept_trigger(
         "attempts": 0,
         "created_at": services.clock.now(),
     }
-    if not await services.intake.submit(row):
+
+    def respond(inserted: bool) -> dict[str, Any]:
+        if inserted:
+            return _acknowledgement("processed", transaction_id)
         return _acknowledgement(
             "error",
             transaction_id,
             [f"transactionId {transaction_id!r} was already used in this environment; nothing new was sent"],
         )
-    return _acknowledgement("processed", transaction_id)
+
+    if key is None:
+        return respond(await services.intake.submit(row))
+    result = await services.intake.submit_keyed(row, KeyedTrigger(key, respond))
+    if result.repeated is not None:
+        # A request with the same key was stored between the check above and this commit.
+        return dict(check_repeat(result.repeated, key)[1])
+    return respond(result.inserted)
 
 
 @post("/trigger", status_code=201)
@@ -103,7 +132,8 @@ async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
     services = services_of(request)
     environment = await authenticate_api_key(services, request.headers.get("authorization", ""))
     body = decode_json_object(await request.body())
-    return Response(content=await accept_trigger(services, environment, body), status_code=201)
+    content, _ = await accept_trigger(services, environment, body)
+    return Response(content=content, status_code=201)
 
 
 events_router = Router(path="/v1/events", route_handlers=[trigger_event])
@@ -120,8 +150,14 @@ class TriggerRoute:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope["path"] != TRIGGER_PATH:
             await self.app(scope, receive, send)
             return
+        headers: dict[str, str] = {}
         try:
-            status, content, headers = 201, await self._handle(scope, receive), {}
+            content, replayed, key = await self._handle(scope, receive)
+            status = 201
+            if key is not None:
+                headers["idempotency-key"] = key
+            if replayed:
+                headers["idempotency-replay"] = "true"
         except ApiError as exc:
             logger.debug("POST %s -> %s: %s", TRIGGER_PATH, exc.status, exc.message)
             status, headers = exc.status, exc.headers
@@ -151,14 +187,16 @@ class TriggerRoute:
         body: Any = {"type": "http.response.body", "body": encoded}
         await send(body)
 
-    async def _handle(self, scope: Scope, receive: Receive) -> dict[str, Any]:
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[dict[str, Any], bool, str | None]:
         authorization = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
         environment = await authenticate_api_key(self.services, authorization)
         body = await self._read_body(receive)
-        return await accept_trigger(self.services, environment, decode_json_object(body))
+        key = read_key(scope["headers"], "POST", TRIGGER_PATH, body)
+        content, replayed = await accept_trigger(self.services, environment, decode_json_object(body), key)
+        return content, replayed, None if key is None else key.key
 
     async def _read_body(self, receive: Receive) -> bytes:
         limit = self.services.settings.max_body_bytes

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 
 from sqlalchemy import and_, or_, select, update
 
 from novulite.db.dialect import rowcount
 from novulite.db.models import Job, Notification, TriggerEvent
 from novulite.engine.context import WorkerContext
+from novulite.idempotency import purge_expired
 from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
@@ -98,6 +100,10 @@ def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:
     return total
 
 
+# Expired Idempotency-Key records are deleted this often.
+PURGE_INTERVAL_SECONDS = 300.0
+
+
 class Reconciler:
     """A thread that calls reconcile() every `interval` seconds until stopped."""
 
@@ -117,8 +123,22 @@ class Reconciler:
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:
+        next_purge = 0.0
         while not self._stop.wait(self._interval):
             try:
                 reconcile(self._ctx, self._grace)
             except Exception:
                 logger.exception("reconciler pass failed; the next pass retries")
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+                self._purge_idempotency_records()
+
+    def _purge_idempotency_records(self) -> None:
+        try:
+            with self._ctx.store.raw_write() as raw:
+                purged = purge_expired(raw, self._ctx.clock.now())
+        except Exception:
+            logger.exception("deleting expired idempotency records failed; the next pass retries")
+            return
+        if purged:
+            logger.info("deleted %d expired idempotency records", purged)
