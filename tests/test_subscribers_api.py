@@ -261,6 +261,30 @@ def test_delete_removes_owned_rows(novu: Novu, api: httpx.Client, shared_server:
     assert revived.result.channels == []
 
 
+def test_trigger_revives_deleted_subscriber(novu: Novu) -> None:
+    novu.subscribers.create(create_subscriber_request_dto={"subscriber_id": "hugo", "first_name": "Hugo"})
+    novu.subscribers.delete(subscriber_id="hugo")
+
+    novu.trigger(
+        trigger_event_request_dto={
+            "workflow_id": "welcome",
+            "to": {"subscriber_id": "hugo", "last_name": "Back"},
+            "payload": {"text": "again"},
+        }
+    )
+    poll(
+        lambda: novu.messages.retrieve(request={"subscriber_id": "hugo"}).result.data,
+        bool,
+        "the message to hugo",
+    )
+    revived = novu.subscribers.retrieve(subscriber_id="hugo").result
+    assert revived.deleted is False
+    assert revived.first_name is None
+    assert revived.last_name == "Back"
+    found = novu.subscribers.search(request={"subscriber_id": "hugo"}).result.data
+    assert [item.subscriber_id for item in found] == ["hugo"]
+
+
 def test_bulk_create_reports_each_item(novu: Novu) -> None:
     novu.subscribers.create(create_subscriber_request_dto={"subscriber_id": "hank", "first_name": "Hank"})
     result = novu.subscribers.create_bulk(
