@@ -20,11 +20,15 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from novulite import __version__
+from novulite.api.activity import activity_router
 from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
+from novulite.api.messages import messages_router
 from novulite.api.socket import inbox_socket
+from novulite.api.subscribers import subscribers_router
+from novulite.api.subscribers_v1 import subscribers_v1_router
 from novulite.api.workflows import workflows_router
 from novulite.bootstrap import load_signing_key
 from novulite.clock import Clock, SystemClock
@@ -152,6 +156,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             health_check,
             events_router,
             workflows_router,
+            subscribers_router,
+            subscribers_v1_router,
+            messages_router,
+            activity_router,
             session_router,
             inbox_router,
             inbox_socket,

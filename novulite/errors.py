@@ -72,7 +72,16 @@ INVALID_SUBSCRIBER_HASH = ErrorCode(
 ROUTE_NOT_FOUND = ErrorCode(40401, 404, "no route matches {method} {path}")
 WORKFLOW_NOT_FOUND = ErrorCode(40402, 404, "workflow {workflow_id!r} was not found")
 NOTIFICATION_NOT_FOUND = ErrorCode(40403, 404, "notification {notification_id!r} was not found")
+SUBSCRIBER_NOT_FOUND = ErrorCode(
+    40410, 404, "subscriber {subscriber_id!r} was not found; create it with POST /v2/subscribers"
+)
+MESSAGE_NOT_FOUND = ErrorCode(40411, 404, "message {message_id!r} was not found")
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
+SUBSCRIBER_EXISTS = ErrorCode(
+    40910,
+    409,
+    "subscriber {subscriber_id!r} already exists; leave out failIfExists=true to update it instead",
+)
 BODY_TOO_LARGE = ErrorCode(41301, 413, "the request body is larger than {limit} bytes; send less data")
 TRIGGER_WORKFLOW_NOT_FOUND = ErrorCode(
     42201,
@@ -129,12 +138,15 @@ class ApiError(Exception):
         *,
         errors: Sequence[FieldError] = (),
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
         **values: Any,
     ) -> None:
         self.error = error
         self.message = error.with_message(**values)
         self.errors = list(errors)
         self.headers = headers or {}
+        # Fields added to the body beside the standard ones, such as the existing entity of a 409.
+        self.extra = extra
         super().__init__(self.message)
 
     @property
@@ -190,6 +202,7 @@ def _response(request: Request[Any, Any, Any], error: ApiError) -> Response[Any]
         error.message,
         code=error.error.code,
         errors=error.errors,
+        extra=error.extra,
     )
     return Response(content=body, status_code=error.status, headers=error.headers)
 

@@ -20,3 +20,8 @@ def new_id() -> str:
     with _lock:
         count = next(_counter) & 0xFFFFFF
     return (int(time.time()).to_bytes(4, "big") + _process_random + count.to_bytes(3, "big")).hex()
+
+
+# novulite serves one organization per server. Novu's clients require `_organizationId`
+# on subscribers, messages and activity entries, so every response carries this value.
+ORGANIZATION_ID = "000000000000000000000001"

@@ -13,7 +13,8 @@ from sqlalchemy.sql import Select
 
 from novulite.clock import isoformat
 from novulite.db.models import Message
-from novulite.subscribers import to_inbox_recipient, to_raw
+from novulite.ids import ORGANIZATION_ID
+from novulite.subscribers import to_inbox_recipient, to_raw, to_response
 
 SEVERITIES = ("high", "medium", "low", "none")
 # Filter keys the inbox accepts, each a boolean except severity and tags.
@@ -194,3 +195,27 @@ def to_raw_entity(message: Any, subscriber: Any, workflow: Any) -> dict[str, Any
         "workflow": _workflow_summary(workflow),
         "subscriber": to_raw(subscriber),
     }
+
+
+# Novu's ChannelTypeEnum, the values of a message's `channel`.
+CHANNEL_TYPES = ("in_app", "email", "sms", "chat", "push", "tool")
+# Novu's provider id for its own in-app channel. novu-py requires a provider id from a closed
+# list on every activity job.
+# NOTE: it is also shown for steps of other types, which have no provider on this server yet.
+IN_APP_PROVIDER_ID = "novu"
+
+
+def to_message_response(
+    message: Any, subscriber: Any, workflow: Any, payload: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Return Novu's MessageResponseDto, as GET /v1/messages lists it, with the trigger's `payload`."""
+    return dict(
+        to_raw_entity(message, subscriber, workflow),
+        _organizationId=ORGANIZATION_ID,
+        _feedId=None,
+        templateIdentifier=workflow.workflow_id,
+        lastSeenDate=isoformat(message.seen_at),
+        providerId=IN_APP_PROVIDER_ID if message.channel == "in_app" else None,
+        payload=payload or {},
+        subscriber=to_response(subscriber),
+    )

@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from novulite.clock import isoformat
+from novulite.credentials import to_channel_settings
 from novulite.db.fast import fetch, insert_rows, placeholders, write_value
 from novulite.db.models import Subscriber, table
-from novulite.ids import new_id
+from novulite.ids import ORGANIZATION_ID, new_id
 
 # Request field name -> model attribute, for profile fields that are strings or null.
 PROFILE_FIELDS = {
@@ -178,4 +179,16 @@ def to_raw(subscriber: Any) -> dict[str, Any]:
         _environmentId=subscriber.environment_id,
         createdAt=isoformat(subscriber.created_at),
         updatedAt=isoformat(subscriber.updated_at),
+    )
+
+
+def to_response(subscriber: Any) -> dict[str, Any]:
+    """Return Novu's SubscriberResponseDto of a subscriber row (an ORM object or a Core row)."""
+    return dict(
+        to_raw(subscriber),
+        channels=to_channel_settings(subscriber.environment_id, subscriber.channels),
+        isOnline=bool(subscriber.is_online),
+        lastOnlineAt=isoformat(subscriber.last_online_at),
+        deleted=bool(subscriber.deleted),
+        _organizationId=ORGANIZATION_ID,
     )

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import json
-from typing import Any
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import websockets
 
 from tests.servers import API_KEY, APP_ID
+
+T = TypeVar("T")
 
 
 def subscriber_hash(subscriber_id: str, key: str = API_KEY) -> str:
@@ -63,3 +71,46 @@ async def next_frame(
             frame = json.loads(await socket.recv())
             if frame["event"] == event:
                 return frame["data"]  # type: ignore[no-any-return]
+
+
+def poll(fetch: Callable[[], T], ready: Callable[[T], bool], description: str, timeout: float = 10.0) -> T:
+    """Call `fetch` until `ready` accepts its result and return that result; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fetch()
+        if ready(result):
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {description}"
+        time.sleep(0.02)
+
+
+def store_topic_subscription(
+    database: Path, environment_id: str, subscriber_pk: str, topic_key: str
+) -> tuple[str, str]:
+    """Insert a topic and the subscriber's subscription to it straight into the job store.
+
+    Returns the topic's pk and the subscription's pk, both fixed per topic key.
+    """
+    topic_pk = hashlib.sha256(f"topic:{topic_key}".encode()).hexdigest()[:24]
+    subscription_pk = hashlib.sha256(f"subscription:{topic_key}".encode()).hexdigest()[:24]
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
+    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
+        connection.execute(
+            "INSERT INTO topic (id, environment_id, key, name, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (topic_pk, environment_id, topic_key, topic_key, now, now),
+        )
+        connection.execute(
+            "INSERT INTO topic_subscription (id, environment_id, topic_pk, subscriber_pk, identifier, "
+            "context_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?, '[]', ?, ?)",
+            (
+                subscription_pk,
+                environment_id,
+                topic_pk,
+                subscriber_pk,
+                f"tk_{topic_key}:{subscriber_pk}",
+                now,
+                now,
+            ),
+        )
+    return topic_pk, subscription_pk

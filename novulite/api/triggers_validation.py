@@ -6,8 +6,8 @@ import dataclasses
 from typing import Any
 
 from novulite.api.body import json_type
+from novulite.api.subscriber_validation import validate_profile, validate_subscriber_id
 from novulite.errors import FieldError
-from novulite.subscribers import PROFILE_FIELDS
 
 MAX_RECIPIENTS = 100
 MAX_ID_LENGTH = 255
@@ -82,7 +82,7 @@ def validate_recipients(to: Any, errors: list[FieldError]) -> list[dict[str, Any
 
 def _recipient(entry: Any, field: str, errors: list[FieldError]) -> dict[str, Any] | None:
     if isinstance(entry, str):
-        subscriber_id = _subscriber_id(entry, field, errors)
+        subscriber_id = validate_subscriber_id(entry, field, errors)
         return None if subscriber_id is None else {"subscriberId": subscriber_id}
     if not isinstance(entry, dict):
         errors.append(
@@ -103,46 +103,10 @@ def _recipient(entry: Any, field: str, errors: list[FieldError]) -> dict[str, An
             )
         )
         return None
-    subscriber_id = _subscriber_id(entry.get("subscriberId"), f"{field}.subscriberId", errors)
+    subscriber_id = validate_subscriber_id(entry.get("subscriberId"), f"{field}.subscriberId", errors)
     if subscriber_id is None:
         return None
-    recipient: dict[str, Any] = {"subscriberId": subscriber_id}
-    for key in PROFILE_FIELDS:
-        if key not in entry:
-            continue
-        value = entry[key]
-        if value is not None and not isinstance(value, str):
-            errors.append(FieldError(f"{field}.{key}", f"must be a string or null, got {json_type(value)}"))
-            continue
-        recipient[key] = value
-    if "data" in entry:
-        if entry["data"] is not None and not isinstance(entry["data"], dict):
-            errors.append(
-                FieldError(f"{field}.data", f"must be an object or null, got {json_type(entry['data'])}")
-            )
-        else:
-            recipient["data"] = entry["data"]
-    return recipient
-
-
-def _subscriber_id(value: Any, field: str, errors: list[FieldError]) -> str | None:
-    if not isinstance(value, str):
-        errors.append(
-            FieldError(
-                field,
-                "is required: a non-empty subscriberId string",
-                None if value is _MISSING else value,
-            )
-        )
-        return None
-    trimmed = value.strip()
-    if not trimmed:
-        errors.append(FieldError(field, "must not be empty or blank; send the subscriber's id", value))
-        return None
-    if len(trimmed) > MAX_ID_LENGTH:
-        errors.append(FieldError(field, f"is longer than {MAX_ID_LENGTH} characters"))
-        return None
-    return trimmed
+    return {"subscriberId": subscriber_id, **validate_profile(entry, f"{field}.", errors)}
 
 
 def _optional_object(body: dict[str, Any], key: str, errors: list[FieldError]) -> dict[str, Any]:
