@@ -1,4 +1,4 @@
-"""The JSONLogic evaluator behind step conditions, against json-logic-js results."""
+"""The JSONLogic evaluator behind step conditions: operators, coercion, checks and limits."""
 
 from __future__ import annotations
 
