@@ -23,6 +23,7 @@ from novulite import __version__
 from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.inbox import inbox_router, session_router
+from novulite.api.preferences import preferences_router
 from novulite.api.socket import inbox_socket
 from novulite.api.workflows import workflows_router
 from novulite.bootstrap import load_signing_key
@@ -150,6 +151,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             health_check,
             events_router,
             workflows_router,
+            preferences_router,
             session_router,
             inbox_router,
             inbox_socket,

@@ -69,6 +69,12 @@ INVALID_SUBSCRIBER_HASH = ErrorCode(
 ROUTE_NOT_FOUND = ErrorCode(40401, 404, "no route matches {method} {path}")
 WORKFLOW_NOT_FOUND = ErrorCode(40402, 404, "workflow {workflow_id!r} was not found")
 NOTIFICATION_NOT_FOUND = ErrorCode(40403, 404, "notification {notification_id!r} was not found")
+SUBSCRIBER_NOT_FOUND = ErrorCode(
+    40404,
+    404,
+    "subscriber {subscriber_id!r} was not found; create it first, for example by triggering a workflow to it",
+)
+WORKFLOWS_NOT_FOUND = ErrorCode(40405, 404, "these workflows were not found: {workflow_ids}")
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
 BODY_TOO_LARGE = ErrorCode(41301, 413, "the request body is larger than {limit} bytes; send less data")
 TRIGGER_WORKFLOW_NOT_FOUND = ErrorCode(
