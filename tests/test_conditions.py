@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from novulite.engine.conditions import ConditionError, skip_reason
 from tests.pipeline import finished_jobs, messages_of, server_fixtures, trigger
 from tests.servers import ServerProcess
 
@@ -315,3 +316,10 @@ def test_invalid_condition_rejected(
     assert field in errors
     assert message in errors[field]
     assert api.get(f"/v2/workflows/{workflow['workflowId']}").status_code == 404
+
+
+def test_stored_invalid_filters_raise() -> None:
+    """A workflow saved before filters were checked fails the job with a message instead of crashing."""
+    controls = {"filters": [{"children": [{"on": "payload"}]}]}
+    with pytest.raises(ConditionError, match=r"filters\[0\]\.children\[0\]\.field"):
+        skip_reason(controls, {"payload": {}})

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from novu_py import Novu, models
 
+from novulite.engine.preferences import StoredPreference, resolve
 from tests.helpers import subscriber_hash
 from tests.pipeline import finished_jobs, server_fixtures, trigger
 from tests.servers import API_KEY, APP_ID, ServerProcess
@@ -81,7 +82,7 @@ def test_concurrent_channel_updates(module_server: ServerProcess, api: httpx.Cli
     """Two channels turned off at the same moment both stay off, and the trigger skips both steps."""
     create_workflow(api, "order-shipped", "in_app", "email", "push")
     token = create_subscriber(module_server, "frank", email="frank@example.com")
-    # NOTE: frank's push token "tok-frank" is not stored: no credentials API exists on this server yet.
+    # Push delivery is not built, so frank's push token "tok-frank" is left out.
     barrier = threading.Barrier(2)
 
     def disable(channel: str) -> httpx.Response:
@@ -249,6 +250,20 @@ def test_workflow_turned_off_skips_every_step(module_server: ServerProcess, api:
             == "skipped by preference: this workflow is disabled for this subscriber"
         )
     assert inbox_bodies(module_server, token) == []
+
+
+def test_global_turned_off_skips_every_workflow(module_server: ServerProcess, api: httpx.Client) -> None:
+    create_workflow(api, "weekly-report", "in_app")
+    create_subscriber(module_server, "gil")
+    response = api.patch("/v1/subscribers/gil/preferences", json={"enabled": False})
+    assert response.status_code == 200
+    assert response.json()["data"]["enabled"] is False
+
+    jobs = finished_jobs(module_server, trigger(api, "weekly-report", "gil", payload={"order": "1"}), 1)
+    assert jobs["inbox"].status == "skipped"
+    assert (
+        jobs["inbox"].last_detail == "skipped by preference: all workflows are disabled for this subscriber"
+    )
 
 
 def test_resolution_order(module_server: ServerProcess, api: httpx.Client) -> None:
@@ -491,3 +506,20 @@ def test_updates_merge_channels(module_server: ServerProcess, api: httpx.Client)
         api.get("/v2/subscribers/ivy/preferences").json()["data"]["workflows"], "merge-check"
     )
     assert entry["channels"] == {"in_app": False, "email": True}
+
+
+def test_malformed_stored_defaults_ignored() -> None:
+    """Workflows saved before preferences were checked may hold any value; only booleans count."""
+    stored = {
+        "user": {
+            "all": "yes",
+            "channels": {"email": True, "sms": {"enabled": "no"}, "push": {"enabled": False}},
+        }
+    }
+    resolution = resolve(stored, False, None, StoredPreference(enabled=True, channels={"chat": False}))
+    assert resolution.channels["email"] is True
+    assert resolution.channels["sms"] is True
+    assert resolution.channels["push"] is False
+    assert resolution.channels["chat"] is False
+    assert resolution.sources["chat"] == "subscriber"
+    assert resolve(["not", "an", "object"], False, None, None).channels["in_app"] is True

@@ -139,25 +139,26 @@ def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
 
 def _preferences(workflow: Workflow) -> dict[str, Any]:
     """Return Novu's {default, user} pair: the `workflow` level with every channel filled in, and `user`."""
-    stored = workflow.preferences or {}
+    stored = workflow.preferences if isinstance(workflow.preferences, dict) else {}
     merged = merged_defaults({"workflow": stored.get("workflow")})
     fallback = merged["all"].get("enabled", True)
     channels = {channel: {"enabled": fallback} for channel in CHANNELS}
     for channel, setting in merged["channels"].items():
         channels[channel] = {"enabled": setting.get("enabled", fallback)}
-    user = stored.get("user")
+    user = None
+    if isinstance(stored.get("user"), dict):
+        # novu-py requires both `all` and `channels` in the user level.
+        user_level = merged_defaults({"user": stored["user"]})
+        user = {
+            "all": {"enabled": True, "readOnly": False, **user_level["all"]},
+            "channels": user_level["channels"],
+        }
     return {
         "default": {
             "all": {"enabled": fallback, "readOnly": merged["all"].get("readOnly", False)},
             "channels": channels,
         },
-        # novu-py requires both `all` and `channels` in the user level.
-        "user": None
-        if user is None
-        else {
-            "all": {"enabled": True, "readOnly": False, **(user.get("all") or {})},
-            "channels": user.get("channels") or {},
-        },
+        "user": user,
     }
 
 

@@ -46,6 +46,12 @@ def skip_reason(controls: dict[str, Any], data: dict[str, Any]) -> tuple[str, di
         if jsonlogic.truthy(result):
             return SKIPPED_BY_CONDITION, {"reason": "condition", "skip": skip}
     step_filters = controls.get("filters")
-    if isinstance(step_filters, list) and not filters.passes(step_filters, data):
-        return SKIPPED_BY_CONDITION, {"reason": "condition", "filters": step_filters}
+    if step_filters:
+        # Checked again here because a workflow saved before filters were checked may hold any value.
+        problems = filters.check(step_filters)
+        if problems:
+            path, problem = problems[0]
+            raise ConditionError(f"the step's filters are invalid: filters{path} {problem}")
+        if not filters.passes(step_filters, data):
+            return SKIPPED_BY_CONDITION, {"reason": "condition", "filters": step_filters}
     return None

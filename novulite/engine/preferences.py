@@ -10,8 +10,8 @@ Values are applied in this order, each later one overriding the earlier:
 
 A `critical` workflow, or one whose defaults set `all.readOnly`, ignores steps 2 and 3.
 Otherwise `enabled: false` on either subscriber preference turns off every channel step.
-The API's preference listings and the job runner both use `resolve`, so what a
-subscriber sees is what the runner applies.
+The API's preference listings and the job runner both use `resolve`, so a listing
+shows what the runner applies.
 """
 
 from __future__ import annotations
@@ -54,16 +54,32 @@ class Resolution:
 
 
 def merged_defaults(preferences: dict[str, Any] | None) -> dict[str, Any]:
-    """Merge a workflow's `preferences.workflow` and `preferences.user` into one `{all, channels}` level."""
+    """Merge a workflow's `preferences.workflow` and `preferences.user` into one `{all, channels}` level.
+
+    Parts that are not objects are ignored: workflows saved before preferences were checked may have them.
+    """
     merged: dict[str, Any] = {"all": {}, "channels": {}}
+    levels = preferences if isinstance(preferences, dict) else {}
     for level_name in ("workflow", "user"):
-        level = (preferences or {}).get(level_name)
+        level = levels.get(level_name)
         if not isinstance(level, dict):
             continue
-        merged["all"].update(level.get("all") or {})
-        for channel, setting in (level.get("channels") or {}).items():
-            merged["channels"].setdefault(channel, {}).update(setting or {})
+        merged["all"].update(_flags(level.get("all")))
+        channels = level.get("channels")
+        for channel, setting in (channels if isinstance(channels, dict) else {}).items():
+            merged["channels"].setdefault(channel, {}).update(_flags(setting))
     return merged
+
+
+def _flags(setting: Any) -> dict[str, bool]:
+    """Return the boolean `enabled` and `readOnly` entries of a preference setting."""
+    if not isinstance(setting, dict):
+        return {}
+    return {
+        key: value
+        for key, value in setting.items()
+        if key in ("enabled", "readOnly") and isinstance(value, bool)
+    }
 
 
 def workflow_defaults(preferences: dict[str, Any] | None) -> tuple[dict[str, bool], bool]:
