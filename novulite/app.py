@@ -26,6 +26,7 @@ from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
 from novulite.api.messages import messages_router
+from novulite.api.preferences import preferences_router
 from novulite.api.socket import inbox_socket
 from novulite.api.subscribers import subscribers_router
 from novulite.api.subscribers_v1 import subscribers_v1_router
@@ -158,6 +159,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             workflows_router,
             subscribers_router,
             subscribers_v1_router,
+            preferences_router,
             messages_router,
             activity_router,
             session_router,

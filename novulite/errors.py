@@ -73,8 +73,9 @@ ROUTE_NOT_FOUND = ErrorCode(40401, 404, "no route matches {method} {path}")
 WORKFLOW_NOT_FOUND = ErrorCode(40402, 404, "workflow {workflow_id!r} was not found")
 NOTIFICATION_NOT_FOUND = ErrorCode(40403, 404, "notification {notification_id!r} was not found")
 SUBSCRIBER_NOT_FOUND = ErrorCode(
-    40410, 404, "subscriber {subscriber_id!r} was not found; create it with POST /v2/subscribers"
+    40404, 404, "subscriber {subscriber_id!r} was not found; create it with POST /v2/subscribers"
 )
+WORKFLOWS_NOT_FOUND = ErrorCode(40405, 404, "these workflows were not found: {workflow_ids}")
 MESSAGE_NOT_FOUND = ErrorCode(40411, 404, "message {message_id!r} was not found")
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
 SUBSCRIBER_EXISTS = ErrorCode(

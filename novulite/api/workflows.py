@@ -13,15 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite.api.auth import environment_from_api_key, services_of
 from novulite.api.body import json_type, read_json_object
+from novulite.api.step_controls import SUPPORTED_STEP_TYPES, validate_controls, validate_preferences
 from novulite.clock import isoformat
 from novulite.db.models import Step, Workflow
 from novulite.directory import EnvironmentInfo
-from novulite.engine.templates import TemplateError, compile_template
+from novulite.engine.preferences import merged_defaults
 from novulite.errors import INVALID_FIELDS, INVALID_QUERY, WORKFLOW_NOT_FOUND, ApiError, FieldError
 from novulite.ids import new_id
 
-# Step types this server can run; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app",)
 NOVU_STEP_TYPES = (
     "in_app", "email", "sms", "chat", "push", "tool", "digest", "trigger",
     "delay", "throttle", "custom", "http_request",
@@ -29,7 +28,6 @@ NOVU_STEP_TYPES = (
 SEVERITIES = ("high", "medium", "low", "none")
 CHANNELS = ("in_app", "email", "sms", "chat", "push")
 IDENTIFIER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-TEMPLATE_CONTROLS = ("subject", "body", "avatar")
 
 
 def _slug(text: str) -> str:
@@ -85,25 +83,9 @@ def _validate_steps(steps: Any, errors: list[FieldError]) -> list[dict[str, Any]
                 FieldError(f"{field}.controlValues", f"must be an object, got {json_type(controls)}")
             )
             continue
-        _validate_templates(controls, f"{field}.controlValues", errors)
+        validate_controls(step_type, controls, f"{field}.controlValues", errors)
         result.append({"name": name.strip(), "type": step_type, "step_id": step_id, "controls": controls})
     return result
-
-
-def _validate_templates(controls: dict[str, Any], field: str, errors: list[FieldError]) -> None:
-    for key in TEMPLATE_CONTROLS:
-        value = controls.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            errors.append(FieldError(f"{field}.{key}", f"must be a string, got {json_type(value)}"))
-            continue
-        try:
-            compile_template(value)
-        except TemplateError as exc:
-            errors.append(FieldError(f"{field}.{key}", f"is not a valid Liquid template: {exc}"))
-    if not controls.get("body"):
-        errors.append(FieldError(f"{field}.body", "is required for an in_app step: the message text"))
 
 
 def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +118,7 @@ def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
     description = body.get("description")
     if description is not None and not isinstance(description, str):
         errors.append(FieldError("description", f"must be a string, got {json_type(description)}"))
+    preferences = validate_preferences(body.get("preferences"), errors)
 
     if errors:
         raise ApiError(INVALID_FIELDS, errors=errors)
@@ -149,22 +132,33 @@ def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
         "validate_payload": body.get("validatePayload", False),
         "severity": severity,
         "description": description,
-        "preferences": body.get("preferences") if isinstance(body.get("preferences"), dict) else None,
+        "preferences": preferences,
         "payload_schema": body.get("payloadSchema") if isinstance(body.get("payloadSchema"), dict) else None,
     }
 
 
 def _preferences(workflow: Workflow) -> dict[str, Any]:
-    stored = workflow.preferences or {}
-    defaults = stored.get("workflow") or {}
-    channels = {channel: {"enabled": True} for channel in CHANNELS}
-    channels.update(defaults.get("channels") or {})
+    """Return Novu's {default, user} pair: the `workflow` level with every channel filled in, and `user`."""
+    stored = workflow.preferences if isinstance(workflow.preferences, dict) else {}
+    merged = merged_defaults({"workflow": stored.get("workflow")})
+    fallback = merged["all"].get("enabled", True)
+    channels = {channel: {"enabled": fallback} for channel in CHANNELS}
+    for channel, setting in merged["channels"].items():
+        channels[channel] = {"enabled": setting.get("enabled", fallback)}
+    user = None
+    if isinstance(stored.get("user"), dict):
+        # novu-py requires both `all` and `channels` in the user level.
+        user_level = merged_defaults({"user": stored["user"]})
+        user = {
+            "all": {"enabled": True, "readOnly": False, **user_level["all"]},
+            "channels": user_level["channels"],
+        }
     return {
         "default": {
-            "all": defaults.get("all") or {"enabled": True, "readOnly": False},
+            "all": {"enabled": fallback, "readOnly": merged["all"].get("readOnly", False)},
             "channels": channels,
         },
-        "user": stored.get("user"),
+        "user": user,
     }
 
 

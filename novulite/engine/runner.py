@@ -31,17 +31,27 @@ from novulite.db.models import (
     Workflow,
     table,
 )
+from novulite.engine import gate
+from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
-from novulite.engine.steps import in_app
+from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
+from novulite.engine.steps import in_app, unconfigured
 from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
 from novulite.engine.templates import TemplateError
+from novulite.engine.variables import actor_id
 from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
 StepHandler = Callable[[StepContext], StepResult]
-STEP_HANDLERS: dict[str, StepHandler] = {"in_app": in_app.run}
+STEP_HANDLERS: dict[str, StepHandler] = {
+    "in_app": in_app.run,
+    "email": unconfigured.run,
+    "sms": unconfigured.run,
+    "push": unconfigured.run,
+    "chat": unconfigured.run,
+}
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
 
@@ -140,50 +150,66 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
             {notification.workflow_pk for notification in notifications.values()},
             table(Workflow),
         )
-        completed: list[tuple[Any, ...]] = []
+        preferences = load_preferences(
+            raw,
+            {job.subscriber_pk for job in jobs},
+            {notification_context(notification) for notification in notifications.values()},
+        )
+        # A chain's first job has no earlier steps to show.
+        step_outputs = load_step_outputs(raw, {job.notification_id for job in jobs if job.position > 0})
+        actors = load_actors(raw, notifications.values(), {job.environment_id for job in jobs})
+        finished: list[tuple[Any, ...]] = []
         details: list[dict[str, Any]] = []
         messages: list[dict[str, Any]] = []
         for job in jobs:
             notification = notifications[job.notification_id]
+            workflow = workflows[notification.workflow_pk]
             context = StepContext(
                 connection=raw,
                 job=job,
                 notification=notification,
                 trigger=notification,
                 subscriber=subscribers[job.subscriber_pk],
-                workflow=workflows[notification.workflow_pk],
+                workflow=workflow,
                 now=now,
+                steps=step_outputs.get(job.notification_id, {}),
+                actor=actors.get((job.environment_id, actor_id(notification.actor) or "")),
+                preferences=preferences.resolve(
+                    workflow, job.subscriber_pk, notification_context(notification)
+                ),
             )
             result = _run_step(context, outcome)
             if result is None:
                 continue
-            completed.append((write_value(_jobs, "output", result.output), db_datetime(now), job.id))
-            details.extend(detail_row(job, text, status, now) for text, status in result.details)
+            output = write_value(_jobs, "output", result.output)
+            finished.append((result.status, output, db_datetime(now), job.id))
+            details.extend(
+                detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
+            )
             messages.extend(result.messages)
             for task_name, ids in result.events:
                 outcome.events.setdefault(task_name, []).extend(ids)
         # The claim and the insert share a transaction, so a job's message can only be new here.
         insert_rows(raw, _messages, messages)
-        if completed:
+        if finished:
             raw.executemany(
-                "UPDATE job SET status = 'completed', output = ?, lease_until = NULL, updated_at = ? "
-                "WHERE id = ?",
-                completed,
+                "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+                finished,
             )
-            outcome.next_job_ids.extend(_queue_next(raw, [row[2] for row in completed], now))
+            outcome.next_job_ids.extend(_queue_next(raw, [row[3] for row in finished], now))
         insert_rows(raw, _details, details)
     return outcome
 
 
 def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | None:
-    """Run one claimed job; return its result when it completed, None when it failed."""
+    """Run one claimed job unless its conditions or preferences skip it; return None when it failed."""
     job = context.job
     handler = STEP_HANDLERS.get(job.type)
     try:
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
-        return handler(context)
-    except (PermanentStepError, TemplateError) as exc:
+        return gate.check(context) or handler(context)
+    except (PermanentStepError, TemplateError, ConditionError) as exc:
         outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
         return None
 

@@ -39,12 +39,14 @@ def compile_template(source: str) -> Any:
         raise TemplateError(str(exc)) from exc
 
 
-def render(source: str | None, variables: dict[str, Any]) -> str:
-    """Render `source` as plain text; a missing variable renders as an empty string."""
+def render(source: str | None, variables: dict[str, Any], field: str | None = None) -> str:
+    """Render `source` as plain text; a missing variable renders as an empty string.
+
+    A TemplateError names `field`, the control value the template came from, when given.
+    """
     if not source:
         return ""
-    template = compile_template(source)
     try:
-        return str(template.render(**variables))
-    except LiquidError as exc:
-        raise TemplateError(str(exc)) from exc
+        return str(compile_template(source).render(**variables))
+    except (LiquidError, TemplateError) as exc:
+        raise TemplateError(f"{field}: {exc}" if field else str(exc)) from exc

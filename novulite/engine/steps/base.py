@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import sqlite3
 from typing import Any
 
+from novulite.engine.preferences import Resolution
+from novulite.engine.variables import actor_variables, context_variables, workflow_variables
 from novulite.subscribers import template_variables
 
 
@@ -29,38 +32,42 @@ class StepContext:
     subscriber: Any
     workflow: Any
     now: dt.datetime
+    # What later steps see of the notification's completed steps, by stepId.
+    steps: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The actor's stored subscriber row, when the trigger named an actor that exists.
+    actor: Any = None
+    # The subscriber's effective channel preferences for this workflow.
+    preferences: Resolution | None = None
 
     @property
     def controls(self) -> dict[str, Any]:
         return dict(self.job.step.get("controlValues") or {})
 
-    def template_variables(self) -> dict[str, Any]:
-        """Return the variables a Liquid template can use, by namespace."""
+    @functools.cached_property
+    def variables(self) -> dict[str, Any]:
+        """The data a Liquid template or a step condition can use, by namespace."""
         return {
             "payload": self.trigger.payload or {},
             "subscriber": template_variables(self.subscriber),
-            "workflow": {
-                "identifier": self.workflow.workflow_id,
-                "name": self.workflow.name,
-                "description": self.workflow.description,
-                "tags": self.workflow.tags or [],
-                "severity": self.workflow.severity,
-            },
-            "context": self.trigger.context or {},
-            "actor": self.trigger.actor,
-            "steps": {},
+            "workflow": workflow_variables(self.workflow),
+            "steps": self.steps,
+            "context": context_variables(self.trigger.context),
+            "actor": actor_variables(self.trigger.actor, self.actor),
         }
 
 
 @dataclasses.dataclass
 class StepResult:
-    """A completed step: its output, execution details to log and tasks to enqueue after commit.
+    """A finished step: its status, output, execution details to log and tasks to enqueue after commit.
 
-    Each event is (task name, ids); the runner merges the ids of a batch into one task.
+    Each detail is (text, status, raw or None). Each event is (task name, ids); the
+    runner merges the ids of a batch into one task.
     """
 
     output: dict[str, Any] | None = None
-    details: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    details: list[tuple[str, str, dict[str, Any] | None]] = dataclasses.field(default_factory=list)
     events: list[tuple[str, tuple[Any, ...]]] = dataclasses.field(default_factory=list)
     # Message rows for the runner to insert with the batch's outcomes.
     messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # "completed", or "skipped" for a step that did not run; the chain goes on after either.
+    status: str = "completed"

@@ -18,7 +18,7 @@ from novulite.queues import MESSAGES_CREATED
 
 def run(ctx: StepContext) -> StepResult:
     controls = ctx.controls
-    variables = ctx.template_variables()
+    variables = ctx.variables
     severity = ctx.trigger.overrides.get("severity") or ctx.workflow.severity or "none"
     row = {
         "id": new_id(),
@@ -29,11 +29,11 @@ def run(ctx: StepContext) -> StepResult:
         "workflow_pk": ctx.workflow.id,
         "transaction_id": ctx.job.transaction_id,
         "channel": "in_app",
-        "subject": render(controls.get("subject"), variables) or None,
-        "content": render(controls.get("body"), variables),
-        "avatar": render(controls.get("avatar"), variables) or None,
+        "subject": render(controls.get("subject"), variables, "subject") or None,
+        "content": render(controls.get("body"), variables, "body"),
+        "avatar": render(controls.get("avatar"), variables, "avatar") or None,
         "cta": _cta(controls, variables),
-        "data": _render_data(controls.get("data"), variables),
+        "data": _render_data(controls.get("data"), variables, "data"),
         "tags": list(ctx.workflow.tags or []),
         "read": False,
         "seen": False,
@@ -50,7 +50,7 @@ def run(ctx: StepContext) -> StepResult:
     }
     return StepResult(
         output={"messageId": row["id"]},
-        details=[("Message created", "Success")],
+        details=[("Message created", "Success", None)],
         events=[(MESSAGES_CREATED, (row["id"],))],
         messages=[row],
     )
@@ -62,7 +62,7 @@ def _cta(controls: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
     if isinstance(redirect, dict) and redirect.get("url"):
         cta["type"] = "redirect"
         cta["data"] = {
-            "url": render(redirect["url"], variables),
+            "url": render(redirect["url"], variables, "redirect.url"),
             "target": redirect.get("target", "_self"),
         }
     buttons = []
@@ -70,10 +70,13 @@ def _cta(controls: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         action = controls.get(f"{kind}Action")
         if not isinstance(action, dict) or not action.get("label"):
             continue
-        button: dict[str, Any] = {"type": kind, "content": render(action["label"], variables)}
+        button: dict[str, Any] = {
+            "type": kind,
+            "content": render(action["label"], variables, f"{kind}Action.label"),
+        }
         action_redirect = action.get("redirect")
         if isinstance(action_redirect, dict) and action_redirect.get("url"):
-            button["url"] = render(action_redirect["url"], variables)
+            button["url"] = render(action_redirect["url"], variables, f"{kind}Action.redirect.url")
             button["target"] = action_redirect.get("target", "_self")
         buttons.append(button)
     if buttons:
@@ -81,9 +84,9 @@ def _cta(controls: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
     return cta
 
 
-def _render_data(data: Any, variables: dict[str, Any]) -> Any:
+def _render_data(data: Any, variables: dict[str, Any], field: str) -> Any:
     if isinstance(data, dict):
-        return {key: _render_data(value, variables) for key, value in data.items()}
+        return {key: _render_data(value, variables, f"{field}.{key}") for key, value in data.items()}
     if isinstance(data, str):
-        return render(data, variables)
+        return render(data, variables, field)
     return data

@@ -1,0 +1,188 @@
+"""Checks of a workflow's step control values and preference defaults when it is saved.
+
+Every Liquid template among the control values is compiled here, so a syntax error
+is a 400 on save rather than a failed job later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from novulite.api.body import json_type
+from novulite.engine import conditions
+from novulite.engine.preferences import PREFERENCE_CHANNELS
+from novulite.engine.templates import TemplateError, compile_template
+from novulite.errors import FieldError
+
+# Step types this server accepts; Novu's other types are rejected when a workflow is saved.
+SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat")
+REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
+EDITOR_TYPES = ("block", "html")
+
+Check = Callable[[Any, str, list[FieldError]], None]
+
+
+def _template(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not isinstance(value, str):
+        errors.append(FieldError(field, f"must be a string, got {json_type(value)}"))
+        return
+    try:
+        compile_template(value)
+    except TemplateError as exc:
+        errors.append(FieldError(field, f"is not a valid Liquid template: {exc}"))
+
+
+def _string(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not isinstance(value, str):
+        errors.append(FieldError(field, f"must be a string, got {json_type(value)}"))
+
+
+def _nullable_string(value: Any, field: str, errors: list[FieldError]) -> None:
+    if value is not None:
+        _string(value, field, errors)
+
+
+def _boolean(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not isinstance(value, bool):
+        errors.append(FieldError(field, f"must be true or false, got {json_type(value)}"))
+
+
+def _editor_type(value: Any, field: str, errors: list[FieldError]) -> None:
+    if value not in EDITOR_TYPES:
+        errors.append(FieldError(field, f"must be one of {', '.join(EDITOR_TYPES)}", value))
+
+
+def _object(value: Any, field: str, errors: list[FieldError]) -> bool:
+    if isinstance(value, dict):
+        return True
+    errors.append(FieldError(field, f"must be an object, got {json_type(value)}"))
+    return False
+
+
+def _redirect(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not _object(value, field, errors):
+        return
+    if "url" not in value:
+        errors.append(FieldError(f"{field}.url", "is required: the URL to open, a string or a template"))
+    else:
+        _template(value["url"], f"{field}.url", errors)
+    if "target" in value and value["target"] not in REDIRECT_TARGETS:
+        errors.append(
+            FieldError(f"{field}.target", f"must be one of {', '.join(REDIRECT_TARGETS)}", value["target"])
+        )
+
+
+def _action(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not _object(value, field, errors):
+        return
+    if "label" in value:
+        _template(value["label"], f"{field}.label", errors)
+    if "redirect" in value:
+        _redirect(value["redirect"], f"{field}.redirect", errors)
+
+
+def _data(value: Any, field: str, errors: list[FieldError]) -> None:
+    """Check an in-app `data` object, whose string values are templates rendered at run time."""
+    if not _object(value, field, errors):
+        return
+    for key, item in value.items():
+        if isinstance(item, str):
+            _template(item, f"{field}.{key}", errors)
+        elif isinstance(item, dict):
+            _data(item, f"{field}.{key}", errors)
+
+
+def _sender(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not _object(value, field, errors):
+        return
+    for key in ("email", "name"):
+        if key in value:
+            _string(value[key], f"{field}.{key}", errors)
+
+
+# Control value name -> check, per step type; other control values are stored unchecked.
+CONTROL_CHECKS: dict[str, dict[str, Check]] = {
+    "in_app": {
+        "subject": _template,
+        "body": _template,
+        "avatar": _template,
+        "primaryAction": _action,
+        "secondaryAction": _action,
+        "redirect": _redirect,
+        "data": _data,
+        "disableOutputSanitization": _boolean,
+    },
+    "email": {
+        "subject": _template,
+        "body": _template,
+        "editorType": _editor_type,
+        "layoutId": _nullable_string,
+        "from": _sender,
+        "replyTo": _string,
+        "preheader": _template,
+        "useProviderDefaults": _boolean,
+        "disableOutputSanitization": _boolean,
+    },
+    "sms": {"body": _template},
+    "push": {"subject": _template, "body": _template},
+    "chat": {"body": _template},
+}
+REQUIRED_CONTROLS = {
+    "in_app": {"body": "the message text"},
+    "email": {"subject": "the email's subject line"},
+}
+
+
+def validate_controls(step_type: str, controls: dict[str, Any], field: str, errors: list[FieldError]) -> None:
+    """Check a step's control values for its type, appending one FieldError per problem."""
+    for name, check in CONTROL_CHECKS[step_type].items():
+        if name in controls and controls[name] is not None:
+            check(controls[name], f"{field}.{name}", errors)
+    for name, meaning in REQUIRED_CONTROLS.get(step_type, {}).items():
+        if not controls.get(name):
+            errors.append(FieldError(f"{field}.{name}", f"is required for an {step_type} step: {meaning}"))
+    if "stopOnFailure" in controls:
+        _boolean(controls["stopOnFailure"], f"{field}.stopOnFailure", errors)
+    for path, problem in conditions.check(controls):
+        errors.append(FieldError(f"{field}.{path}", problem))
+
+
+def validate_preferences(value: Any, errors: list[FieldError]) -> dict[str, Any] | None:
+    """Check a workflow's `preferences` {user?, workflow?}; return it when valid."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        errors.append(
+            FieldError("preferences", f"must be an object {{user?, workflow?}}, got {json_type(value)}")
+        )
+        return None
+    count = len(errors)
+    for level_name in ("user", "workflow"):
+        level = value.get(level_name)
+        if level is None:
+            continue
+        field = f"preferences.{level_name}"
+        if not _object(level, field, errors):
+            continue
+        _preference_level(level, field, errors)
+    return value if len(errors) == count else None
+
+
+def _preference_level(level: dict[str, Any], field: str, errors: list[FieldError]) -> None:
+    all_ = level.get("all")
+    if all_ is not None and _object(all_, f"{field}.all", errors):
+        for flag in ("enabled", "readOnly"):
+            if flag in all_:
+                _boolean(all_[flag], f"{field}.all.{flag}", errors)
+    channels = level.get("channels")
+    if channels is None or not _object(channels, f"{field}.channels", errors):
+        return
+    for channel, setting in channels.items():
+        channel_field = f"{field}.channels.{channel}"
+        if channel not in PREFERENCE_CHANNELS:
+            errors.append(
+                FieldError(channel_field, f"is not a channel; use {', '.join(PREFERENCE_CHANNELS)}", channel)
+            )
+        elif _object(setting, channel_field, errors) and "enabled" in setting:
+            _boolean(setting["enabled"], f"{channel_field}.enabled", errors)
