@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -34,10 +35,25 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_RedactTokens())
     # Huey logs every task at INFO, which costs throughput and buries novulite's own lines.
     quiet = max(logging.WARNING, logging.getLevelName(level.upper()))
     logging.getLogger("huey").setLevel(quiet)
     logging.getLogger("alembic").setLevel(quiet)
+
+
+class _RedactTokens(logging.Filter):
+    """Hide inbox session tokens, which uvicorn logs as part of each WebSocket URL (`/ws?token=...`)."""
+
+    _pattern = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg = self._pattern.sub(r"\1[redacted]", message)
+            record.args = None
+        return True
 
 
 class _GracefulServer(uvicorn.Server):

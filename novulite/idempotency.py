@@ -10,7 +10,8 @@ gets a 409 from here. Responses with a status of 500 or more are not stored, so 
 retry runs the request again.
 
 POST /v1/events/trigger stores its record in the intake's transaction, together
-with the trigger row, so a crash cannot keep one without the other. Every other
+with the trigger row, so a crash cannot keep one without the other, and a
+concurrent repeat of a trigger gets the replay instead of a 409. Every other
 route stores a pending record before its handler runs and the response after it
 (novulite.api.idempotency).
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import threading
 import time
 
@@ -25,3 +26,6 @@ def new_id() -> str:
 # novulite serves one organization per server. Novu's clients require `_organizationId`
 # on subscribers, messages and activity entries, so every response carries this value.
 ORGANIZATION_ID = "000000000000000000000001"
+
+# Pattern of an id made by new_id(), for checking request parameters that name a row.
+ID_PATTERN = re.compile(r"[0-9a-f]{24}")

@@ -142,6 +142,23 @@ def test_concurrent_repeats_create_one_workflow(client: httpx.Client, keyed_serv
     assert count_rows(keyed_server, count_sql, "concurrent-workflow") == 1
 
 
+def test_concurrent_trigger_repeats_replay(client: httpx.Client, keyed_server: ServerProcess) -> None:
+    headers = {"Idempotency-Key": "concurrent-trigger-key"}
+    body = trigger_body("concurrent-sub")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(
+            pool.map(lambda _: client.post("/v1/events/trigger", json=body, headers=headers), range(16))
+        )
+
+    assert [response.status_code for response in responses] == [201] * 16
+    assert len({response.json()["data"]["transactionId"] for response in responses}) == 1
+    replays = [response for response in responses if response.headers.get("idempotency-replay") == "true"]
+    assert len(replays) == 15
+    transaction_id = responses[0].json()["data"]["transactionId"]
+    count_sql = "SELECT count(*) FROM trigger_event WHERE transaction_id = ?"
+    assert count_rows(keyed_server, count_sql, transaction_id) == 1
+
+
 def test_requests_without_key_never_get_409(client: httpx.Client) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         responses = list(

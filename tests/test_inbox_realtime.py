@@ -219,6 +219,9 @@ async def _live_counts(server: ServerProcess, api: httpx.Client) -> None:
         assert after_delivery == [3, 2, 3, 2, 3], "a repeated mark changed the count twice"
         await recorder.close()
     await inbox.aclose()
+    log = server.log_path.read_text()
+    assert "token=[redacted]" in log
+    assert session["token"] not in log
 
 
 def test_counts_follow_marks_live(server: ServerProcess, api: httpx.Client) -> None:

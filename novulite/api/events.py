@@ -64,12 +64,12 @@ async def accept_trigger(
         stored = find(services.store.raw_read(), environment.id, key.key, services.clock.now())
         if stored is not None:
             return check_repeat(stored, key)[1], True
-    return await _accept_new(services, environment, body, key), False
+    return await _accept_new(services, environment, body, key)
 
 
 async def _accept_new(
     services: Services, environment: EnvironmentInfo, body: dict[str, Any], key: IdempotencyKey | None
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
     errors: list[FieldError] = []
     parsed = validate_trigger(body, errors)
     if errors:
@@ -86,11 +86,11 @@ async def _accept_new(
     # Like Novu, a workflow that cannot run is acknowledged with a status, not an error.
     transaction_id = parsed.transaction_id or str(uuid.uuid4())
     if not workflow.active:
-        return _acknowledgement("trigger_not_active", transaction_id)
+        return _acknowledgement("trigger_not_active", transaction_id), False
     if workflow.step_count == 0:
-        return _acknowledgement("no_workflow_steps_defined", transaction_id)
+        return _acknowledgement("no_workflow_steps_defined", transaction_id), False
     if workflow.active_step_count == 0:
-        return _acknowledgement("no_workflow_active_steps_defined", transaction_id)
+        return _acknowledgement("no_workflow_active_steps_defined", transaction_id), False
 
     if not services.accepting:
         raise ApiError(SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
@@ -119,12 +119,12 @@ async def _accept_new(
         )
 
     if key is None:
-        return respond(await services.intake.submit(row))
+        return respond(await services.intake.submit(row)), False
     result = await services.intake.submit_keyed(row, KeyedTrigger(key, respond))
     if result.repeated is not None:
         # A request with the same key was stored between the check above and this commit.
-        return dict(check_repeat(result.repeated, key)[1])
-    return respond(result.inserted)
+        return dict(check_repeat(result.repeated, key)[1]), True
+    return respond(result.inserted), False
 
 
 @post("/trigger", status_code=201)

@@ -27,6 +27,7 @@ from novulite.errors import (
     ApiError,
     FieldError,
 )
+from novulite.ids import ID_PATTERN
 from novulite.messages import (
     SEVERITIES,
     context_key,
@@ -202,24 +203,37 @@ def _limit(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
     return limit
 
 
+def _offset(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
+    raw = request.query_params.get("offset", "0")
+    try:
+        offset = int(float(raw))
+    except ValueError:
+        errors.append(FieldError("offset", "must be a whole number", raw))
+        return 0
+    if offset < 0:
+        errors.append(FieldError("offset", "must be 0 or more", raw))
+        return 0
+    return offset
+
+
 @get("/notifications")
 async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubject) -> dict[str, Any]:
     services = services_of(request)
     errors: list[FieldError] = []
     limit = _limit(request, errors)
+    offset = _offset(request, errors)
+    after = request.query_params.get("after")
+    if after and not ID_PATTERN.fullmatch(after):
+        errors.append(FieldError("after", "must be the id of a notification from an earlier page", after))
     filter_ = _query_filter(request, errors)
     if errors:
         raise ApiError(INVALID_QUERY, errors=errors)
     conditions = [*inbox_scope(subject.subscriber_pk, subject.context), *filter_conditions(filter_)]
-    after = request.query_params.get("after")
     if after:
         conditions.append(Message.id < after)
+    query = select(Message).where(*conditions).order_by(Message.id.desc()).offset(offset).limit(limit + 1)
     async with AsyncSession(services.reader) as session:
-        messages = list(
-            await session.scalars(
-                select(Message).where(*conditions).order_by(Message.id.desc()).limit(limit + 1)
-            )
-        )
+        messages = list(await session.scalars(query))
         subscriber = await session.get_one(Subscriber, subject.subscriber_pk)
         workflows = await _workflows(session, messages)
     page = messages[:limit]
