@@ -24,6 +24,8 @@ from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.inbox import inbox_router, session_router
 from novulite.api.socket import inbox_socket
+from novulite.api.topic_subscriptions import subscriptions_router
+from novulite.api.topics import topics_router
 from novulite.api.workflows import workflows_router
 from novulite.bootstrap import load_signing_key
 from novulite.clock import Clock, SystemClock
@@ -150,6 +152,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             health_check,
             events_router,
             workflows_router,
+            topics_router,
+            subscriptions_router,
             session_router,
             inbox_router,
             inbox_socket,

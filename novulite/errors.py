@@ -69,13 +69,25 @@ INVALID_SUBSCRIBER_HASH = ErrorCode(
 ROUTE_NOT_FOUND = ErrorCode(40401, 404, "no route matches {method} {path}")
 WORKFLOW_NOT_FOUND = ErrorCode(40402, 404, "workflow {workflow_id!r} was not found")
 NOTIFICATION_NOT_FOUND = ErrorCode(40403, 404, "notification {notification_id!r} was not found")
+TOPIC_NOT_FOUND = ErrorCode(
+    40404, 404, "topic {key!r} was not found; create it with POST /v2/topics or check the key"
+)
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
+TOPIC_EXISTS = ErrorCode(
+    40901, 409, "topic {key!r} already exists; send the request without failIfExists=true to update it"
+)
 BODY_TOO_LARGE = ErrorCode(41301, 413, "the request body is larger than {limit} bytes; send less data")
 TRIGGER_WORKFLOW_NOT_FOUND = ErrorCode(
     42201,
     422,
     "workflow_not_found: no workflow has the identifier {name!r}; "
     "create it with POST /v2/workflows or fix the trigger's name",
+)
+TRIGGER_TOPIC_NOT_FOUND = ErrorCode(
+    42202,
+    422,
+    "topic_not_found: no topic has the key {keys}; create it with POST /v2/topics "
+    "or fix the topicKey in the trigger's `to`",
 )
 INTERNAL_ERROR = ErrorCode(
     50001, 500, "internal server error; the server log has the details under errorId {error_id}"

@@ -10,18 +10,22 @@ reaches Litestar directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, Router, post
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from novulite.api.audience import broadcast_problems, topic_trigger_problems
 from novulite.api.auth import authenticate_api_key, services_of
-from novulite.api.body import decode_json_object
-from novulite.api.triggers_validation import validate_trigger
+from novulite.api.body import decode_json_object, json_type
+from novulite.api.triggers_validation import TriggerRequest, validate_broadcast, validate_trigger
 from novulite.directory import EnvironmentInfo
+from novulite.engine import fanout
 from novulite.errors import (
     BODY_TOO_LARGE,
     INTERNAL_ERROR,
@@ -38,24 +42,47 @@ from novulite.services import Services
 logger = logging.getLogger("novulite.api")
 
 TRIGGER_PATH = "/v1/events/trigger"
+MAX_BULK_EVENTS = 100
 
 
-def _acknowledgement(status: str, transaction_id: str, error: list[str] | None = None) -> dict[str, Any]:
-    data: dict[str, Any] = {"acknowledged": True, "status": status, "transactionId": transaction_id}
+def _acknowledgement(
+    status: str, transaction_id: str | None, error: list[str] | None = None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"acknowledged": True, "status": status}
+    if transaction_id is not None:
+        data["transactionId"] = transaction_id
     if error:
         data["error"] = error
-    return {"data": data}
+    return data
 
 
-async def accept_trigger(
-    services: Services, environment: EnvironmentInfo, body: dict[str, Any]
-) -> dict[str, Any]:
-    """Validate a trigger, store it before returning, and return the 201 body; raise ApiError when invalid."""
+def _parse(
+    validate: Callable[[dict[str, Any], list[FieldError]], TriggerRequest], body: dict[str, Any]
+) -> TriggerRequest:
     errors: list[FieldError] = []
-    parsed = validate_trigger(body, errors)
+    parsed = validate(body, errors)
     if errors:
         raise ApiError(INVALID_FIELDS, errors=errors)
+    return parsed
 
+
+async def _admit(
+    services: Services, environment: EnvironmentInfo, parsed: TriggerRequest, *, kind: str, to: Any = None
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Check a validated trigger against the stored workflows and topics.
+
+    Return (row, acknowledgement): store the row, then answer the acknowledgement.
+    A None row means there is nothing to store and the acknowledgement is the whole
+    answer. Raise ApiError for an unknown workflow or topic (422) and while the
+    server shuts down (503).
+
+    A trigger whose recipients come down to nobody, such as one to a topic without
+    subscribers, is answered with status `invalid_recipients` and an `error` that
+    says why, and nothing is stored. Novu answers a trigger whose recipients are
+    all invalid the same way. Reporting `processed` would tell the caller that
+    something was sent when nothing was, and `invalid_recipients` is the closest
+    value of the status enum that the SDKs accept.
+    """
     workflow = await services.directory.workflow(environment.id, parsed.name)
     if workflow is None:
         raise ApiError(
@@ -67,11 +94,22 @@ async def accept_trigger(
     # Like Novu, a workflow that cannot run is acknowledged with a status, not an error.
     transaction_id = parsed.transaction_id or str(uuid.uuid4())
     if not workflow.active:
-        return _acknowledgement("trigger_not_active", transaction_id)
+        return None, _acknowledgement("trigger_not_active", transaction_id)
     if workflow.step_count == 0:
-        return _acknowledgement("no_workflow_steps_defined", transaction_id)
+        return None, _acknowledgement("no_workflow_steps_defined", transaction_id)
     if workflow.active_step_count == 0:
-        return _acknowledgement("no_workflow_active_steps_defined", transaction_id)
+        return None, _acknowledgement("no_workflow_active_steps_defined", transaction_id)
+
+    paged = kind == "broadcast" or bool(parsed.topics)
+    if kind == "broadcast":
+        problems = await broadcast_problems(services.reader, environment.id, parsed)
+    elif paged:
+        problems = await topic_trigger_problems(services.reader, environment.id, parsed, to)
+    else:
+        problems = []
+    if problems:
+        logger.info("trigger %s of workflow %r reaches nobody: %s", transaction_id, parsed.name, problems)
+        return None, _acknowledgement("invalid_recipients", transaction_id, problems)
 
     if not services.accepting:
         raise ApiError(SERVICE_UNAVAILABLE, headers={"Retry-After": "1"})
@@ -89,13 +127,33 @@ async def accept_trigger(
         "attempts": 0,
         "created_at": services.clock.now(),
     }
-    if not await services.intake.submit(row):
-        return _acknowledgement(
-            "error",
-            transaction_id,
-            [f"transactionId {transaction_id!r} was already used in this environment; nothing new was sent"],
-        )
-    return _acknowledgement("processed", transaction_id)
+    if paged:
+        row["kind"] = kind
+        row["cursor"] = fanout.START
+    return row, _acknowledgement("processed", transaction_id)
+
+
+async def _store(services: Services, row: dict[str, Any], acknowledgement: dict[str, Any]) -> dict[str, Any]:
+    """Store a trigger row durably; return the acknowledgement, or an error for a reused transactionId."""
+    if await services.intake.submit(row):
+        return acknowledgement
+    transaction_id = row["transaction_id"]
+    return _acknowledgement(
+        "error",
+        transaction_id,
+        [f"transactionId {transaction_id!r} was already used in this environment; nothing new was sent"],
+    )
+
+
+async def accept_trigger(
+    services: Services, environment: EnvironmentInfo, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Validate a trigger, store it before returning, and return the 201 body; raise ApiError when invalid."""
+    parsed = _parse(validate_trigger, body)
+    row, acknowledgement = await _admit(services, environment, parsed, kind="single", to=body.get("to"))
+    if row is not None:
+        acknowledgement = await _store(services, row, acknowledgement)
+    return {"data": acknowledgement}
 
 
 @post("/trigger", status_code=201)
@@ -106,7 +164,97 @@ async def trigger_event(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response(content=await accept_trigger(services, environment, body), status_code=201)
 
 
-events_router = Router(path="/v1/events", route_handlers=[trigger_event])
+def _bulk_events(body: dict[str, Any]) -> list[Any]:
+    events = body.get("events")
+    if not isinstance(events, list) or not events:
+        raise ApiError(
+            INVALID_FIELDS,
+            errors=[
+                FieldError(
+                    "events",
+                    f"is required: an array of 1 to {MAX_BULK_EVENTS} trigger objects",
+                    events,
+                )
+            ],
+        )
+    if len(events) > MAX_BULK_EVENTS:
+        raise ApiError(
+            INVALID_FIELDS,
+            errors=[
+                FieldError(
+                    "events",
+                    f"has {len(events)} events; send at most {MAX_BULK_EVENTS} per request "
+                    "and split the rest across several requests",
+                )
+            ],
+        )
+    return events
+
+
+def _rejected(exc: ApiError, event: Any) -> dict[str, Any]:
+    """Return the result of a bulk event that failed its checks, naming each problem."""
+    if exc.status == 400 and exc.errors:
+        messages = [f"{error.field}: {error.message}" for error in exc.errors]
+    else:
+        messages = [exc.message]
+    transaction_id = event.get("transactionId") if isinstance(event, dict) else None
+    return _acknowledgement("error", transaction_id if isinstance(transaction_id, str) else None, messages)
+
+
+@post("/trigger/bulk", status_code=201)
+async def trigger_bulk(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Trigger up to 100 events; answer one result per event, in request order.
+
+    Each event is checked like a single trigger. One that fails its checks gets a
+    result with status `error` naming the problems, and the others still run,
+    as Novu's bulk trigger does. The accepted events are stored together, each
+    durably, before the response.
+    """
+    services = services_of(request)
+    environment = await authenticate_api_key(services, request.headers.get("authorization", ""))
+    events = _bulk_events(decode_json_object(await request.body()))
+    results: list[dict[str, Any]] = []
+    stored: list[tuple[int, dict[str, Any]]] = []
+    for index, event in enumerate(events):
+        try:
+            if not isinstance(event, dict):
+                raise ApiError(
+                    INVALID_FIELDS,
+                    errors=[
+                        FieldError(f"events[{index}]", f"must be a trigger object, got {json_type(event)}")
+                    ],
+                )
+            parsed = _parse(validate_trigger, event)
+            row, acknowledgement = await _admit(
+                services, environment, parsed, kind="single", to=event.get("to")
+            )
+        except ApiError as exc:
+            if exc.status not in (400, 422):
+                raise
+            results.append(_rejected(exc, event))
+            continue
+        results.append(acknowledgement)
+        if row is not None:
+            stored.append((index, row))
+    outcomes = await asyncio.gather(*(_store(services, row, results[index]) for index, row in stored))
+    for (index, _), outcome in zip(stored, outcomes, strict=True):
+        results[index] = outcome
+    return Response(content={"data": results}, status_code=201)
+
+
+@post("/trigger/broadcast", status_code=201)
+async def trigger_broadcast(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Trigger a workflow for every subscriber of the environment, fanned out in pages."""
+    services = services_of(request)
+    environment = await authenticate_api_key(services, request.headers.get("authorization", ""))
+    parsed = _parse(validate_broadcast, decode_json_object(await request.body()))
+    row, acknowledgement = await _admit(services, environment, parsed, kind="broadcast")
+    if row is not None:
+        acknowledgement = await _store(services, row, acknowledgement)
+    return Response(content={"data": acknowledgement}, status_code=201)
+
+
+events_router = Router(path="/v1/events", route_handlers=[trigger_event, trigger_bulk, trigger_broadcast])
 
 
 class TriggerRoute:
