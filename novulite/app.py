@@ -69,6 +69,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         queues=queues,
         settings=settings,
         publish=hub.publish_threadsafe,
+        has_sockets=hub.has_sockets,
     )
     intake = TriggerIntake(store, queues)
     register_tasks(worker)
