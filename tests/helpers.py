@@ -6,12 +6,18 @@ import asyncio
 import hashlib
 import hmac
 import json
-from typing import Any
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import websockets
 
 from tests.servers import API_KEY, APP_ID
+
+T = TypeVar("T")
 
 
 def subscriber_hash(subscriber_id: str, key: str = API_KEY) -> str:
@@ -63,3 +69,53 @@ async def next_frame(
             frame = json.loads(await socket.recv())
             if frame["event"] == event:
                 return frame["data"]  # type: ignore[no-any-return]
+
+
+def read_rows(database: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one SELECT on the server's SQLite file, opened read-only so the test cannot change it."""
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float, description: str) -> T:
+    """Call `read` until `done` accepts its result, and return that; fail naming `description` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, (
+            f"timed out after {timeout} s waiting for {description}: {value!r}"
+        )
+        time.sleep(0.05)
+
+
+def pipeline_busy(database: Path) -> int:
+    """Count triggers, notifications and jobs the pipeline has yet to finish; 0 once it has settled."""
+    (row,) = read_rows(
+        database,
+        "SELECT (SELECT count(*) FROM trigger_event WHERE status = 'received')"
+        " + (SELECT count(*) FROM notification WHERE expansion = 'pending')"
+        " + (SELECT count(*) FROM job WHERE status IN ('pending', 'queued', 'running'))",
+    )
+    return int(row[0])
+
+
+def wait_settled(database: Path, timeout: float) -> None:
+    """Wait until the pipeline has no trigger, notification or job left to process."""
+    poll(lambda: pipeline_busy(database), lambda busy: busy == 0, timeout, "the pipeline to settle")
+
+
+def inbox_messages(base_url: str, token: str) -> list[dict[str, Any]]:
+    """Return the newest 100 notifications of an inbox session, newest first."""
+    response = httpx.get(
+        f"{base_url}/v1/inbox/notifications",
+        params={"limit": 100},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]  # type: ignore[no-any-return]
