@@ -8,7 +8,7 @@ until every member's in-app message was stored, messages stored per second, and
 the server's RSS when idle and at its peak during the fan-out.
 
 Usage (from the repository root, in the project's virtualenv):
-    python bench/fanout.py [--members 10000] [--profile py-spy.svg]
+    python bench/fanout.py [--members 10000] [--profile fanout.svg]
 All traffic stays on 127.0.0.1.
 """
 
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10_000, help="subscribers in the topic")
     parser.add_argument(
         "--profile",
-        metavar="SVG",
-        help="record the server with py-spy during the fan-out into this flame graph",
+        metavar="FILE",
+        help="record the server with py-spy during the fan-out: an SVG flame graph, else collapsed stacks",
     )
     args = parser.parse_args()
 

@@ -1,6 +1,6 @@
 """Request-time checks of who a topic trigger or a broadcast reaches.
 
-The trigger API answers before the fan-out runs, so it checks here what it can
+The trigger API responds before the fan-out runs, so it checks here what it can
 cheaply: every topic named in `to` must exist (one indexed lookup), and someone
 must be left to notify. A trigger that would reach nobody is not stored: the
 response says why, so a caller never gets a plain success for a trigger that

@@ -2,9 +2,9 @@
 
 A cursor is the `_id` of an item. Ids made by one process sort in creation order
 (see novulite.ids), so paging by id is paging by creation time. `after` returns
-the items that follow the cursor in the requested order and `before` the items
-that precede it; `next` and `previous` are the cursors for the neighbouring pages,
-or null at either end.
+the items that follow the cursor in the requested order, and `before` returns the
+items that precede it. `next` and `previous` are the cursors of the neighbouring
+pages, or null at either end.
 """
 
 from __future__ import annotations

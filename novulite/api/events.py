@@ -71,17 +71,17 @@ async def _admit(
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Check a validated trigger against the stored workflows and topics.
 
-    Return (row, acknowledgement): store the row, then answer the acknowledgement.
-    A None row means there is nothing to store and the acknowledgement is the whole
-    answer. Raise ApiError for an unknown workflow or topic (422) and while the
-    server shuts down (503).
+    Return (row, acknowledgement). The caller stores a row before it responds with
+    the acknowledgement. A None row means there is nothing to store and the
+    acknowledgement is the whole response. Raise ApiError for an unknown workflow
+    or topic (422) and while the server shuts down (503).
 
-    A trigger whose recipients come down to nobody, such as one to a topic without
-    subscribers, is answered with status `invalid_recipients` and an `error` that
-    says why, and nothing is stored. Novu answers a trigger whose recipients are
-    all invalid the same way. Reporting `processed` would tell the caller that
+    A trigger whose recipients come down to no subscriber, such as one to a topic
+    without subscribers, gets status `invalid_recipients` with an `error` that says
+    why, and nothing is stored. Novu responds the same way to a trigger whose
+    recipients are all invalid. Reporting `processed` would tell the caller that
     something was sent when nothing was, and `invalid_recipients` is the closest
-    value of the status enum that the SDKs accept.
+    value of the closed status enum that the SDKs accept.
     """
     workflow = await services.directory.workflow(environment.id, parsed.name)
     if workflow is None:
@@ -108,7 +108,12 @@ async def _admit(
     else:
         problems = []
     if problems:
-        logger.info("trigger %s of workflow %r reaches nobody: %s", transaction_id, parsed.name, problems)
+        logger.info(
+            "trigger %s of workflow %r reaches no subscriber, so it was not stored: %s",
+            transaction_id,
+            parsed.name,
+            problems,
+        )
         return None, _acknowledgement("invalid_recipients", transaction_id, problems)
 
     if not services.accepting:
@@ -203,7 +208,7 @@ def _rejected(exc: ApiError, event: Any) -> dict[str, Any]:
 
 @post("/trigger/bulk", status_code=201)
 async def trigger_bulk(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Trigger up to 100 events; answer one result per event, in request order.
+    """Trigger up to 100 events and return one result per event, in request order.
 
     Each event is checked like a single trigger. One that fails its checks gets a
     result with status `error` naming the problems, and the others still run,

@@ -64,7 +64,7 @@ def validate_key(value: Any, field: str, errors: list[FieldError]) -> str:
 
 
 def validate_name(value: Any, field: str, errors: list[FieldError]) -> str | None:
-    """Check an optional topic name; None stands for no name given."""
+    """Check an optional topic name; None means that no name was given."""
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH:

@@ -184,6 +184,7 @@ def _topic(entry: dict[str, Any], field: str, errors: list[FieldError]) -> dict[
     if len(key) > MAX_ID_LENGTH:
         errors.append(FieldError(key_field, f"is longer than {MAX_ID_LENGTH} characters"))
         return None
+
     exclude = entry.get("exclude")
     if exclude is None:
         exclude = []
@@ -192,6 +193,7 @@ def _topic(entry: dict[str, Any], field: str, errors: list[FieldError]) -> dict[
             FieldError(f"{field}.exclude", f"must be an array of subscriberIds, got {json_type(exclude)}")
         )
         return None
+
     excluded: list[str] = []
     for index, value in enumerate(exclude):
         subscriber_id = _subscriber_id(value, f"{field}.exclude[{index}]", errors)

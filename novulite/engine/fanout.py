@@ -1,9 +1,9 @@
 """Paged fan-out for triggers to topics and broadcasts.
 
 A topic may have any number of members, so a trigger that names one is expanded a
-page at a time, each page in its own transaction: read up to PAGE_SIZE recipients
-after the stored cursor, insert their notifications and move the cursor, all in
-one commit. A crash between pages therefore resumes at the last committed cursor,
+page at a time, each page in its own transaction. One commit reads up to PAGE_SIZE
+recipients after the stored cursor, inserts their notifications and moves the
+cursor. A crash between pages therefore resumes at the last committed cursor,
 and the unique (trigger_id, subscriber_pk) constraint keeps a subscriber from
 getting two notifications for one trigger, however often a page is repeated.
 
@@ -222,8 +222,8 @@ def _save_progress(
             (db_datetime(now), json.dumps({"step": page.step, "after": None}), trigger.id),
         )
         return
-    # The reconciler leaves a trigger alone until retry_after; pages renew it while they progress,
-    # so only a fan-out that stopped (its queue entry lost in a crash) is enqueued again.
+    # The reconciler leaves a trigger alone until retry_after, and each page moves it forward.
+    # So the reconciler enqueues only a fan-out that stopped, such as one whose queue entry a crash lost.
     raw.execute(
         "UPDATE trigger_event SET cursor = ?, retry_after = ? WHERE id = ?",
         (
