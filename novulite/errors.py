@@ -72,6 +72,12 @@ NOTIFICATION_NOT_FOUND = ErrorCode(40403, 404, "notification {notification_id!r}
 TOPIC_NOT_FOUND = ErrorCode(
     40404, 404, "topic {key!r} was not found; create it with POST /v2/topics or check the key"
 )
+SUBSCRIPTION_NOT_FOUND = ErrorCode(
+    40405,
+    404,
+    "topic {key!r} has no subscription with the identifier {identifier!r}; "
+    "list them with GET /v2/topics/{key}/subscriptions",
+)
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
 TOPIC_EXISTS = ErrorCode(
     40901, 409, "topic {key!r} already exists; send the request without failIfExists=true to update it"

@@ -154,6 +154,17 @@ def test_subscriptions_add_list_remove(shared_novu: Novu, members: list[str]) ->
     assert listed.total_count == 2
     assert {item.subscriber.subscriber_id for item in listed.data} == {"alice", "bob"}
 
+    desk = shared_novu.topics.subscriptions.get_subscription(topic_key="team", identifier="bob-desk").result
+    assert desk.id == added.data[1].id
+    assert desk.name == "Desk"
+    default = shared_novu.topics.subscriptions.get_subscription(
+        topic_key="team", identifier="tk_team:si_alice"
+    )
+    assert default.result.id == added.data[0].id
+    with pytest.raises(models.ErrorDto) as raised:
+        shared_novu.topics.subscriptions.get_subscription(topic_key="team", identifier="nobody-desk")
+    assert raised.value.data.status_code == 404
+
     only_bob = shared_novu.topics.subscriptions.list(
         request={"topic_key": "team", "subscriber_id": "bob"}
     ).result

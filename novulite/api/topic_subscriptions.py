@@ -23,7 +23,7 @@ from novulite.api.topics import existing_topic, find_topic, new_topic, validate_
 from novulite.clock import isoformat
 from novulite.db.models import Subscriber, Topic, TopicSubscription
 from novulite.directory import EnvironmentInfo
-from novulite.errors import INVALID_FIELDS, ApiError, FieldError
+from novulite.errors import INVALID_FIELDS, SUBSCRIPTION_NOT_FOUND, ApiError, FieldError
 from novulite.ids import new_id
 from novulite.recipients import default_identifier
 
@@ -281,6 +281,29 @@ async def list_subscriptions(
     return result.body([subscription_body(row[0], topic, row[1]) for row in result.rows])
 
 
+@get("/{identifier:str}")
+async def get_subscription(
+    request: Request[Any, Any, Any], environment: EnvironmentInfo, topic_key: str, identifier: str
+) -> dict[str, Any]:
+    async with AsyncSession(services_of(request).reader) as session:
+        topic = await existing_topic(session, environment.id, topic_key)
+        subscription = await session.scalar(
+            select(TopicSubscription).where(
+                TopicSubscription.topic_pk == topic.id, TopicSubscription.identifier == identifier
+            )
+        )
+    if subscription is None:
+        raise ApiError(SUBSCRIPTION_NOT_FOUND, key=topic_key, identifier=identifier)
+    data: dict[str, Any] = {
+        "id": subscription.id,
+        "identifier": subscription.identifier,
+        "contextKeys": list(subscription.context_keys or []),
+    }
+    if subscription.name is not None:
+        data["name"] = subscription.name
+    return {"data": data}
+
+
 @delete("/", status_code=200)
 async def delete_subscriptions(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, topic_key: str
@@ -336,6 +359,6 @@ async def delete_subscriptions(
 
 subscriptions_router = Router(
     path="/v2/topics/{topic_key:str}/subscriptions",
-    route_handlers=[create_subscriptions, list_subscriptions, delete_subscriptions],
+    route_handlers=[create_subscriptions, list_subscriptions, get_subscription, delete_subscriptions],
     dependencies={"environment": Provide(environment_from_api_key)},
 )
