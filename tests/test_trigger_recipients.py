@@ -292,6 +292,23 @@ def test_bad_recipients_rejected(
     assert stored_counts(shared_server) == before
 
 
+def test_actor_only_reports_nothing_sent(shared_api: httpx.Client, shared_server: ServerProcess) -> None:
+    settle(shared_server)
+    before = stored_counts(shared_server)
+
+    response = shared_api.post(
+        TRIGGER_PATH, json={"name": WORKFLOW_ID, "to": ["alice", {"subscriberId": "alice"}], "actor": "alice"}
+    )
+
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    assert data["status"] == "invalid_recipients"
+    assert data["error"] == [
+        "the only recipient, 'alice', is the trigger's actor, who is not notified; nothing was sent"
+    ]
+    assert stored_counts(shared_server) == before
+
+
 def test_actor_topic_rejected(shared_api: httpx.Client) -> None:
     response = shared_api.post(TRIGGER_PATH, json={"name": WORKFLOW_ID, "to": "alice", "actor": TOPIC})
 

@@ -103,6 +103,14 @@ def _raise_unknown(parsed: TriggerRequest, topics: dict[str, _Topic], to: Any) -
         raise ApiError(TRIGGER_TOPIC_NOT_FOUND, keys=keys, errors=errors)
 
 
+def actor_only_problems(parsed: TriggerRequest) -> list[str]:
+    """Return why a trigger to subscribers only reaches nobody: each recipient is the actor."""
+    actor = actor_id(parsed.actor)
+    if actor is None or any(recipient["subscriberId"] != actor for recipient in parsed.recipients):
+        return []
+    return [f"the only recipient, {actor!r}, is the trigger's actor, who is not notified; nothing was sent"]
+
+
 async def broadcast_problems(reader: AsyncEngine, environment_id: str, parsed: TriggerRequest) -> list[str]:
     """Return why a broadcast reaches nobody, or [] when the environment has a subscriber to notify."""
     async with reader.connect() as connection:

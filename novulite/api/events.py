@@ -20,7 +20,7 @@ import msgspec
 from litestar import Request, Response, Router, post
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from novulite.api.audience import broadcast_problems, topic_trigger_problems
+from novulite.api.audience import actor_only_problems, broadcast_problems, topic_trigger_problems
 from novulite.api.auth import authenticate_api_key, services_of
 from novulite.api.body import decode_json_object, json_type
 from novulite.api.triggers_validation import TriggerRequest, validate_broadcast, validate_trigger
@@ -106,7 +106,7 @@ async def _admit(
     elif paged:
         problems = await topic_trigger_problems(services.reader, environment.id, parsed, to)
     else:
-        problems = []
+        problems = actor_only_problems(parsed)
     if problems:
         logger.info(
             "trigger %s of workflow %r reaches no subscriber, so it was not stored: %s",

@@ -99,9 +99,26 @@ def _next_page(ctx: WorkerContext, trigger_id: str) -> tuple[list[str], bool]:
         notification_ids = _insert_notifications(raw, trigger, page, now)
         finished = page.step >= len(_steps(trigger))
         _save_progress(raw, trigger, page, finished, now, ctx.settings.reconcile_grace_seconds)
+        if finished:
+            reached = raw.execute("SELECT 1 FROM notification WHERE trigger_id = ? LIMIT 1", (trigger.id,))
+            if reached.fetchone() is None:
+                _record_nobody_reached(raw, trigger)
     if finished:
         logger.debug("trigger %s fanned out; the last page added %d", trigger_id, len(notification_ids))
     return notification_ids, finished
+
+
+def _record_nobody_reached(raw: sqlite3.Connection, trigger: Any) -> None:
+    """Note on a finished trigger that it reached no subscriber, so its empty outcome leaves a trace.
+
+    The API checks the audience before it stores a trigger, so this happens only
+    when subscribers or topics change between acceptance and fan-out.
+    """
+    reason = (
+        "reached no subscriber: its topics or subscribers were emptied or deleted before it was fanned out"
+    )
+    raw.execute("UPDATE trigger_event SET error = ? WHERE id = ?", (reason, trigger.id))
+    logger.warning("trigger %s (transaction %s) %s", trigger.id, trigger.transaction_id, reason)
 
 
 def _steps(trigger: Any) -> list[dict[str, Any] | None]:
