@@ -50,7 +50,7 @@ class _Topic:
 async def topic_trigger_problems(
     reader: AsyncEngine, environment_id: str, parsed: TriggerRequest, to: Any
 ) -> list[str]:
-    """Check the topics of a trigger; return why it reaches nobody, or [] when someone is reached.
+    """Check the topics of a trigger; return why it reaches no subscriber, or [] when it reaches one.
 
     Raises a 422 ApiError naming each topic key that does not exist. `to` is the
     request's raw `to`, used to name fields as the caller wrote them.
@@ -104,7 +104,7 @@ def _raise_unknown(parsed: TriggerRequest, topics: dict[str, _Topic], to: Any) -
 
 
 def actor_only_problems(parsed: TriggerRequest) -> list[str]:
-    """Return why a trigger to subscribers only reaches nobody: each recipient is the actor."""
+    """Return why a trigger to subscribers only reaches none of them: each recipient is the actor."""
     actor = actor_id(parsed.actor)
     if actor is None or any(recipient["subscriberId"] != actor for recipient in parsed.recipients):
         return []
@@ -112,7 +112,7 @@ def actor_only_problems(parsed: TriggerRequest) -> list[str]:
 
 
 async def broadcast_problems(reader: AsyncEngine, environment_id: str, parsed: TriggerRequest) -> list[str]:
-    """Return why a broadcast reaches nobody, or [] when the environment has a subscriber to notify."""
+    """Return why a broadcast reaches no subscriber, or [] when the environment has a subscriber to notify."""
     async with reader.connect() as connection:
         found = await connection.execute(
             _ANY_SUBSCRIBER, {"environment_id": environment_id, "actor": actor_id(parsed.actor)}

@@ -176,7 +176,10 @@ async def _subscribers(
 async def create_subscriptions(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, topic_key: str
 ) -> Response[Any]:
-    """Subscribe subscribers to a topic, creating the topic when it does not exist yet."""
+    """Subscribe subscribers to a topic, creating the topic when it does not exist yet.
+
+    The body's `name` names a topic created here; an existing topic keeps its name.
+    """
     services = services_of(request)
     body = await read_json_object(request)
     errors: list[FieldError] = []
