@@ -56,6 +56,8 @@ def main() -> None:
     enqueued: list[tuple[str, tuple[Any, ...]]] = []
     ctx.queues.enqueue = lambda name, *task_args: enqueued.append((name, task_args))  # type: ignore[method-assign]
     ctx.publish = lambda *frames: None
+    # Build every message's frames, as for a subscriber with a socket open.
+    ctx.has_sockets = lambda subscriber_pk: True
 
     environment_id, workflow_pk = _seed(ctx.store)
     stages = {

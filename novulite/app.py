@@ -30,6 +30,8 @@ from novulite.api.preferences import preferences_router
 from novulite.api.socket import inbox_socket
 from novulite.api.subscribers import subscribers_router
 from novulite.api.subscribers_v1 import subscribers_v1_router
+from novulite.api.topic_subscriptions import subscriptions_router
+from novulite.api.topics import topics_router
 from novulite.api.workflows import workflows_router
 from novulite.bootstrap import load_signing_key
 from novulite.clock import Clock, SystemClock
@@ -73,6 +75,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         queues=queues,
         settings=settings,
         publish=hub.publish_threadsafe,
+        has_sockets=hub.has_sockets,
     )
     intake = TriggerIntake(store, queues)
     register_tasks(worker)
@@ -160,6 +163,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             subscribers_router,
             subscribers_v1_router,
             preferences_router,
+            topics_router,
+            subscriptions_router,
             messages_router,
             activity_router,
             session_router,

@@ -76,8 +76,20 @@ SUBSCRIBER_NOT_FOUND = ErrorCode(
     40404, 404, "subscriber {subscriber_id!r} was not found; create it with POST /v2/subscribers"
 )
 WORKFLOWS_NOT_FOUND = ErrorCode(40405, 404, "these workflows were not found: {workflow_ids}")
+TOPIC_NOT_FOUND = ErrorCode(
+    40406, 404, "topic {key!r} was not found; create it with POST /v2/topics or check the key"
+)
+SUBSCRIPTION_NOT_FOUND = ErrorCode(
+    40407,
+    404,
+    "topic {key!r} has no subscription with the identifier {identifier!r}; "
+    "list them with GET /v2/topics/{key}/subscriptions",
+)
 MESSAGE_NOT_FOUND = ErrorCode(40411, 404, "message {message_id!r} was not found")
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
+TOPIC_EXISTS = ErrorCode(
+    40902, 409, "topic {key!r} already exists; send the request without failIfExists=true to update it"
+)
 SUBSCRIBER_EXISTS = ErrorCode(
     40910,
     409,
@@ -99,6 +111,12 @@ IDEMPOTENCY_KEY_REUSED = ErrorCode(
     42202,
     422,
     "this Idempotency-Key was already used with a different request; send a new key for a new request",
+)
+TRIGGER_TOPIC_NOT_FOUND = ErrorCode(
+    42203,
+    422,
+    "topic_not_found: no topic has the key {keys}; create it with POST /v2/topics "
+    "or fix the topicKey in the trigger's `to`",
 )
 INTERNAL_ERROR = ErrorCode(
     50001, 500, "internal server error; the server log has the details under errorId {error_id}"

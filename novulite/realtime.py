@@ -79,6 +79,10 @@ class Hub:
         if not connections:
             del self._sockets[connection.subscriber_pk]
 
+    def has_sockets(self, subscriber_pk: str) -> bool:
+        """Return whether the subscriber has an open socket; safe to call from any thread."""
+        return subscriber_pk in self._sockets
+
     def publish_threadsafe(self, subscriber_pk: str, context: str, frames: list[dict[str, Any]]) -> None:
         """Deliver frames from any thread; a no-op when the loop is gone (the server is stopping).
 

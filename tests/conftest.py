@@ -5,6 +5,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from novu_py import Novu
 
 from tests.helpers import create_workflow
 from tests.servers import API_KEY, ServerProcess, free_port, server_command
@@ -51,3 +52,18 @@ def api(server: ServerProcess) -> Iterator[httpx.Client]:
     """An HTTP client for the server API, authenticated with the environment's secret key."""
     with api_client(server) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def shared_api(shared_server: ServerProcess) -> Iterator[httpx.Client]:
+    """An HTTP client for the module's shared server, authenticated with the secret key."""
+    with httpx.Client(
+        base_url=shared_server.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shared_novu(shared_server: ServerProcess) -> Novu:
+    """The official novu-py SDK pointed at the module's shared server."""
+    return Novu(secret_key=API_KEY, server_url=shared_server.base_url)

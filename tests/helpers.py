@@ -114,3 +114,40 @@ def store_topic_subscription(
             ),
         )
     return topic_pk, subscription_pk
+
+
+def read_rows(database: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one SELECT on the server's SQLite file, opened read-only so the test cannot change it."""
+    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+    try:
+        return connection.execute(sql, params).fetchall()
+    finally:
+        connection.close()
+
+
+def pipeline_busy(database: Path) -> int:
+    """Count triggers, notifications and jobs the pipeline has yet to finish; 0 once it has settled."""
+    (row,) = read_rows(
+        database,
+        "SELECT (SELECT count(*) FROM trigger_event WHERE status = 'received')"
+        " + (SELECT count(*) FROM notification WHERE expansion = 'pending')"
+        " + (SELECT count(*) FROM job WHERE status IN ('pending', 'queued', 'running'))",
+    )
+    return int(row[0])
+
+
+def wait_settled(database: Path, timeout: float) -> None:
+    """Wait until the pipeline has no trigger, notification or job left to process."""
+    poll(lambda: pipeline_busy(database), lambda busy: busy == 0, "the pipeline to settle", timeout)
+
+
+def inbox_messages(base_url: str, token: str) -> list[dict[str, Any]]:
+    """Return the newest 100 notifications of an inbox session, newest first."""
+    response = httpx.get(
+        f"{base_url}/v1/inbox/notifications",
+        params={"limit": 100},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]  # type: ignore[no-any-return]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import create_workflow, open_session
+from tests.helpers import create_workflow, inbox_messages, open_session, read_rows
 from tests.servers import API_KEY, ServerProcess
 
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
@@ -27,17 +26,8 @@ POLL_SECONDS = 0.05
 DELIVERY_TIMEOUT = 15.0
 
 
-def query(database: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one SELECT against the server's SQLite file, opened read-only."""
-    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
-
-
 def message_count(database: Path, transaction_id: str) -> int:
-    rows = query(database, "SELECT count(*) FROM message WHERE transaction_id = ?", (transaction_id,))
+    rows = read_rows(database, "SELECT count(*) FROM message WHERE transaction_id = ?", (transaction_id,))
     return int(rows[0][0])
 
 
@@ -59,15 +49,15 @@ def settled(server: ServerProcess, transaction_ids: list[str]) -> bool:
     """Return True once every stored trigger of these transactions was processed and its jobs completed."""
     database = server.data_dir / "novulite.db"
     marks = ",".join("?" * len(transaction_ids))
-    triggers = query(
+    triggers = read_rows(
         database,
         f"SELECT status FROM trigger_event WHERE transaction_id IN ({marks})",
         tuple(transaction_ids),
     )
-    jobs = query(
+    jobs = read_rows(
         database, f"SELECT status FROM job WHERE transaction_id IN ({marks})", tuple(transaction_ids)
     )
-    expansions = query(
+    expansions = read_rows(
         database,
         f"SELECT expansion FROM notification WHERE transaction_id IN ({marks})",
         tuple(transaction_ids),
@@ -81,14 +71,7 @@ def settled(server: ServerProcess, transaction_ids: list[str]) -> bool:
 
 
 def inbox_transactions(server: ServerProcess, token: str) -> list[str]:
-    response = httpx.get(
-        f"{server.base_url}/v1/inbox/notifications",
-        params={"limit": 100},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return [notification["transactionId"] for notification in response.json()["data"]]
+    return [notification["transactionId"] for notification in inbox_messages(server.base_url, token)]
 
 
 def trigger_body(transaction_id: str) -> dict[str, Any]:
@@ -135,7 +118,7 @@ def test_kill_after_ack_delivers_once(server: ServerProcess, api: httpx.Client) 
         assert listed.count(transaction_id) == 1
         assert sorted(listed) == sorted(delivered)
         assert message_count(database, transaction_id) == 1
-        statuses = query(database, "SELECT status FROM job WHERE transaction_id = ?", (transaction_id,))
+        statuses = read_rows(database, "SELECT status FROM job WHERE transaction_id = ?", (transaction_id,))
         assert statuses == [("completed",)]
 
 

@@ -15,6 +15,10 @@ from novulite.queues import Queues
 Publisher = Callable[[str, str, list[dict[str, Any]]], None]
 
 
+def _assume_sockets(subscriber_pk: str) -> bool:
+    return True
+
+
 @dataclasses.dataclass
 class WorkerContext:
     store: Store
@@ -22,3 +26,5 @@ class WorkerContext:
     queues: Queues
     settings: Settings
     publish: Publisher
+    # Whether a subscriber may have an open socket; frames for others are not built at all.
+    has_sockets: Callable[[str], bool] = _assume_sockets

@@ -27,10 +27,11 @@ CHUNK = 100
 
 
 def release_leases(ctx: WorkerContext) -> int:
-    """Expire the lease of every running job; return how many there were.
+    """Expire the lease of every running job and paged fan-out; return how many there were.
 
     Call it only when no other process runs jobs on this store, as at the start of
-    the embedded server: a job still marked running was cut off by the last stop.
+    the embedded server: a job still marked running, or a paged trigger holding off
+    the reconciler with retry_after, was cut off by the last stop.
     """
     now = ctx.clock.now()
     with ctx.store.write() as session:
@@ -42,9 +43,23 @@ def release_leases(ctx: WorkerContext) -> int:
                 .execution_options(synchronize_session=False)
             )
         )
+        fan_outs = rowcount(
+            session.execute(
+                update(TriggerEvent)
+                .where(
+                    TriggerEvent.status == "received",
+                    TriggerEvent.cursor.is_not(None),
+                    TriggerEvent.retry_after > now,
+                )
+                .values(retry_after=None)
+                .execution_options(synchronize_session=False)
+            )
+        )
     if released:
         logger.info("released the leases of %d jobs interrupted by the last stop", released)
-    return released
+    if fan_outs:
+        logger.info("resuming %d paged fan-outs interrupted by the last stop", fan_outs)
+    return released + fan_outs
 
 
 def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:

@@ -1,4 +1,10 @@
-"""trigger-handler: turn accepted triggers into one notification per recipient."""
+"""trigger-handler: turn accepted triggers into one notification per recipient.
+
+A trigger that names subscribers only is fanned out whole, together with the other
+triggers of its batch, in one transaction. A trigger to a topic, or a broadcast,
+is paged (its cursor is set when it is stored) and fans out a page per
+transaction, see novulite.engine.fanout.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,11 @@ from typing import Any
 from novulite.db.fast import db_datetime, fetch, insert_rows, placeholders
 from novulite.db.models import Notification, Subscriber, TriggerEvent, table
 from novulite.engine.context import WorkerContext
-from novulite.ids import new_id
-from novulite.messages import context_key
+from novulite.engine.fanout import fan_out_page, paged_triggers
+from novulite.engine.notifications import context_keys as context_keys
+from novulite.engine.notifications import notification_row
 from novulite.queues import EXPAND_NOTIFICATIONS
+from novulite.recipients import actor_id
 from novulite.subscribers import upsert_subscribers
 
 logger = logging.getLogger("novulite.worker")
@@ -21,9 +29,14 @@ EXPANSION_CHUNK = 100
 
 
 def handle_triggers(ctx: WorkerContext, trigger_ids: list[str]) -> None:
-    """Fan out a batch of triggers in one transaction; on failure, retry them one by one."""
+    """Fan out a batch of triggers; on failure, retry them one by one.
+
+    Direct triggers share one transaction. Each paged trigger of the batch gets its
+    next page, in a transaction of its own.
+    """
+    trigger_ids = list(dict.fromkeys(trigger_ids))
     try:
-        notification_ids = _fan_out(ctx, trigger_ids)
+        notification_ids, claimed = _fan_out(ctx, trigger_ids)
     except Exception:
         if len(trigger_ids) == 1:
             logger.exception("trigger %s failed", trigger_ids[0])
@@ -35,6 +48,17 @@ def handle_triggers(ctx: WorkerContext, trigger_ids: list[str]) -> None:
         return
     for start in range(0, len(notification_ids), EXPANSION_CHUNK):
         ctx.queues.enqueue(EXPAND_NOTIFICATIONS, notification_ids[start : start + EXPANSION_CHUNK])
+    if claimed < len(trigger_ids):
+        _next_pages(ctx, trigger_ids)
+
+
+def _next_pages(ctx: WorkerContext, trigger_ids: list[str]) -> None:
+    for trigger_id in paged_triggers(ctx, trigger_ids):
+        try:
+            fan_out_page(ctx, trigger_id)
+        except Exception:
+            logger.exception("a fan-out page of trigger %s failed", trigger_id)
+            _record_failure(ctx, trigger_id)
 
 
 _notifications = table(Notification)
@@ -42,18 +66,19 @@ _subscribers = table(Subscriber)
 _TRIGGER_COLUMNS = "id, environment_id, workflow_pk, transaction_id, recipients, actor, context"
 
 
-def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> list[str]:
-    """Create the notifications of the triggers still waiting; return their ids.
+def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> tuple[list[str], int]:
+    """Create the notifications of the direct triggers still waiting; return their ids and the claim count.
 
     The conditional UPDATE claims each trigger, so a second delivery of the same
-    queue entry finds it processed and creates nothing.
+    queue entry finds it processed and creates nothing. Paged triggers have a
+    cursor and are left to the paged fan-out.
     """
     now = ctx.clock.now()
     with ctx.store.raw_write() as raw:
         claimed = fetch(
             raw,
             "UPDATE trigger_event SET status = 'processed', processed_at = ?, error = NULL "
-            f"WHERE id IN ({placeholders(len(trigger_ids))}) AND status = 'received' "
+            f"WHERE id IN ({placeholders(len(trigger_ids))}) AND status = 'received' AND cursor IS NULL "
             f"RETURNING {_TRIGGER_COLUMNS}",
             [db_datetime(now), *trigger_ids],
             table(TriggerEvent),
@@ -65,12 +90,12 @@ def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> list[str]:
             pks = upsert_subscribers(raw, environment_id, recipients, now)
             for trigger in triggers:
                 rows.extend(
-                    _notification_row(trigger, pks[spec["subscriberId"]], now)
+                    notification_row(trigger, pks[spec["subscriberId"]], now)
                     for spec in _distinct_recipients(trigger)
                 )
         insert_rows(raw, _notifications, rows)
     logger.debug("%d triggers fanned out to %d notifications", len(claimed), len(rows))
-    return [row["id"] for row in rows]
+    return [row["id"] for row in rows], len(claimed)
 
 
 def _by_id(row: Any) -> str:
@@ -86,49 +111,16 @@ def _by_environment(triggers: list[Any]) -> dict[str, list[Any]]:
 
 def _distinct_recipients(trigger: Any) -> list[dict[str, Any]]:
     """Return the trigger's recipients once each, in request order, leaving out the actor."""
-    actor_id = _actor_id(trigger.actor)
+    actor = actor_id(trigger.actor)
     seen: set[str] = set()
     recipients = []
     for spec in trigger.recipients:
         subscriber_id = spec["subscriberId"]
-        if subscriber_id in seen or subscriber_id == actor_id:
+        if subscriber_id in seen or subscriber_id == actor:
             continue
         seen.add(subscriber_id)
         recipients.append(spec)
     return recipients
-
-
-def _actor_id(actor: Any) -> str | None:
-    if isinstance(actor, str):
-        return actor
-    if isinstance(actor, dict):
-        return actor.get("subscriberId")
-    return None
-
-
-def _notification_row(trigger: Any, subscriber_pk: str, now: dt.datetime) -> dict[str, Any]:
-    return {
-        "id": new_id(),
-        "environment_id": trigger.environment_id,
-        "trigger_id": trigger.id,
-        "workflow_pk": trigger.workflow_pk,
-        "subscriber_pk": subscriber_pk,
-        "transaction_id": trigger.transaction_id,
-        "context_keys": context_keys(trigger.context),
-        "expansion": "pending",
-        "created_at": now,
-    }
-
-
-def context_keys(context: dict[str, Any] | None) -> list[str]:
-    """Turn a trigger's `context` into sorted `type:id` keys."""
-    if not context:
-        return []
-    keys = []
-    for kind, value in context.items():
-        identifier = value.get("id") if isinstance(value, dict) else value
-        keys.append(f"{kind}:{identifier}")
-    return context_key(keys).split(",")
 
 
 def _record_failure(ctx: WorkerContext, trigger_id: str) -> None:
