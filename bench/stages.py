@@ -73,7 +73,7 @@ def main() -> None:
             profile.enable()
         enqueued.clear()
         started = time.perf_counter()
-        services.intake._write([(_trigger_row(environment_id, workflow_pk), None)])
+        services.intake._write([(_trigger_row(environment_id, workflow_pk), None)], lambda results: None)
         totals["intake"] += time.perf_counter() - started
         for name, function in stages.items():
             ids = enqueued[-1][1][0]

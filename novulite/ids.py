@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import re
 import threading
 import time
 
 _process_random = os.urandom(5)
+# Seeded from os.urandom. Transaction ids must be unique but need not be unpredictable,
+# and this is cheaper than uuid.uuid4(), which makes a system call per id.
+_random = random.Random()
 _counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
 _lock = threading.Lock()
 
@@ -21,6 +25,15 @@ def new_id() -> str:
     with _lock:
         count = next(_counter) & 0xFFFFFF
     return (int(time.time()).to_bytes(4, "big") + _process_random + count.to_bytes(3, "big")).hex()
+
+
+def new_transaction_id() -> str:
+    """Return a random version 4 UUID string, the form of Novu's generated transactionId."""
+    bits = _random.getrandbits(128)
+    # Set the version (4) and variant (RFC 4122) bits as uuid.uuid4() does.
+    bits = (bits & ~(0xF << 76) & ~(0xC << 60)) | (0x4 << 76) | (0x8 << 60)
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 # novulite serves one organization per server. Novu's clients require `_organizationId`

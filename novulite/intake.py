@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from novulite import idempotency
-from novulite.db.fast import insert_returning
+from novulite.db.fast import insert_many_returning, insert_returning
 from novulite.db.models import TriggerEvent, table
 from novulite.db.store import Store
 from novulite.queues import HANDLE_TRIGGERS, Queues
@@ -91,29 +91,48 @@ class TriggerIntake:
         assert self._waiting is not None
         loop = asyncio.get_running_loop()
         while True:
+            backlogged = not self._waiting.empty()
             batch = [await self._waiting.get()]
             while len(batch) < MAX_BATCH and not self._waiting.empty():
                 batch.append(self._waiting.get_nowait())
-            self._queues.pacer.note_batch(len(batch))
+            self._queues.pacer.note_commit(backlogged)
             entries = [(row, keyed) for row, keyed, _ in batch]
+
+            def release(results: list[IntakeResult], batch: list[_Pending] = batch) -> None:
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+
+            def release_soon(results: list[IntakeResult], release: Callable[..., None] = release) -> None:
+                loop.call_soon_threadsafe(release, results)
+
             try:
-                results = await asyncio.shield(loop.run_in_executor(self._executor, self._write, entries))
+                await asyncio.shield(loop.run_in_executor(self._executor, self._write, entries, release_soon))
             except Exception as exc:
                 logger.exception("storing %d triggers failed", len(batch))
                 for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
-            for (_, _, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
 
-    def _write(self, entries: list[tuple[dict[str, Any], KeyedTrigger | None]]) -> list[IntakeResult]:
-        """Insert rows, skipping repeated transaction ids and idempotency keys, and enqueue the new ones."""
-        results: list[IntakeResult] = []
+    def _write(
+        self,
+        entries: list[tuple[dict[str, Any], KeyedTrigger | None]],
+        release: Callable[[list[IntakeResult]], None],
+    ) -> None:
+        """Insert rows, skipping repeated transaction ids and idempotency keys, and enqueue the new ones.
+
+        `release` gets the results right after the commit, so the responses go out
+        while the queue entries are written. If an entry is lost, the reconciler
+        enqueues the stored trigger again.
+        """
         with self._store.raw_write() as raw:
-            for row, keyed in entries:
-                results.append(_insert(raw, row, keyed))
+            plain = [row for row, keyed in entries if keyed is None]
+            inserted_plain = set(insert_many_returning(raw, _triggers, plain, _SKIP_REPEATED_TRANSACTION))
+            results = [
+                IntakeResult(row["id"] in inserted_plain) if keyed is None else _insert_keyed(raw, row, keyed)
+                for row, keyed in entries
+            ]
+        release(results)
         inserted = [row["id"] for (row, _), result in zip(entries, results, strict=True) if result.inserted]
         try:
             for start in range(0, len(inserted), ENQUEUE_CHUNK):
@@ -121,12 +140,9 @@ class TriggerIntake:
         except Exception:
             # The rows are committed; the reconciler enqueues them after its grace period.
             logger.exception("enqueueing %d stored triggers failed; the reconciler will retry", len(inserted))
-        return results
 
 
-def _insert(raw: Any, row: dict[str, Any], keyed: KeyedTrigger | None) -> IntakeResult:
-    if keyed is None:
-        return IntakeResult(insert_returning(raw, _triggers, row, _SKIP_REPEATED_TRANSACTION) is not None)
+def _insert_keyed(raw: Any, row: dict[str, Any], keyed: KeyedTrigger) -> IntakeResult:
     environment_id, now = row["environment_id"], row["created_at"]
     repeated = idempotency.find(raw, environment_id, keyed.key.key, now)
     if repeated is not None:

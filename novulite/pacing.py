@@ -18,16 +18,19 @@ from collections.abc import Callable
 
 logger = logging.getLogger("novulite.pacing")
 
-# Requests queue behind the intake's writer when the API is saturated, so its commit
-# batches grow. A running average of this many triggers per batch marks a burst; a
-# single large batch after a pause (a garbage collection, say) does not.
-BURST_BATCH = 4
-# Weight of the newest batch in the running average.
-BATCH_WEIGHT = 0.2
+# The intake's writer commits one batch at a time. When the API is saturated, new
+# triggers arrive while every commit runs, so the next batch is already waiting when
+# a commit ends. A running average of how often that happens marks a burst.
+BACKLOG_WEIGHT = 0.2
+BURST_BACKLOG = 0.8
+# How long the average must stay at BURST_BACKLOG or above before the pacer starts.
+# A pause of the event loop (a garbage collection, a WAL checkpoint) backs up a few
+# commits in a row at any rate, but only a burst keeps backing them up.
+BURST_CONFIRM_SECONDS = 0.1
 # How long one burst report keeps the pacer on, so a short lull does not switch it off.
 BURST_HOLD_SECONDS = 0.25
 # The consumers' combined share of wall time while a burst lasts.
-BACKGROUND_SHARE = 0.15
+BACKGROUND_SHARE = 0.10
 # Maximum single wait, so a consumer keeps checking for shutdown.
 MAX_WAIT_SECONDS = 0.1
 
@@ -47,13 +50,24 @@ class Pacer:
         self._lock = threading.Lock()
         self._burst_until = 0.0
         self._next_start = 0.0
-        self._average_batch = 1.0
+        self._backlog = 0.0
+        self._above_since: float | None = None
 
-    def note_batch(self, size: int) -> None:
-        """Called by the intake with the size of each commit batch."""
-        self._average_batch += BATCH_WEIGHT * (size - self._average_batch)
-        if self._average_batch >= BURST_BATCH:
-            self._burst_until = self._monotonic() + BURST_HOLD_SECONDS
+    def note_commit(self, backlogged: bool) -> None:
+        """Called by the intake at each commit, with whether triggers were already waiting for it."""
+        self._backlog += BACKLOG_WEIGHT * (float(backlogged) - self._backlog)
+        if self._backlog < BURST_BACKLOG:
+            self._above_since = None
+            return
+        now = self._monotonic()
+        if now < self._burst_until:
+            # An ongoing burst is extended without waiting for a new confirmation.
+            self._burst_until = now + BURST_HOLD_SECONDS
+            return
+        if self._above_since is None:
+            self._above_since = now
+        if now - self._above_since >= BURST_CONFIRM_SECONDS:
+            self._burst_until = now + BURST_HOLD_SECONDS
 
     @property
     def in_burst(self) -> bool:

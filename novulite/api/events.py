@@ -37,7 +37,7 @@ from novulite.errors import (
     error_body,
 )
 from novulite.idempotency import IdempotencyKey, check_repeat, find, read_key
-from novulite.ids import new_id
+from novulite.ids import new_id, new_transaction_id
 from novulite.intake import KeyedTrigger
 from novulite.services import Services
 
@@ -94,7 +94,7 @@ async def _admit(
         )
 
     # Like Novu, a workflow that cannot run is acknowledged with a status, not an error.
-    transaction_id = parsed.transaction_id or str(uuid.uuid4())
+    transaction_id = parsed.transaction_id or new_transaction_id()
     if not workflow.active:
         return None, _acknowledgement("trigger_not_active", transaction_id)
     if workflow.step_count == 0:
