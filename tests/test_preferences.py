@@ -67,6 +67,11 @@ def workflow_entry(listing: list[dict[str, Any]], workflow_id: str) -> dict[str,
     return next(entry for entry in listing if entry["workflow"]["identifier"] == workflow_id)
 
 
+def legacy_entry(listing: list[dict[str, Any]], workflow_id: str) -> dict[str, Any]:
+    """Find a workflow in the v1 listing, whose entries are `{template, preference}`."""
+    return next(entry for entry in listing if entry["template"]["triggers"][0]["identifier"] == workflow_id)
+
+
 def inbox_bodies(server: ServerProcess, token: str) -> list[str]:
     response = httpx.get(
         f"{server.base_url}/v1/inbox/notifications",
@@ -99,7 +104,7 @@ def test_concurrent_channel_updates(module_server: ServerProcess, api: httpx.Cli
 
     listing = api.get("/v1/subscribers/frank/preferences")
     assert listing.status_code == 200
-    entry = workflow_entry(listing.json()["data"], "order-shipped")
+    entry = legacy_entry(listing.json()["data"], "order-shipped")["preference"]
     assert entry["channels"] == {"email": False, "in_app": True, "push": False}
     assert {item["channel"]: item["source"] for item in entry["overrides"]} == {
         "email": "subscriber",
@@ -240,7 +245,8 @@ def test_workflow_turned_off_skips_every_step(module_server: ServerProcess, api:
     token = create_subscriber(module_server, "dave")
     response = api.patch("/v1/subscribers/dave/preferences/digest-news", json={"enabled": False})
     assert response.status_code == 200
-    assert response.json()["data"]["enabled"] is False
+    assert response.json()["data"]["template"]["name"] == "Workflow digest-news"
+    assert response.json()["data"]["preference"]["enabled"] is False
 
     jobs = finished_jobs(module_server, trigger(api, "digest-news", "dave", payload={"order": "1"}), 2)
     for step_id in ("inbox", "sms"):
@@ -257,7 +263,7 @@ def test_global_turned_off_skips_every_workflow(module_server: ServerProcess, ap
     create_subscriber(module_server, "gil")
     response = api.patch("/v1/subscribers/gil/preferences", json={"enabled": False})
     assert response.status_code == 200
-    assert response.json()["data"]["enabled"] is False
+    assert response.json()["data"]["preference"]["enabled"] is False
 
     jobs = finished_jobs(module_server, trigger(api, "weekly-report", "gil", payload={"order": "1"}), 1)
     assert jobs["inbox"].status == "skipped"

@@ -139,6 +139,24 @@ class _Listing:
             entry["updatedAt"] = isoformat(stored.updated_at)
         return entry
 
+    def legacy_entry(self, workflow: Workflow) -> dict[str, Any]:
+        """Return the v1 shape, `{template, preference}`, that Novu's older clients read."""
+        entry = self.workflow_entry(workflow)
+        return {
+            "template": {
+                "_id": workflow.id,
+                "name": workflow.name,
+                "critical": workflow.critical,
+                "tags": workflow.tags or [],
+                "triggers": [{"type": "event", "identifier": workflow.workflow_id, "variables": []}],
+            },
+            "preference": {
+                "enabled": entry["enabled"],
+                "channels": entry["channels"],
+                "overrides": entry["overrides"],
+            },
+        }
+
     def bulk_entry(self, workflow: Workflow) -> dict[str, Any]:
         entry = self.workflow_entry(workflow)
         return {
@@ -306,8 +324,8 @@ async def legacy_list_preferences(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str
 ) -> dict[str, Any]:
     criticality = parse_criticality(request.query_params.get("criticality"))
-    body = await _preferences_body(request, environment, subscriber_id, criticality, "")
-    return {"data": body["workflows"]}
+    listing, workflows = await _listing(request, environment, subscriber_id, "")
+    return {"data": [listing.legacy_entry(workflow) for workflow in _by_criticality(workflows, criticality)]}
 
 
 @patch("/v1/subscribers/{subscriber_id:str}/preferences")
@@ -317,7 +335,7 @@ async def legacy_update_global(
     update = parse_legacy_global(await read_json_object(request))
     await _apply(request, environment, subscriber_id, [(None, update)])
     listing, _ = await _listing(request, environment, subscriber_id, "")
-    return {"data": listing.global_entry()}
+    return {"data": {"preference": listing.global_entry()}}
 
 
 @patch("/v1/subscribers/{subscriber_id:str}/preferences/{workflow_id:str}")
@@ -327,7 +345,7 @@ async def legacy_update_workflow(
     update = parse_legacy_workflow(await read_json_object(request))
     workflows = await _apply(request, environment, subscriber_id, [(workflow_id, update)])
     listing, _ = await _listing(request, environment, subscriber_id, "")
-    return {"data": listing.workflow_entry(workflows[workflow_id])}
+    return {"data": listing.legacy_entry(workflows[workflow_id])}
 
 
 preferences_router = Router(
