@@ -100,7 +100,7 @@ def test_wheel_ships_package_data(wheel: Path) -> None:
     for path in _tracked_files("templates", "static"):
         assert _wheel_path(path) in names, f"{path} is missing from {wheel.name} as {_wheel_path(path)}"
 
-    # Lua scripts must ship inside the package. The source tree has none yet, so this loop may check nothing.
+    # Lua scripts must ship inside the package, because the Redis limiter reads them at import time.
     for path in _tracked_files("*.lua"):
         if path.startswith(UNSHIPPED_FOLDERS):
             continue
