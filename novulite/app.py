@@ -30,7 +30,7 @@ from novulite.api.preferences import preferences_router
 from novulite.api.socket import inbox_socket
 from novulite.api.subscribers import subscribers_router
 from novulite.api.subscribers_v1 import subscribers_v1_router
-from novulite.api.topic_subscriptions import subscriptions_router
+from novulite.api.topic_subscriptions import subscriber_subscriptions_router, subscriptions_router
 from novulite.api.topics import topics_router
 from novulite.api.workflows import workflows_router
 from novulite.bootstrap import load_signing_key
@@ -165,6 +165,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             preferences_router,
             topics_router,
             subscriptions_router,
+            subscriber_subscriptions_router,
             messages_router,
             activity_router,
             session_router,

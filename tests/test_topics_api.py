@@ -356,3 +356,83 @@ def test_unknown_topic_not_found(shared_api: httpx.Client, method: str, path: st
     payload = response.json()
     assert payload["statusCode"] == 404
     assert "absent" in payload["message"]
+
+
+@pytest.fixture(scope="module")
+def subscribed_reader(shared_novu: Novu) -> tuple[str, list[str]]:
+    """A subscriber of its own, subscribed to three topics that no other test uses."""
+    subscriber_id = "topic-reader"
+    keys = ["reader-news", "reader-alerts", "reader-billing"]
+    shared_novu.subscribers.create(create_subscriber_request_dto={"subscriber_id": subscriber_id})
+    for key in keys:
+        shared_novu.topics.subscriptions.create(
+            topic_key=key, create_topic_subscriptions_request_dto={"subscriptions": [subscriber_id]}
+        )
+    return subscriber_id, keys
+
+
+def test_subscriber_topics_list_and_page(shared_novu: Novu, subscribed_reader: tuple[str, list[str]]) -> None:
+    subscriber_id, keys = subscribed_reader
+
+    listed = shared_novu.subscribers.topics.list(request={"subscriber_id": subscriber_id, "limit": 10.0})
+    everything = listed.result
+    assert everything.total_count == 3
+    assert everything.total_count_capped is False
+    assert everything.next is None
+    assert everything.previous is None
+    assert {item.topic.key for item in everything.data} == set(keys)
+    assert {item.subscriber.subscriber_id for item in everything.data if item.subscriber} == {subscriber_id}
+    assert {item.identifier for item in everything.data} == {f"tk_{key}:si_{subscriber_id}" for key in keys}
+
+    first = shared_novu.subscribers.topics.list(
+        request={"subscriber_id": subscriber_id, "limit": 2.0, "order_direction": "ASC"}
+    ).result
+    assert [item.topic.key for item in first.data] == keys[:2]
+    assert first.next is not None
+    assert first.previous is None
+    second = shared_novu.subscribers.topics.list(
+        request={"subscriber_id": subscriber_id, "limit": 2.0, "order_direction": "ASC", "after": first.next}
+    ).result
+    assert [item.topic.key for item in second.data] == keys[2:]
+    assert second.next is None
+    assert second.previous == second.data[0].id
+    assert second.total_count == 3
+
+
+def test_subscriber_topics_filters(shared_novu: Novu, subscribed_reader: tuple[str, list[str]]) -> None:
+    subscriber_id, keys = subscribed_reader
+
+    by_key = shared_novu.subscribers.topics.list(request={"subscriber_id": subscriber_id, "key": keys[1]})
+    assert [item.topic.key for item in by_key.result.data] == [keys[1]]
+    assert by_key.result.total_count == 1
+
+    other_context = shared_novu.subscribers.topics.list(
+        request={"subscriber_id": subscriber_id, "context_keys": ["tenant:acme"]}
+    )
+    assert other_context.result.data == []
+    assert other_context.result.total_count == 0
+
+
+def test_subscriber_topics_unknown_subscriber(shared_novu: Novu, shared_api: httpx.Client) -> None:
+    with pytest.raises(models.ErrorDto) as raised:
+        shared_novu.subscribers.topics.list(request={"subscriber_id": "nobody-here"})
+    assert raised.value.data.status_code == 404
+
+    response = shared_api.get("/v2/subscribers/nobody-here/subscriptions")
+    assert response.status_code == 404, response.text
+    payload = response.json()
+    assert payload["statusCode"] == 404
+    assert payload["path"] == "/v2/subscribers/nobody-here/subscriptions"
+    assert "timestamp" in payload
+    assert "nobody-here" in payload["message"]
+
+
+def test_subscriber_topics_bad_limit(
+    shared_api: httpx.Client, subscribed_reader: tuple[str, list[str]]
+) -> None:
+    subscriber_id, _ = subscribed_reader
+
+    response = shared_api.get(f"/v2/subscribers/{subscriber_id}/subscriptions", params={"limit": "0"})
+
+    assert response.status_code == 400, response.text
+    assert "limit" in [entry["field"] for entry in response.json()["errors"]]

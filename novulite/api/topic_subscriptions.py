@@ -1,5 +1,7 @@
 """Topic subscriptions under /v2/topics/{topicKey}/subscriptions: add, list and remove members.
 
+A subscriber's own subscriptions are listed under /v2/subscribers/{subscriberId}/subscriptions.
+
 Adding is idempotent: a subscriber already subscribed under the same identifier
 keeps its subscription and counts as a success. A subscriberId that names no
 subscriber fails on its own, reported in `errors` and `meta.failed`, while the
@@ -13,12 +15,13 @@ from typing import Any
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite.api.auth import environment_from_api_key, services_of
 from novulite.api.body import json_type, read_json_object
 from novulite.api.cursor_pages import fetch_page, page_request
+from novulite.api.subscribers import live_subscriber, path_subscriber_id
 from novulite.api.topics import existing_topic, find_topic, new_topic, validate_key, validate_name
 from novulite.clock import isoformat
 from novulite.db.models import Subscriber, Topic, TopicSubscription
@@ -261,27 +264,44 @@ async def create_subscriptions(
     return Response(content=content, status_code=201)
 
 
+def _filter_context_keys(
+    statement: Select[*tuple[Any, ...]], request: Request[Any, Any, Any]
+) -> Select[*tuple[Any, ...]]:
+    context_keys = request.query_params.getall("contextKeys", [])
+    if not context_keys:
+        return statement
+    # Novu matches the exact set of context keys in any order, so the requested keys are sorted
+    # and deduplicated.
+    # NOTE: subscriptions are stored with no context keys, so a non-empty filter matches none.
+    return statement.where(TopicSubscription.context_keys == sorted(set(context_keys)))
+
+
+async def _subscription_page(
+    session: AsyncSession, request: Request[Any, Any, Any], *conditions: ColumnElement[bool]
+) -> dict[str, Any]:
+    """Return one cursor page of the subscriptions that match `conditions` and the contextKeys query."""
+    page = page_request(request)
+    statement = (
+        select(TopicSubscription, Subscriber, Topic)
+        .join(Subscriber, Subscriber.id == TopicSubscription.subscriber_pk)
+        .join(Topic, Topic.id == TopicSubscription.topic_pk)
+        .where(*conditions)
+    )
+    result = await fetch_page(session, _filter_context_keys(statement, request), TopicSubscription.id, page)
+    return result.body([subscription_body(row[0], row[2], row[1]) for row in result.rows])
+
+
 @get("/")
 async def list_subscriptions(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, topic_key: str
 ) -> dict[str, Any]:
-    services = services_of(request)
-    page = page_request(request)
-    async with AsyncSession(services.reader) as session:
+    async with AsyncSession(services_of(request).reader) as session:
         topic = await existing_topic(session, environment.id, topic_key)
-        statement = (
-            select(TopicSubscription, Subscriber)
-            .join(Subscriber, Subscriber.id == TopicSubscription.subscriber_pk)
-            .where(TopicSubscription.topic_pk == topic.id)
-        )
+        conditions = [TopicSubscription.topic_pk == topic.id]
         subscriber_id = request.query_params.get("subscriberId")
         if subscriber_id:
-            statement = statement.where(Subscriber.subscriber_id == subscriber_id)
-        context_keys = request.query_params.getall("contextKeys", [])
-        if context_keys:
-            statement = statement.where(TopicSubscription.context_keys == sorted(set(context_keys)))
-        result = await fetch_page(session, statement, TopicSubscription.id, page)
-    return result.body([subscription_body(row[0], topic, row[1]) for row in result.rows])
+            conditions.append(Subscriber.subscriber_id == subscriber_id)
+        return await _subscription_page(session, request, *conditions)
 
 
 @get("/{identifier:str}")
@@ -363,5 +383,27 @@ async def delete_subscriptions(
 subscriptions_router = Router(
     path="/v2/topics/{topic_key:str}/subscriptions",
     route_handlers=[create_subscriptions, list_subscriptions, get_subscription, delete_subscriptions],
+    dependencies={"environment": Provide(environment_from_api_key)},
+)
+
+
+@get("/")
+async def list_subscriber_subscriptions(
+    request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str
+) -> dict[str, Any]:
+    """List one subscriber's topic subscriptions, optionally only those of the topic `key`."""
+    subscriber_id = path_subscriber_id(subscriber_id)
+    async with AsyncSession(services_of(request).reader) as session:
+        subscriber = await session.run_sync(live_subscriber, environment.id, subscriber_id)
+        conditions = [TopicSubscription.subscriber_pk == subscriber.id]
+        key = request.query_params.get("key")
+        if key:
+            conditions.append(Topic.key == key)
+        return await _subscription_page(session, request, *conditions)
+
+
+subscriber_subscriptions_router = Router(
+    path="/v2/subscribers/{subscriber_id:str}/subscriptions",
+    route_handlers=[list_subscriber_subscriptions],
     dependencies={"environment": Provide(environment_from_api_key)},
 )
