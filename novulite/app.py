@@ -21,6 +21,7 @@ from litestar.template.config import TemplateConfig
 
 from novulite import __version__
 from novulite.api.activity import activity_router
+from novulite.api.cancel import cancel_router
 from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
@@ -159,6 +160,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             root,
             health_check,
             events_router,
+            cancel_router,
             workflows_router,
             subscribers_router,
             subscribers_v1_router,

@@ -1,0 +1,96 @@
+"""Cancel a transaction: stop every job of it that has not run yet.
+
+One write transaction under the store's write lock does the whole cancel, so it
+is ordered against every fan-out page, expansion batch and job batch, each of
+which also runs in one such transaction:
+
+- a trigger still `received` (not fanned out yet, or a paged fan-out between
+  pages) becomes `canceled`. The fan-out claims only `received` triggers, so no
+  notification is added after the cancel, and the reconciler, which also looks
+  for `received` only, never queues it again;
+- a notification whose jobs do not exist yet (`expansion = 'pending'`) gets
+  `expansion = 'canceled'`. process-subscriber claims only `pending`
+  notifications, so it never creates their jobs, and the reconciler skips them;
+- a job `pending`, `queued` or `delayed` becomes `canceled`, and gets an execution
+  detail that records the cancel. The runner claims only `queued` jobs (and `running` ones
+  whose lease expired), and queues a chain's next job only from `pending`, so a
+  canceled job and the rest of its chain never run.
+
+Jobs that have finished keep their status and their messages. A job that is
+`running` under an expired lease, left by a crashed batch, is not canceled: its
+batch rolled back, and the runner may still complete it.
+
+Each of the three updates uses an index on transaction_id, so the cancel costs
+three indexed statements and adds no query to the fan-out, expansion or runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from novulite.clock import Clock
+from novulite.db.fast import db_datetime, fetch, insert_rows
+from novulite.db.models import ExecutionDetail, table
+from novulite.db.store import Store
+from novulite.engine.details import detail_row
+
+logger = logging.getLogger("novulite.worker")
+
+# TODO: a delay or digest job will wait in Huey's schedule as `delayed`. When those steps exist, their
+# runner claim must take only `delayed` rows and never `canceled` ones. A digest that merges jobs must
+# also leave canceled jobs out, so that this cancel stops them too.
+CANCELABLE_JOB_STATUSES = ("pending", "queued", "delayed")
+CANCELED_DETAIL = "Step canceled by request before it ran"
+
+_details = table(ExecutionDetail)
+
+
+@dataclasses.dataclass(frozen=True)
+class Canceled:
+    """Counts of what a cancel stopped: triggers not fanned out, notifications without jobs, and jobs."""
+
+    triggers: int
+    notifications: int
+    jobs: int
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.triggers or self.notifications or self.jobs)
+
+
+def cancel_transaction(store: Store, clock: Clock, environment_id: str, transaction_id: str) -> Canceled:
+    """Cancel what has not run yet of one transaction in one environment; return what was stopped."""
+    statuses = ", ".join("?" for _ in CANCELABLE_JOB_STATUSES)
+    with store.raw_write() as raw:
+        # Read the time under the write lock, so every job batch committed before the cancel is older.
+        now = clock.now()
+        at = db_datetime(now)
+        triggers = raw.execute(
+            "UPDATE trigger_event SET status = 'canceled', retry_after = NULL "
+            "WHERE environment_id = ? AND transaction_id = ? AND status = 'received'",
+            (environment_id, transaction_id),
+        ).rowcount
+        notifications = raw.execute(
+            "UPDATE notification SET expansion = 'canceled' "
+            "WHERE transaction_id = ? AND environment_id = ? AND expansion = 'pending'",
+            (transaction_id, environment_id),
+        ).rowcount
+        jobs = fetch(
+            raw,
+            "UPDATE job SET status = 'canceled', lease_until = NULL, updated_at = ? "
+            f"WHERE transaction_id = ? AND environment_id = ? AND status IN ({statuses}) "
+            "RETURNING id, notification_id",
+            [at, transaction_id, environment_id, *CANCELABLE_JOB_STATUSES],
+        )
+        insert_rows(raw, _details, [detail_row(job, CANCELED_DETAIL, "Warning", now) for job in jobs])
+    canceled = Canceled(triggers, notifications, len(jobs))
+    if canceled.anything:
+        logger.info(
+            "transaction %s canceled: %d triggers, %d notifications and %d jobs had not run yet",
+            transaction_id,
+            triggers,
+            notifications,
+            len(jobs),
+        )
+    return canceled
