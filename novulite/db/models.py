@@ -247,7 +247,7 @@ class TriggerEvent(Base):
     overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)
     actor: Mapped[Any | None] = mapped_column(JSON)
     context: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # received -> processed, or failed after MAX_TRIGGER_ATTEMPTS failed attempts
+    # received -> processed, or failed after MAX_TRIGGER_ATTEMPTS failed attempts, or canceled by request
     status: Mapped[str] = mapped_column(String(16), default="received")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # After a failed attempt, the reconciler leaves the trigger alone until then.
@@ -278,7 +278,7 @@ class Notification(Base):
     context_keys: Mapped[list[Any]] = mapped_column(default=list)
     # Keys of the topics through which the subscriber was reached, empty for direct recipients.
     topics: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
-    # pending until process-subscriber has created the job rows, then done.
+    # pending until process-subscriber has created the job rows, then done; canceled by request before that.
     expansion: Mapped[str] = mapped_column(String(10), default="pending")
     created_at: Mapped[dt.datetime]
 
