@@ -2,8 +2,8 @@
 
 The trigger API responds before the fan-out runs, so it checks here what it can
 cheaply: every topic named in `to` must exist (one indexed lookup), and someone
-must be left to notify. A trigger that would reach nobody is not stored: the
-response says why, so a caller never gets a plain success for a trigger that
+must be left to notify. A trigger that would reach no subscriber is not stored,
+and the response gives the reason, so a caller never gets a plain success for a trigger that
 sends nothing. The fan-out reads the topics again when it runs, so a member
 added or removed in between is honoured there.
 """

@@ -79,8 +79,8 @@ async def _admit(
     or topic (422) and while the server shuts down (503).
 
     A trigger whose recipients come down to no subscriber, such as one to a topic
-    without subscribers, gets status `invalid_recipients` with an `error` that says
-    why, and nothing is stored. Novu responds the same way to a trigger whose
+    without subscribers, gets status `invalid_recipients` with an `error` giving the
+    reason, and nothing is stored. Novu responds the same way to a trigger whose
     recipients are all invalid. Reporting `processed` would tell the caller that
     something was sent when nothing was, and `invalid_recipients` is the closest
     value of the closed status enum that the SDKs accept.

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from novulite import security
+from novulite.api import query
 from novulite.api.auth import InboxSubject, inbox_subject, issue_inbox_token, services_of
 from novulite.api.body import json_type, read_json_object
 from novulite.api.triggers_validation import validate_recipients
@@ -203,25 +204,12 @@ def _limit(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
     return limit
 
 
-def _offset(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
-    raw = request.query_params.get("offset", "0")
-    try:
-        offset = int(float(raw))
-    except ValueError:
-        errors.append(FieldError("offset", "must be a whole number", raw))
-        return 0
-    if offset < 0:
-        errors.append(FieldError("offset", "must be 0 or more", raw))
-        return 0
-    return offset
-
-
 @get("/notifications")
 async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubject) -> dict[str, Any]:
     services = services_of(request)
     errors: list[FieldError] = []
     limit = _limit(request, errors)
-    offset = _offset(request, errors)
+    offset = query.whole_number(request.query_params, "offset", 0, 0, errors)
     after = request.query_params.get("after")
     if after and not ID_PATTERN.fullmatch(after):
         errors.append(FieldError("after", "must be the id of a notification from an earlier page", after))
@@ -231,9 +219,9 @@ async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubj
     conditions = [*inbox_scope(subject.subscriber_pk, subject.context), *filter_conditions(filter_)]
     if after:
         conditions.append(Message.id < after)
-    query = select(Message).where(*conditions).order_by(Message.id.desc()).offset(offset).limit(limit + 1)
+    statement = select(Message).where(*conditions).order_by(Message.id.desc()).offset(offset).limit(limit + 1)
     async with AsyncSession(services.reader) as session:
-        messages = list(await session.scalars(query))
+        messages = list(await session.scalars(statement))
         subscriber = await session.get_one(Subscriber, subject.subscriber_pk)
         workflows = await _workflows(session, messages)
     page = messages[:limit]

@@ -1,8 +1,8 @@
 """JSONLogic (jsonlogic.com), the expression language of a step's `skip` condition.
 
-The semantics follow json-logic-js, the reference implementation from jsonlogic.com:
-JavaScript truthiness (an empty array is false), loose `==` with type coercion,
-numeric coercion in comparisons and arithmetic, and `and`/`or` returning one of
+The semantics follow json-logic-js, the reference implementation from jsonlogic.com.
+Values have JavaScript truthiness (an empty array is false), `==` is loose with type
+coercion, and comparisons and arithmetic coerce to numbers. `and`/`or` return one of
 their operands, and dividing by zero gives infinity or NaN. One deliberate
 difference: arrays and objects compare by value, where JavaScript compares them by
 identity, so that `==` on two equal arrays is true here.

@@ -1,4 +1,4 @@
-"""Which channels a subscriber receives for a workflow: the preference resolution order.
+"""Preference resolution: the channels a subscriber receives for a workflow.
 
 Values are applied in this order, each later one overriding the earlier:
 

@@ -51,12 +51,12 @@ def _with_sockets(ctx: WorkerContext, raw: sqlite3.Connection, message_ids: list
     Most recipients of a large fan-out are offline. Building their frames took about
     a quarter of the pipeline's CPU time in bench/fanout.py on a 2-vCPU machine.
     """
-    wanted = list(set(message_ids))
+    requested = list(set(message_ids))
     rows = raw.execute(
-        f"SELECT id, subscriber_pk FROM message WHERE id IN ({placeholders(len(wanted))})", wanted
+        f"SELECT id, subscriber_pk FROM message WHERE id IN ({placeholders(len(requested))})", requested
     ).fetchall()
-    if len(rows) < len(wanted):
-        logger.warning("%d messages vanished before their frames were sent", len(wanted) - len(rows))
+    if len(rows) < len(requested):
+        logger.warning("%d messages vanished before their frames were sent", len(requested) - len(rows))
     return {message_id for message_id, subscriber_pk in rows if ctx.has_sockets(subscriber_pk)}
 
 

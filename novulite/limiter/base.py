@@ -44,7 +44,7 @@ class Limiter(abc.ABC):
 
     @abc.abstractmethod
     def take(self, key: str, capacity: int, refill_per_second: float, cost: int) -> TokenResult:
-        """Take `cost` tokens from the token bucket at `key`, or nothing if it holds fewer.
+        """Take `cost` tokens from the token bucket at `key`, or nothing if it contains fewer.
 
         A new bucket starts full. Raises ValueError when `cost` exceeds `capacity`, because such a
         request could never be allowed.
