@@ -43,8 +43,10 @@ from novulite.directory import Directory
 from novulite.engine.context import WorkerContext
 from novulite.engine.reconciler import Reconciler, reconcile, release_leases
 from novulite.engine.tasks import register_tasks
+from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
+from novulite.limiter import SqliteLimiter
 from novulite.queues import Queues
 from novulite.realtime import Hub
 from novulite.resources import resource_dir
@@ -77,7 +79,9 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         settings=settings,
         publish=hub.publish_threadsafe,
         has_sockets=hub.has_sockets,
+        limiter=SqliteLimiter(settings.data_dir / "limiter.db"),
     )
+    worker.timer = DueJobTimer(worker)
     intake = TriggerIntake(store, queues)
     register_tasks(worker)
     return Services(
@@ -108,6 +112,7 @@ def _lifespan(services: Services) -> Any:
         await asyncio.to_thread(release_leases, services.worker)
         await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
         await asyncio.to_thread(services.queues.start)
+        services.worker.timer.start()
 
         reconciler = Reconciler(
             services.worker,
@@ -134,7 +139,10 @@ def _lifespan(services: Services) -> Any:
             services.hub.finish_all()
             await services.intake.stop()
             reconciler.stop()
+            await asyncio.to_thread(services.worker.timer.stop)
             await asyncio.to_thread(services.queues.stop, CONSUMER_STOP_SECONDS)
+            if services.worker.limiter is not None:
+                services.worker.limiter.close()
             await services.reader.dispose()
             await services.writer.dispose()
             services.store.dispose()

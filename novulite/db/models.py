@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -308,6 +309,47 @@ class Job(Base):
     lease_until: Mapped[dt.datetime | None]
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The digest this job opened or joined; set on digest steps only.
+    digest_id: Mapped[str | None] = mapped_column(String(24), index=True)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class Digest(Base):
+    """One digest window: the job that owns it, and the jobs merged into it, share `id` as digest_id.
+
+    At most one digest per (workflow, subscriber, step, key value) is open at a time. The
+    partial unique index makes opening one atomic: a second concurrent opener conflicts
+    and joins the open digest instead.
+    """
+
+    __tablename__ = "digest"
+    __table_args__ = (
+        Index(
+            "uq_digest_open",
+            "workflow_pk",
+            "subscriber_pk",
+            "step_id",
+            "key_value",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_digest_lookup", "workflow_pk", "subscriber_pk", "step_id", "key_value", "last_event_at"),
+    )
+    id: Mapped[str] = _id_column()
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environment.id"))
+    workflow_pk: Mapped[str] = mapped_column(String(24))
+    subscriber_pk: Mapped[str] = mapped_column(String(24))
+    step_id: Mapped[str] = mapped_column(String(200))
+    # The digestKey's value as a JSON string, or "" when the step has no key or the payload lacks it.
+    key_value: Mapped[str] = mapped_column(String(1000), default="")
+    # open: collecting events; sent: its owner ran; sent_at_once: a look-back window found no
+    # recent event, so the event went out without waiting.
+    status: Mapped[str] = mapped_column(String(12), default="open")
+    owner_job_id: Mapped[str] = mapped_column(String(24))
+    due_at: Mapped[dt.datetime | None]
+    last_event_at: Mapped[dt.datetime]
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 

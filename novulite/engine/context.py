@@ -9,6 +9,7 @@ from typing import Any
 from novulite.clock import Clock
 from novulite.config import Settings
 from novulite.db.store import Store
+from novulite.limiter import Limiter
 from novulite.queues import Queues
 
 # publish(subscriber_pk, context_key, frames): deliver frames to that subscriber's matching sockets.
@@ -28,3 +29,7 @@ class WorkerContext:
     publish: Publisher
     # Whether a subscriber may have an open socket; frames for others are not built at all.
     has_sockets: Callable[[str], bool] = _assume_sockets
+    # Throttle windows shared by every worker; None where no limiter is configured.
+    limiter: Limiter | None = None
+    # The DueJobTimer that releases delayed jobs; told of each new due time. None in tools without one.
+    timer: Any = None

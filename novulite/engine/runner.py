@@ -71,10 +71,13 @@ class _Outcome:
     next_job_ids: list[str] = dataclasses.field(default_factory=list)
     retries: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     events: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
+    # Due times of jobs that went to wait, for the timer that releases them.
+    waits: list[dt.datetime] = dataclasses.field(default_factory=list)
 
     def merge(self, other: _Outcome) -> None:
         self.next_job_ids.extend(other.next_job_ids)
         self.retries.extend(other.retries)
+        self.waits.extend(other.waits)
         for task_name, ids in other.events.items():
             self.events.setdefault(task_name, []).extend(ids)
 
@@ -88,6 +91,8 @@ def run_jobs(ctx: WorkerContext, job_ids: list[str]) -> None:
         ctx.queues.enqueue(RUN_JOBS, outcome.next_job_ids)
     for job_id, delay in outcome.retries:
         ctx.queues.schedule(RUN_JOBS, delay, [job_id])
+    if outcome.waits and ctx.timer is not None:
+        ctx.timer.notify(min(outcome.waits))
 
 
 def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
@@ -105,14 +110,19 @@ def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
 
 
 def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float) -> list[Any]:
-    """Move due jobs, and jobs whose previous runner's lease expired, to running; return them by id."""
+    """Move due jobs, and jobs whose previous runner's lease expired, to running; return them by id.
+
+    Returned rows carry the new status, so a step that waited tells its second run apart by its output.
+    """
     at = db_datetime(now)
     lease_until = db_datetime(now + dt.timedelta(seconds=lease_seconds))
+    # A delayed job that comes due resumes the attempt that put it to wait, so it does not count one.
     jobs = fetch(
         raw,
-        "UPDATE job SET status = 'running', attempt = attempt + 1, lease_until = ?, updated_at = ? "
-        f"WHERE id IN ({placeholders(len(job_ids))}) "
-        "AND ((status = 'queued' AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) RETURNING *",
+        "UPDATE job SET status = 'running', attempt = attempt + (status <> 'delayed'), lease_until = ?, "
+        f"updated_at = ? WHERE id IN ({placeholders(len(job_ids))}) "
+        "AND ((status IN ('queued', 'delayed') AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) "
+        "RETURNING *",
         [lease_until, at, *job_ids, at, at],
         _jobs,
     )
@@ -159,6 +169,8 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
         step_outputs = load_step_outputs(raw, {job.notification_id for job in jobs if job.position > 0})
         actors = load_actors(raw, notifications.values(), {job.environment_id for job in jobs})
         finished: list[tuple[Any, ...]] = []
+        waiting: list[tuple[Any, ...]] = []
+        halted: list[tuple[Any, ...]] = []
         details: list[dict[str, Any]] = []
         messages: list[dict[str, Any]] = []
         for job in jobs:
@@ -182,7 +194,13 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
             if result is None:
                 continue
             output = write_value(_jobs, "output", result.output)
-            finished.append((result.status, output, db_datetime(now), job.id))
+            if result.wait_until is not None:
+                waiting.append((db_datetime(result.wait_until), output, db_datetime(now), job.id))
+                outcome.waits.append(result.wait_until)
+            else:
+                finished.append((result.status, output, db_datetime(now), job.id))
+            if result.halt is not None:
+                halted.append((result.halt, db_datetime(now), job.notification_id, job.position))
             details.extend(
                 detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
             )
@@ -196,6 +214,20 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
                 "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
                 finished,
             )
+        if waiting:
+            raw.executemany(
+                "UPDATE job SET status = 'delayed', run_at = ?, output = ?, lease_until = NULL, "
+                "updated_at = ? WHERE id = ?",
+                waiting,
+            )
+        if halted:
+            # The rest of the chain takes the halting step's verdict instead of running.
+            raw.executemany(
+                "UPDATE job SET status = ?, updated_at = ? "
+                "WHERE notification_id = ? AND position > ? AND status = 'pending'",
+                halted,
+            )
+        if finished:
             outcome.next_job_ids.extend(_queue_next(raw, [row[3] for row in finished], now))
         insert_rows(raw, _details, details)
     return outcome

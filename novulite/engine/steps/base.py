@@ -69,5 +69,11 @@ class StepResult:
     events: list[tuple[str, tuple[Any, ...]]] = dataclasses.field(default_factory=list)
     # Message rows for the runner to insert with the batch's outcomes.
     messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    # "completed", or "skipped" for a step that did not run; the chain goes on after either.
+    # "completed", "skipped" for a step that did not run, or "merged" for a digest event that
+    # joined another job's digest. The chain goes on after completed and skipped, unless `halt` is set.
     status: str = "completed"
+    # When set, the job waits: it becomes `delayed` until this instant, keeps `output`, and runs
+    # again then. The handler recognises its second run by the output it left.
+    wait_until: dt.datetime | None = None
+    # When set, the pending jobs after this one take this status instead of running.
+    halt: str | None = None
