@@ -12,11 +12,12 @@ from typing import Any
 from novulite.api.body import json_type
 from novulite.engine import conditions
 from novulite.engine.preferences import PREFERENCE_CHANNELS
+from novulite.engine.steps import delay
 from novulite.engine.templates import TemplateError, compile_template
 from novulite.errors import FieldError
 
 # Step types this server accepts; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat")
+SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "delay")
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -127,6 +128,11 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
     "sms": {"body": _template},
     "push": {"subject": _template, "body": _template},
     "chat": {"body": _template},
+    "delay": {},
+}
+# Checks of a step type's control values taken together, such as the ones a delay's `type` requires.
+STEP_CHECKS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
+    "delay": delay.check_controls,
 }
 REQUIRED_CONTROLS = {
     "in_app": {"body": "the message text"},
@@ -139,6 +145,9 @@ def validate_controls(step_type: str, controls: dict[str, Any], field: str, erro
     for name, check in CONTROL_CHECKS[step_type].items():
         if name in controls and controls[name] is not None:
             check(controls[name], f"{field}.{name}", errors)
+    if step_type in STEP_CHECKS:
+        problems = STEP_CHECKS[step_type](controls)
+        errors.extend(FieldError(f"{field}.{name}", problem) for name, problem in problems)
     for name, meaning in REQUIRED_CONTROLS.get(step_type, {}).items():
         if not controls.get(name):
             errors.append(FieldError(f"{field}.{name}", f"is required for an {step_type} step: {meaning}"))

@@ -7,6 +7,7 @@ from typing import Any
 
 from novulite.api.body import json_type
 from novulite.api.subscriber_validation import validate_profile, validate_subscriber_id
+from novulite.engine.steps.delay import duration_problems
 from novulite.errors import FieldError
 from novulite.recipients import is_topic
 
@@ -62,7 +63,7 @@ def _with_options(
         name=name,
         recipients=recipients,
         payload=_optional_object(body, "payload", errors),
-        overrides=_optional_object(body, "overrides", errors),
+        overrides=_overrides(body, errors),
         transaction_id=_transaction_id(body, errors),
         actor=_actor(body, errors),
         context=_context(body, errors),
@@ -192,6 +193,19 @@ def _optional_object(body: dict[str, Any], key: str, errors: list[FieldError]) -
         errors.append(FieldError(key, f"must be a JSON object, got {json_type(value)}", value))
         return {}
     return value
+
+
+def _overrides(body: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
+    overrides = _optional_object(body, "overrides", errors)
+    delay = overrides.get("delay")
+    if delay is None:
+        return overrides
+    if not isinstance(delay, dict):
+        errors.append(FieldError("overrides.delay", "must be an object {amount, unit}", delay))
+    else:
+        for name, problem in duration_problems(delay, "overrides.delay"):
+            errors.append(FieldError(f"overrides.delay.{name}", problem, delay.get(name)))
+    return overrides
 
 
 def _transaction_id(body: dict[str, Any], errors: list[FieldError]) -> str | None:

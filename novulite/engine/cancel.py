@@ -12,9 +12,10 @@ which also runs in one such transaction:
   `expansion = 'canceled'`. process-subscriber claims only `pending`
   notifications, so it never creates their jobs, and the reconciler skips them;
 - a job `pending`, `queued` or `delayed` becomes `canceled`, and gets an execution
-  detail that records the cancel. The runner claims only `queued` jobs (and `running` ones
-  whose lease expired), and queues a chain's next job only from `pending`, so a
-  canceled job and the rest of its chain never run.
+  detail that records the cancel. The runner claims only `queued` and due `delayed`
+  jobs (and `running` ones whose lease expired), and queues a chain's next job only
+  from `pending`, so a canceled job and the rest of its chain never run, even when
+  the due-job timer had queued it before the cancel.
 
 Jobs that have finished keep their status and their messages. A job that is
 `running` under an expired lease, left by a crashed batch, is not canceled: its
@@ -37,9 +38,7 @@ from novulite.engine.details import detail_row
 
 logger = logging.getLogger("novulite.worker")
 
-# TODO: a delay or digest job will wait in Huey's schedule as `delayed`. When those steps exist, their
-# runner claim must take only `delayed` rows and never `canceled` ones. A digest that merges jobs must
-# also leave canceled jobs out, so that this cancel stops them too.
+# TODO: a digest that merges jobs must leave canceled jobs out, so that this cancel stops them too.
 CANCELABLE_JOB_STATUSES = ("pending", "queued", "delayed")
 CANCELED_DETAIL = "Step canceled by request before it ran"
 

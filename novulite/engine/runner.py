@@ -36,6 +36,7 @@ from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
+from novulite.engine.steps import delay as delay_step
 from novulite.engine.steps import in_app, unconfigured
 from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
 from novulite.engine.templates import TemplateError
@@ -51,7 +52,11 @@ STEP_HANDLERS: dict[str, StepHandler] = {
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,
+    "delay": delay_step.run,
 }
+# Step types whose failure stops the chain, as `stopOnFailure` does for any step: a delay
+# that cannot compute its due time must not let the next steps run at once.
+HALT_ON_FAILURE_TYPES = frozenset({"delay"})
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
 
@@ -302,9 +307,23 @@ def _fail(
 
     if retry:
         return _Outcome(retries=[(job.id, delay)])
-    if job.step.get("controlValues", {}).get("stopOnFailure"):
+    if job.type in HALT_ON_FAILURE_TYPES or job.step.get("controlValues", {}).get("stopOnFailure"):
+        _cancel_rest(raw, job, now)
         return _Outcome()
     return _Outcome(next_job_ids=_queue_next(raw, [job.id], now))
+
+
+def _cancel_rest(raw: sqlite3.Connection, job: Any, now: dt.datetime) -> None:
+    """Cancel the pending jobs after a failed job that stops its chain, so none of them is left pending."""
+    at = db_datetime(now)
+    canceled = fetch(
+        raw,
+        "UPDATE job SET status = 'canceled', updated_at = ? "
+        "WHERE notification_id = ? AND position > ? AND status = 'pending' RETURNING id, notification_id",
+        [at, job.notification_id, job.position],
+    )
+    text = f"Step canceled because the earlier step {job.step_id!r} failed"
+    insert_rows(raw, _details, [detail_row(row, text, "Warning", now) for row in canceled])
 
 
 def _record_unexpected(ctx: WorkerContext, job_id: str, exc: Exception) -> _Outcome:
