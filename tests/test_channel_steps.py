@@ -164,7 +164,7 @@ REJECTED = [
         "steps[4].controlValues.data.link",
         id="in-app-data-template",
     ),
-    pytest.param(with_step_change(1, None, type="delay"), "steps[1].type", id="delay-type"),
+    pytest.param(with_step_change(1, None, type="tool"), "steps[1].type", id="tool-type"),
     pytest.param(with_step_change(1, None, type="fax"), "steps[1].type", id="unknown-type"),
     pytest.param(
         with_preferences({"user": {"channels": {"fax": {"enabled": False}}}}),
@@ -188,9 +188,9 @@ def test_invalid_steps_rejected(api: httpx.Client, workflow: dict[str, Any], fie
     assert api.get(f"/v2/workflows/{workflow['workflowId']}").status_code == 404
 
 
-def test_delay_type_message(api: httpx.Client) -> None:
-    response = api.post("/v2/workflows", json=with_step_change(1, None, type="delay"))
+def test_tool_type_message(api: httpx.Client) -> None:
+    response = api.post("/v2/workflows", json=with_step_change(1, None, type="tool"))
     errors = {entry["field"]: entry["message"] for entry in response.json()["errors"]}
     assert errors["steps[1].type"] == (
-        "is a Novu step type this server does not run yet; supported: in_app, email, sms, push, chat"
+        "is a Novu step type this server does not run yet; supported: in_app, email, sms, push, chat, delay"
     )
