@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import platform
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.profiler import start_profiler, stop_profiler  # noqa: E402
 from bench.trigger import RssSampler, wait_drained  # noqa: E402
 from tests.servers import API_KEY, ServerProcess, free_port, server_command  # noqa: E402
 
@@ -118,13 +117,7 @@ def main() -> None:
         idle_rss = rss.current()
 
         if args.profile:
-            output_format = "flamegraph" if args.profile.endswith(".svg") else "raw"
-            command = ["py-spy", "record", "--pid", str(server.process.pid), "--output", args.profile]
-            profiler = subprocess.Popen(
-                [*command, "--format", output_format, "--rate", "200", "--nonblocking"]
-            )
-            # py-spy needs a moment to attach before the trigger is sent.
-            time.sleep(1)
+            profiler = start_profiler(server.process.pid, args.profile)
         rss.start()
         sent = time.monotonic()
         response = api.post(
@@ -148,9 +141,7 @@ def main() -> None:
         count, distinct = stored_messages(database, transaction_id)
     finally:
         if profiler is not None:
-            # py-spy writes its output when interrupted, as after Ctrl-C.
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait()
+            stop_profiler(profiler)
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -27,7 +27,6 @@ import argparse
 import datetime as dt
 import platform
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.profiler import start_profiler, stop_profiler  # noqa: E402
 from bench.trigger import percentile  # noqa: E402
 from tests.servers import API_KEY, ServerProcess, free_port, server_command  # noqa: E402
 
@@ -75,7 +75,7 @@ def trigger_all(api: httpx.Client, prefix: str, due: list[dt.datetime]) -> list[
         {"name": "delay-timing", "to": f"{prefix}-{index:05d}", "payload": {"sendAt": iso(instant)}}
         for index, instant in enumerate(due)
     ]
-    transaction_ids = []
+    transaction_ids: list[str] = []
     for start in range(0, len(events), BATCH):
         response = api.post("/v1/events/trigger/bulk", json={"events": events[start : start + BATCH]})
         response.raise_for_status()
@@ -214,10 +214,7 @@ def main() -> None:
     )
     server.start()
     database = server.data_dir / "novulite.db"
-    profiler = None
-    lines = [
-        ("machine", f"{platform.machine()}, {psutil.cpu_count()} CPUs, Python {platform.python_version()}")
-    ]
+    profiler: subprocess.Popen[bytes] | None = None
     try:
         assert server.process is not None
         api = httpx.Client(
@@ -225,13 +222,7 @@ def main() -> None:
         )
         assert api.post("/v2/workflows", json=WORKFLOW).status_code == 201
         if args.profile:
-            output_format = "flamegraph" if args.profile.endswith(".svg") else "raw"
-            command = ["py-spy", "record", "--pid", str(server.process.pid), "--output", args.profile]
-            profiler = subprocess.Popen(
-                [*command, "--format", output_format, "--rate", "200", "--nonblocking"]
-            )
-            # py-spy needs a moment to attach before the triggers are sent.
-            time.sleep(1)
+            profiler = start_profiler(server.process.pid, args.profile)
         report = []
         if args.backlog:
             report.append(add_backlog(api, database, args.backlog))
@@ -239,21 +230,17 @@ def main() -> None:
         wait_idle(database)
         report += measure_many(api, database, "burst", args.jobs, args.lead, 0.0)
         if profiler is not None:
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait()
+            stop_profiler(profiler)
             profiler = None
         wait_idle(database)
         report += measure_idle(api, database, args.repeat, args.idle)
     finally:
         if profiler is not None:
-            # py-spy writes its output when interrupted, as after Ctrl-C.
-            profiler.send_signal(signal.SIGINT)
-            profiler.wait()
+            stop_profiler(profiler)
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    for label, value in lines:
-        print(f"{label + ':':<26}{value}")
+    print(f"machine: {platform.machine()}, {psutil.cpu_count()} CPUs, Python {platform.python_version()}")
     for line in report:
         print(line)
 
