@@ -6,12 +6,21 @@ batch share one transaction: a crash anywhere leaves the jobs as they were, and 
 message table's one-row-per-job rule keeps delivery exactly-once. When a batch
 raises, its transaction rolls back and each job is run again on its own, so one bad
 job cannot hold up the others.
+
+Steps that call the outside world, such as http_request, return an ExternalCall
+instead, and run in two phases. Their claim (running, with a lease) commits with
+the batch. The call then runs on the CallPool, outside any transaction, while the
+LeaseKeeper renews the lease. Its outcome is recorded in a new transaction only if
+the job is still running under the same attempt. If the worker dies meanwhile, the
+lease runs out and the job is taken over as a new attempt, so such steps run at
+least once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import random
 import sqlite3
@@ -36,22 +45,34 @@ from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
-from novulite.engine.steps import in_app, unconfigured
-from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
+from novulite.engine.steps import http_request, in_app, unconfigured
+from novulite.engine.steps.base import (
+    ExternalCall,
+    PermanentStepError,
+    StepContext,
+    StepError,
+    StepResult,
+    TransientStepError,
+)
 from novulite.engine.templates import TemplateError
 from novulite.engine.variables import actor_id
 from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
-StepHandler = Callable[[StepContext], StepResult]
+StepHandler = Callable[[StepContext], StepResult | ExternalCall]
 STEP_HANDLERS: dict[str, StepHandler] = {
     "in_app": in_app.run,
     "email": unconfigured.run,
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,
+    "http_request": http_request.run,
 }
+# Step types whose failure ends the chain unless their controls set continueOnFailure.
+STOP_CHAIN_ON_FAILURE = frozenset({"http_request"})
+# Failures that another attempt would meet again.
+PERMANENT_ERRORS = (PermanentStepError, TemplateError, ConditionError)
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
 
@@ -73,17 +94,27 @@ class _Outcome:
     events: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     # Due times of jobs that went to wait, for the timer that releases them.
     waits: list[dt.datetime] = dataclasses.field(default_factory=list)
+    # Claimed jobs whose step runs after the commit, outside the transaction.
+    calls: list[tuple[Any, ExternalCall]] = dataclasses.field(default_factory=list)
 
     def merge(self, other: _Outcome) -> None:
         self.next_job_ids.extend(other.next_job_ids)
         self.retries.extend(other.retries)
         self.waits.extend(other.waits)
+        self.calls.extend(other.calls)
         for task_name, ids in other.events.items():
             self.events.setdefault(task_name, []).extend(ids)
 
 
 def run_jobs(ctx: WorkerContext, job_ids: list[str]) -> None:
     outcome = _run_isolating_failures(ctx, job_ids)
+    _follow_up(ctx, outcome)
+    if outcome.calls:
+        _perform_calls(ctx, outcome.calls)
+
+
+def _follow_up(ctx: WorkerContext, outcome: _Outcome) -> None:
+    """Enqueue what committed outcomes started: next jobs, retries, realtime events and due times."""
     # The reconciler redoes a lost enqueue, because the job store records what is due.
     for task_name, ids in outcome.events.items():
         ctx.queues.enqueue(task_name, ids)
@@ -121,12 +152,38 @@ def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_
         raw,
         "UPDATE job SET status = 'running', attempt = attempt + (status <> 'delayed'), lease_until = ?, "
         f"updated_at = ? WHERE id IN ({placeholders(len(job_ids))}) "
-        "AND ((status IN ('queued', 'delayed') AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) "
-        "RETURNING *",
-        [lease_until, at, *job_ids, at, at],
+        "AND status IN ('queued', 'delayed') AND run_at <= ? RETURNING *",
+        [lease_until, at, *job_ids, at],
         _jobs,
     )
-    return sorted(jobs, key=lambda job: job.id)
+    # Only steps that run outside the transaction commit a running job, so only they are taken over.
+    taken_over = fetch(
+        raw,
+        "UPDATE job SET attempt = attempt + 1, lease_until = ?, updated_at = ? "
+        f"WHERE id IN ({placeholders(len(job_ids))}) AND status = 'running' AND lease_until < ? RETURNING *",
+        [lease_until, at, *job_ids, at],
+        _jobs,
+    )
+    if taken_over:
+        insert_rows(raw, _details, [_takeover_detail(job, now) for job in taken_over])
+        for job in taken_over:
+            logger.warning(
+                "job %s (step %s): the worker running attempt %d was lost; claimed as attempt %d",
+                job.id,
+                job.step_id,
+                job.attempt - 1,
+                job.attempt,
+            )
+    return sorted([*jobs, *taken_over], key=lambda job: job.id)
+
+
+def _takeover_detail(job: Any, now: dt.datetime) -> dict[str, Any]:
+    lost = job.attempt - 1
+    if job.attempt > job.max_attempts:
+        text = f"Worker lost during attempt {lost}; no attempts left"
+    else:
+        text = f"Worker lost; retried as attempt {job.attempt}"
+    return detail_row(job, text, "Warning", now, {"lostAttempt": lost, "attempt": job.attempt})
 
 
 def _by_id(raw: sqlite3.Connection, sql: str, ids: set[str], *tables: Table) -> dict[str, Any]:
@@ -168,11 +225,7 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
         # A chain's first job has no earlier steps to show.
         step_outputs = load_step_outputs(raw, {job.notification_id for job in jobs if job.position > 0})
         actors = load_actors(raw, notifications.values(), {job.environment_id for job in jobs})
-        finished: list[tuple[Any, ...]] = []
-        waiting: list[tuple[Any, ...]] = []
-        halted: list[tuple[Any, ...]] = []
-        details: list[dict[str, Any]] = []
-        messages: list[dict[str, Any]] = []
+        results: list[tuple[Any, StepResult]] = []
         for job in jobs:
             notification = notifications[job.notification_id]
             workflow = workflows[notification.workflow_pk]
@@ -191,59 +244,170 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
                 ),
             )
             result = _run_step(context, outcome)
-            if result is None:
-                continue
-            output = write_value(_jobs, "output", result.output)
-            if result.wait_until is not None:
-                waiting.append((db_datetime(result.wait_until), output, db_datetime(now), job.id))
-                outcome.waits.append(result.wait_until)
-            else:
-                finished.append((result.status, output, db_datetime(now), job.id))
-            if result.halt is not None:
-                halted.append((result.halt, db_datetime(now), job.notification_id, job.position))
-            details.extend(
-                detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
-            )
-            messages.extend(result.messages)
-            for task_name, ids in result.events:
-                outcome.events.setdefault(task_name, []).extend(ids)
-        # The claim and the insert share a transaction, so a job's message can only be new here.
-        insert_rows(raw, _messages, messages)
-        if finished:
-            raw.executemany(
-                "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
-                finished,
-            )
-        if waiting:
-            raw.executemany(
-                "UPDATE job SET status = 'delayed', run_at = ?, output = ?, lease_until = NULL, "
-                "updated_at = ? WHERE id = ?",
-                waiting,
-            )
-        if halted:
-            # The rest of the chain takes the halting step's verdict instead of running.
-            raw.executemany(
-                "UPDATE job SET status = ?, updated_at = ? "
-                "WHERE notification_id = ? AND position > ? AND status = 'pending'",
-                halted,
-            )
-        if finished:
-            outcome.next_job_ids.extend(_queue_next(raw, [row[3] for row in finished], now))
-        insert_rows(raw, _details, details)
+            if isinstance(result, ExternalCall):
+                # The claim commits with this batch, and the call runs after the commit.
+                outcome.calls.append((job, result))
+            elif result is not None:
+                results.append((job, result))
+        _record_results(raw, now, results, outcome)
     return outcome
 
 
-def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | None:
+def _record_results(
+    raw: sqlite3.Connection, now: dt.datetime, results: list[tuple[Any, StepResult]], outcome: _Outcome
+) -> None:
+    """Write finished steps' statuses, outputs, messages and details, and queue the next jobs."""
+    finished: list[tuple[Any, ...]] = []
+    waiting: list[tuple[Any, ...]] = []
+    halted: list[tuple[Any, ...]] = []
+    details: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+
+    for job, result in results:
+        output = write_value(_jobs, "output", result.output)
+        if result.wait_until is not None:
+            waiting.append((db_datetime(result.wait_until), output, db_datetime(now), job.id))
+            outcome.waits.append(result.wait_until)
+        else:
+            finished.append((result.status, output, db_datetime(now), job.id))
+        if result.halt is not None:
+            halted.append((result.halt, db_datetime(now), job.notification_id, job.position))
+        details.extend(
+            detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
+        )
+        messages.extend(result.messages)
+        for task_name, ids in result.events:
+            outcome.events.setdefault(task_name, []).extend(ids)
+
+    # A job's message is inserted only with the outcome that ends its running attempt, so it is new.
+    insert_rows(raw, _messages, messages)
+    if finished:
+        raw.executemany(
+            "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+            finished,
+        )
+    if waiting:
+        raw.executemany(
+            "UPDATE job SET status = 'delayed', run_at = ?, output = ?, lease_until = NULL, "
+            "updated_at = ? WHERE id = ?",
+            waiting,
+        )
+    if halted:
+        # The rest of the chain takes the halting step's verdict instead of running.
+        raw.executemany(
+            "UPDATE job SET status = ?, updated_at = ? "
+            "WHERE notification_id = ? AND position > ? AND status = 'pending'",
+            halted,
+        )
+    if finished:
+        outcome.next_job_ids.extend(_queue_next(raw, [row[3] for row in finished], now))
+    insert_rows(raw, _details, details)
+
+
+def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | ExternalCall | None:
     """Run one claimed job unless its conditions or preferences skip it; return None when it failed."""
     job = context.job
     handler = STEP_HANDLERS.get(job.type)
     try:
+        if job.attempt > job.max_attempts:
+            # Only a takeover goes past the last attempt: a worker died during that one.
+            raise PermanentStepError(
+                f"the worker running attempt {job.attempt - 1} was lost, and no attempts are left"
+            )
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
         return gate.check(context) or handler(context)
-    except (PermanentStepError, TemplateError, ConditionError) as exc:
+    except PERMANENT_ERRORS as exc:
         outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
         return None
+    except TransientStepError as exc:
+        outcome.merge(_fail(context.connection, job, context.now, exc, transient=True))
+        return None
+
+
+def _perform_calls(ctx: WorkerContext, calls: list[tuple[Any, ExternalCall]]) -> None:
+    """Run claimed jobs' external calls, on the call pool when there is one, with their leases renewed."""
+    pool = ctx.calls
+    waiting, slots = (pool.backlog(), pool.threads) if pool is not None else (0, 1)
+    if ctx.leases is not None:
+        for index, (job, call) in enumerate(calls):
+            # A call waits for those submitted before it, so renewal allows for that wait too.
+            rounds = (waiting + index) // slots + 1
+            ctx.leases.hold(job.id, job.attempt, rounds * call.max_seconds)
+    if pool is not None:
+        for job, call in calls:
+            pool.submit(functools.partial(_perform_call, ctx, job, call))
+        return
+    try:
+        for job, call in calls:
+            _perform_call(ctx, job, call)
+    finally:
+        if ctx.leases is not None:
+            for job, _ in calls:
+                ctx.leases.release(job.id, job.attempt)
+
+
+def _perform_call(ctx: WorkerContext, job: Any, call: ExternalCall) -> None:
+    """Run one external call and record its outcome; skip it if the job was taken over while it waited."""
+    try:
+        if not _still_running(ctx, job):
+            logger.warning("job %s attempt %d was taken over before its call started", job.id, job.attempt)
+            return
+        result: StepResult | None = None
+        error: Exception | None = None
+        try:
+            result = call.perform(ctx)
+        except (StepError, *PERMANENT_ERRORS) as exc:
+            error = exc
+        except Exception as exc:
+            logger.exception("job %s (step %s) failed unexpectedly", job.id, job.step_id)
+            error = exc
+        # Released before recording, so renewal never meets the job finished and reports it lost.
+        if ctx.leases is not None:
+            ctx.leases.release(job.id, job.attempt)
+        _follow_up(ctx, _record_call(ctx, job, result, error))
+    finally:
+        if ctx.leases is not None:
+            ctx.leases.release(job.id, job.attempt)
+
+
+def _still_running(ctx: WorkerContext, job: Any) -> bool:
+    row = (
+        ctx.store.raw_read()
+        .execute(
+            "SELECT 1 FROM job WHERE id = ? AND status = 'running' AND attempt = ?", [job.id, job.attempt]
+        )
+        .fetchone()
+    )
+    return row is not None
+
+
+def _record_call(
+    ctx: WorkerContext, job: Any, result: StepResult | None, error: Exception | None
+) -> _Outcome:
+    """Record an external call's outcome, unless another worker took the job over meanwhile."""
+    now = ctx.clock.now()
+    with ctx.store.raw_write() as raw:
+        # The fence: this attempt's outcome counts only while the job is still running under it.
+        owned = raw.execute(
+            "UPDATE job SET lease_until = NULL WHERE id = ? AND status = 'running' AND attempt = ?",
+            [job.id, job.attempt],
+        ).rowcount
+        if not owned:
+            logger.warning(
+                "job %s (step %s) attempt %d finished after another worker took the job over; "
+                "its outcome is discarded",
+                job.id,
+                job.step_id,
+                job.attempt,
+            )
+            return _Outcome()
+        if error is not None:
+            return _fail(raw, job, now, error, transient=not isinstance(error, PERMANENT_ERRORS))
+        outcome = _Outcome()
+        assert result is not None
+        _record_results(raw, now, [(job, result)], outcome)
+        return outcome
 
 
 def _queue_next(raw: sqlite3.Connection, parent_ids: list[str], now: dt.datetime) -> list[str]:
@@ -266,6 +430,7 @@ def _fail(
         "message": str(exc) or type(exc).__name__,
         "attempt": job.attempt,
         "retryable": transient,
+        **(exc.info if isinstance(exc, StepError) else {}),
     }
 
     retry = transient and job.attempt < job.max_attempts
@@ -302,9 +467,25 @@ def _fail(
 
     if retry:
         return _Outcome(retries=[(job.id, delay)])
-    if job.step.get("controlValues", {}).get("stopOnFailure"):
+    if _stops_chain(job):
+        canceled = raw.execute(
+            "UPDATE job SET status = 'canceled', updated_at = ? "
+            "WHERE notification_id = ? AND position > ? AND status = 'pending'",
+            [db_datetime(now), job.notification_id, job.position],
+        ).rowcount
+        if canceled:
+            steps = "step" if canceled == 1 else "steps"
+            text = f"Workflow stopped because this step failed; canceled {canceled} later {steps}"
+            insert_rows(raw, _details, [detail_row(job, text, "Warning", now, None)])
         return _Outcome()
     return _Outcome(next_job_ids=_queue_next(raw, [job.id], now))
+
+
+def _stops_chain(job: Any) -> bool:
+    controls = job.step.get("controlValues") or {}
+    if "continueOnFailure" in controls:
+        return not controls["continueOnFailure"]
+    return bool(controls.get("stopOnFailure")) or job.type in STOP_CHAIN_ON_FAILURE
 
 
 def _record_unexpected(ctx: WorkerContext, job_id: str, exc: Exception) -> _Outcome:
