@@ -157,12 +157,18 @@ def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_
         _jobs,
     )
     # Only steps that run outside the transaction commit a running job, so only they are taken over.
-    taken_over = fetch(
-        raw,
-        "UPDATE job SET attempt = attempt + 1, lease_until = ?, updated_at = ? "
-        f"WHERE id IN ({placeholders(len(job_ids))}) AND status = 'running' AND lease_until < ? RETURNING *",
-        [lease_until, at, *job_ids, at],
-        _jobs,
+    # Most batches claim every id above, and then skip this statement.
+    rest = set(job_ids) - {job.id for job in jobs}
+    taken_over = (
+        fetch(
+            raw,
+            "UPDATE job SET attempt = attempt + 1, lease_until = ?, updated_at = ? "
+            f"WHERE id IN ({placeholders(len(rest))}) AND status = 'running' AND lease_until < ? RETURNING *",
+            [lease_until, at, *rest, at],
+            _jobs,
+        )
+        if rest
+        else []
     )
     if taken_over:
         insert_rows(raw, _details, [_takeover_detail(job, now) for job in taken_over])
