@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from novu_py import Novu
 
 from tests.helpers import create_workflow, read_rows
 from tests.http_stub import HttpStub, Reply
@@ -83,6 +84,8 @@ def job_row(server: ServerProcess, transaction_id: str, step_id: str) -> dict[st
     }
 
 
+# novu-py marks some fields of the notification list request as deprecated, and warns on every call.
+@pytest.mark.filterwarnings("ignore:.*DEPRECATED.*:DeprecationWarning")
 def test_response_feeds_later_step(api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub) -> None:
     stub.route("/profile", Reply(body={"plan": "gold", "seats": [3]}, headers={"X-Request-Id": "r-1"}))
     controls = {
@@ -114,6 +117,12 @@ def test_response_feeds_later_step(api: httpx.Client, allowed_server: ServerProc
     assert request.headers["idempotency-key"] == call["id"]
     assert call["output"]["headers"]["x-request-id"] == "r-1"
     assert jobs["call"].last_detail == f"Request completed: POST {stub.url('/profile')} returned HTTP 200"
+
+    novu = Novu(secret_key=API_KEY, server_url=allowed_server.base_url)
+    (entry,) = novu.notifications.list(request={"transaction_id": transaction_id}).result.data
+    fetched = novu.notifications.retrieve(notification_id=entry.id or "").result
+    assert fetched.jobs is not None
+    assert [job.type for job in fetched.jobs] == ["http_request", "in_app"]
 
 
 def test_server_error_retried(api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub) -> None:
