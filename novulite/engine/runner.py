@@ -140,10 +140,13 @@ def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     return outcome
 
 
-def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float) -> list[Any]:
+def _claim(
+    raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float
+) -> tuple[list[Any], set[str]]:
     """Move due jobs, and jobs whose previous runner's lease expired, to running; return them by id.
 
     Returned rows carry the new status, so a step that waited tells its second run apart by its output.
+    Also returns the ids of jobs taken over after their last attempt, which must fail instead of running.
     """
     at = db_datetime(now)
     lease_until = db_datetime(now + dt.timedelta(seconds=lease_seconds))
@@ -180,7 +183,8 @@ def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_
                 job.attempt - 1,
                 job.attempt,
             )
-    return sorted([*jobs, *taken_over], key=lambda job: job.id)
+    exhausted = {job.id for job in taken_over if job.attempt > job.max_attempts}
+    return sorted([*jobs, *taken_over], key=lambda job: job.id), exhausted
 
 
 def _takeover_detail(job: Any, now: dt.datetime) -> dict[str, Any]:
@@ -200,7 +204,7 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     now = ctx.clock.now()
     outcome = _Outcome()
     with ctx.store.raw_write() as raw:
-        jobs = _claim(raw, job_ids, now, ctx.settings.job_lease_seconds)
+        jobs, exhausted = _claim(raw, job_ids, now, ctx.settings.job_lease_seconds)
         if not jobs:
             return outcome
         notifications = _by_id(
@@ -233,6 +237,12 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
         actors = load_actors(raw, notifications.values(), {job.environment_id for job in jobs})
         results: list[tuple[Any, StepResult]] = []
         for job in jobs:
+            if job.id in exhausted:
+                lost = PermanentStepError(
+                    f"the worker running attempt {job.attempt - 1} was lost, and no attempts are left"
+                )
+                outcome.merge(_fail(raw, job, now, lost, transient=False))
+                continue
             notification = notifications[job.notification_id]
             workflow = workflows[notification.workflow_pk]
             context = StepContext(
@@ -315,11 +325,6 @@ def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | ExternalC
     job = context.job
     handler = STEP_HANDLERS.get(job.type)
     try:
-        if job.attempt > job.max_attempts:
-            # Only a takeover goes past the last attempt: a worker died during that one.
-            raise PermanentStepError(
-                f"the worker running attempt {job.attempt - 1} was lost, and no attempts are left"
-            )
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
         return gate.check(context) or handler(context)
@@ -498,7 +503,7 @@ def _record_unexpected(ctx: WorkerContext, job_id: str, exc: Exception) -> _Outc
     """Count an attempt that raised; its transaction rolled back, so claim the job again first."""
     now = ctx.clock.now()
     with ctx.store.raw_write() as raw:
-        jobs = _claim(raw, [job_id], now, ctx.settings.job_lease_seconds)
+        jobs, _ = _claim(raw, [job_id], now, ctx.settings.job_lease_seconds)
         if not jobs:
             return _Outcome()
         return _fail(raw, jobs[0], now, exc, transient=True)
