@@ -1,12 +1,12 @@
 """Benchmark one digest under a burst: many concurrent triggers to one subscriber and one digest step.
 
-It starts a server, creates a workflow of a digest step (a regular window) and an
-in-app step, and sends EVENTS triggers for one subscriber at once: asyncio.gather over
-plain keep-alive connections, because httpx with 100 connections used more CPU than
-the server on a 2-CPU machine. It prints how many digests the events opened (exactly
-1 while the burst fits in the window), how many jobs merged into it, how long the
-burst took to be acknowledged and collected, and the time from the window's end to
-the digest's in-app message, both read from the server's database.
+It starts a server and creates a workflow of a digest step (a regular window) and an
+in-app step. It then sends EVENTS triggers for one subscriber at once, with
+asyncio.gather over plain keep-alive connections: httpx with 100 connections used
+more CPU than the server on a 2-CPU machine. It prints how many digests the events
+opened (exactly 1 while the burst fits in the window), how many jobs merged into it,
+how long the burst took to be acknowledged and collected, and the time from the
+window's end to the digest's in-app message, both read from the server's database.
 
 Usage (from the repository root, in the project's virtualenv):
     python bench/timing_digest.py [--events 1000] [--window 5] [--connections 100]

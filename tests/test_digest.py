@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import sqlite3
 import time
 import zoneinfo
 from pathlib import Path
@@ -261,9 +263,7 @@ def stored_instant(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
-def test_timed_digest_waits_for_cron_in_subscriber_zone(
-    module_server: ServerProcess, api: httpx.Client
-) -> None:
+def test_timed_digest_uses_subscriber_zone(module_server: ServerProcess, api: httpx.Client) -> None:
     create(api, "daily-digest", {"type": "timed", "cron": "0 9 * * *"})
     zone = zoneinfo.ZoneInfo("Pacific/Auckland")
     recipient = {"subscriberId": "frank", "timezone": "Pacific/Auckland"}
@@ -314,7 +314,7 @@ def test_later_steps_see_digest_events(module_server: ServerProcess, api: httpx.
     assert [event["time"] for event in events] == sorted(event["time"] for event in events)
 
 
-def test_cancel_hands_the_digest_to_the_next_event(module_server: ServerProcess, api: httpx.Client) -> None:
+def test_cancel_hands_digest_to_next_event(module_server: ServerProcess, api: httpx.Client) -> None:
     create(api, "handover", {"amount": 3, "unit": "seconds"})
     first = trigger(api, "handover", "hank", payload={"n": 1})
     wait_collected(module_server, [first])
@@ -382,7 +382,7 @@ def test_cancel_of_lone_owner_closes_the_digest(module_server: ServerProcess, ap
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill"])
-def test_digest_due_while_server_down_is_sent_once(tmp_path: Path, stop: str) -> None:
+def test_digest_due_during_downtime_sent_once(tmp_path: Path, stop: str) -> None:
     server = start_server(tmp_path)
     try:
         with httpx.Client(
@@ -477,3 +477,80 @@ def test_valid_digest_controls_pass() -> None:
     assert (
         check_controls({"amount": 1, "unit": "days", "lookBackWindow": {"amount": 2, "unit": "hours"}}) == []
     )
+
+
+def test_second_digest_step_collects_again(module_server: ServerProcess, api: httpx.Client) -> None:
+    text = "{{ steps.first.eventCount }}/{{ steps.second.eventCount }}/{{ step.total_count }}"
+    steps = [
+        {
+            "name": "First",
+            "stepId": "first",
+            "type": "digest",
+            "controlValues": {"amount": 1, "unit": "seconds"},
+        },
+        {
+            "name": "Second",
+            "stepId": "second",
+            "type": "digest",
+            "controlValues": {"amount": 1, "unit": "seconds"},
+        },
+        {"name": "Inbox", "stepId": "inbox", "type": "in_app", "controlValues": {"body": text}},
+    ]
+    response = api.post("/v2/workflows", json={"name": "Twice", "workflowId": "twice", "steps": steps})
+    assert response.status_code == 201, response.text
+
+    transaction_ids = asyncio.run(
+        trigger_together(module_server.base_url, comment_events("twice", "kate", RACE_EVENTS))
+    )
+
+    wait_finished(module_server, transaction_ids)
+    assert [message["content"] for message in inbox_messages(module_server, transaction_ids)] == ["5/1/1"]
+
+
+def test_failed_owner_digest_goes_to_follower(module_server: ServerProcess, api: httpx.Client) -> None:
+    create(api, "orphan", {"amount": 3, "unit": "seconds"})
+    first = trigger(api, "orphan", "liam", payload={"n": 1})
+    wait_collected(module_server, [first])
+    second = trigger(api, "orphan", "liam", payload={"n": 2})
+    (owner, follower) = sorted(
+        wait_collected(module_server, [first, second]), key=lambda job: job["transaction_id"] != first
+    )
+    # An owner that failed without sending, as after its last attempt raised.
+    database = module_server.data_dir / "novulite.db"
+    with contextlib.closing(sqlite3.connect(database, timeout=10)) as connection, connection:
+        failed = connection.execute(
+            "UPDATE job SET status = 'failed' WHERE id = ? AND status = 'delayed'", (owner["id"],)
+        )
+    assert failed.rowcount == 1
+
+    third = trigger(api, "orphan", "liam", payload={"n": 3})
+
+    wait_finished(module_server, [second, third])
+    jobs = {job["transaction_id"]: job for job in digest_jobs(module_server, [first, second, third])}
+    assert [jobs[transaction_id]["status"] for transaction_id in (first, second, third)] == [
+        "failed",
+        "completed",
+        "merged",
+    ]
+    assert {job["digest_id"] for job in jobs.values()} == {owner["digest_id"]}
+    assert [event["payload"]["n"] for event in jobs[second]["output"]["events"]] == [1, 2, 3]
+    messages = inbox_messages(module_server, [first, second, third])
+    assert [(message["transaction_id"], message["content"]) for message in messages] == [
+        (second, "3 new comments")
+    ]
+    assert follower["status"] == "merged"
+
+
+def test_owner_sends_after_its_condition_changes(module_server: ServerProcess, api: httpx.Client) -> None:
+    muted = {"==": [{"var": "subscriber.data.muted"}, True]}
+    create(api, "conditional", {"amount": 2, "unit": "seconds", "skip": muted})
+    recipient = {"subscriberId": "mona", "data": {"muted": False}}
+    transaction_ids = [trigger(api, "conditional", recipient, payload={"n": n}) for n in (1, 2)]
+    wait_collected(module_server, transaction_ids)
+
+    # The condition passed when the events were collected; the owner must not be skipped when it resumes.
+    response = api.patch("/v2/subscribers/mona", json={"data": {"muted": True}})
+    assert response.status_code == 200, response.text
+
+    wait_finished(module_server, transaction_ids)
+    check_one_digest(module_server, transaction_ids)
