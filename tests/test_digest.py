@@ -415,6 +415,7 @@ def test_digest_due_during_downtime_sent_once(tmp_path: Path, stop: str) -> None
     ("controls", "field"),
     [
         ({"type": "weekly", "amount": 1, "unit": "hours"}, "type"),
+        ({"type": "backoff", "amount": 1, "unit": "hours"}, "type"),
         ({"unit": "hours"}, "amount"),
         ({"amount": 1}, "unit"),
         ({"amount": 0, "unit": "hours"}, "amount"),
@@ -422,7 +423,12 @@ def test_digest_due_during_downtime_sent_once(tmp_path: Path, stop: str) -> None
         ({"type": "timed"}, "cron"),
         ({"type": "timed", "cron": "every morning"}, "cron"),
         ({"amount": 1, "unit": "hours", "lookBackWindow": 5}, "lookBackWindow"),
-        ({"amount": 1, "unit": "hours", "lookBackWindow": {"amount": 5}}, "lookBackWindow"),
+        ({"amount": 1, "unit": "hours", "lookBackWindow": {"amount": 5}}, "lookBackWindow.unit"),
+        (
+            {"amount": 1, "unit": "hours", "lookBackWindow": {"amount": -1, "unit": "hours"}},
+            "lookBackWindow.amount",
+        ),
+        ({"amount": 1.5, "unit": "months"}, "amount"),
         ({"amount": 1, "unit": "hours", "digestKey": 7}, "digestKey"),
         ({"amount": 1, "unit": "hours", "digestKey": "{{ payload.id"}, "digestKey"),
     ],

@@ -59,19 +59,24 @@ def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     kind = controls.get("type") or "regular"
     if kind not in DIGEST_TYPES:
-        problems.append(("type", f"must be one of {', '.join(DIGEST_TYPES)}, got {kind!r}"))
+        # Novu's older "backoff" digest is a regular one with a look-back window.
+        hint = "; for a backoff digest use type regular with lookBackWindow" if kind == "backoff" else ""
+        problems.append(("type", f"must be one of {', '.join(DIGEST_TYPES)}, got {kind!r}{hint}"))
     elif kind == "regular":
-        for name in ("amount", "unit"):
-            if controls.get(name) is None:
-                problems.append((name, "is required for a regular digest: the window is amount units long"))
-        if not problems:
-            problem = check_duration(controls["amount"], controls["unit"])
-            if problem:
-                problems.append(("amount" if problem.startswith(("amount", "a number")) else "unit", problem))
+        missing = [name for name in ("amount", "unit") if controls.get(name) is None]
+        for name in missing:
+            problems.append((name, "is required for a regular digest, whose window lasts amount units"))
+        if not missing:
+            problems.extend(_duration_problems("", controls["amount"], controls["unit"]))
     else:
-        problem = check_cron(controls.get("cron"))
-        if problem:
-            problems.append(("cron", f"{problem}; a timed digest sends at each match of its cron"))
+        cron = controls.get("cron")
+        problem = check_cron(cron)
+        if cron is None:
+            problems.append(
+                ("cron", "is required for a timed digest: a cron expression such as '0 9 * * 1-5'")
+            )
+        elif problem:
+            problems.append(("cron", problem))
     look_back = controls.get("lookBackWindow")
     if look_back is not None:
         if not isinstance(look_back, dict):
@@ -79,9 +84,9 @@ def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
                 ("lookBackWindow", "must be an object {amount, unit}, such as {amount: 5, unit: minutes}")
             )
         else:
-            problem = check_duration(look_back.get("amount"), look_back.get("unit"))
-            if problem:
-                problems.append(("lookBackWindow", problem))
+            problems.extend(
+                _duration_problems("lookBackWindow.", look_back.get("amount"), look_back.get("unit"))
+            )
     key = controls.get("digestKey")
     if key is not None and not isinstance(key, str):
         problems.append(("digestKey", "must be a payload path such as post.id, or a template"))
@@ -91,6 +96,17 @@ def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
         except TemplateError as exc:
             problems.append(("digestKey", f"is not a valid Liquid template: {exc}"))
     return problems
+
+
+def _duration_problems(prefix: str, amount: Any, unit: Any) -> list[tuple[str, str]]:
+    """Return the problem with (amount, unit), named by the control it is about."""
+    problem = check_duration(amount, unit)
+    if problem is None:
+        return []
+    for name in ("amount", "unit"):
+        if problem.startswith(f"{name} "):
+            return [(prefix + name, problem.removeprefix(f"{name} "))]
+    return [(prefix + "amount", problem)]
 
 
 def read_window(controls: dict[str, Any]) -> Window:
