@@ -14,12 +14,12 @@ import httpx
 from novulite.api.body import json_type
 from novulite.engine import conditions
 from novulite.engine.preferences import PREFERENCE_CHANNELS
-from novulite.engine.steps import http_request
+from novulite.engine.steps import digest, http_request
 from novulite.engine.templates import TemplateError, compile_template
 from novulite.errors import FieldError
 
 # Step types this server accepts; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "http_request")
+SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "digest", "http_request")
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -183,12 +183,6 @@ def _response_schema(value: Any, field: str, errors: list[FieldError]) -> None:
     _object(value, field, errors)
 
 
-def _http_request(controls: dict[str, Any], field: str, errors: list[FieldError]) -> None:
-    body = controls.get("body")
-    if controls.get("method") == "GET" and body not in (None, "", {}):
-        errors.append(FieldError(f"{field}.body", "must be empty for a GET request; use POST, PUT or PATCH"))
-
-
 # Control value name -> check, per step type; other control values are stored unchecked.
 CONTROL_CHECKS: dict[str, dict[str, Check]] = {
     "in_app": {
@@ -225,9 +219,14 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
         "enforceSchemaValidation": _schema_validation,
         "responseBodySchema": _response_schema,
     },
+    # Digest controls depend on each other, so STEP_CHECKS checks them together.
+    "digest": {},
 }
-# Checks that read several control values of a step together, per step type.
-STEP_CHECKS: dict[str, Check] = {"http_request": _http_request}
+# Step type -> a check of all its control values at once, returning (control name, problem) pairs.
+STEP_CHECKS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
+    "digest": digest.check_controls,
+    "http_request": http_request.check_controls,
+}
 REQUIRED_CONTROLS = {
     "in_app": {"body": "the message text"},
     "email": {"subject": "the email's subject line"},
@@ -243,8 +242,9 @@ def validate_controls(step_type: str, controls: dict[str, Any], field: str, erro
     for name, meaning in REQUIRED_CONTROLS.get(step_type, {}).items():
         if not controls.get(name):
             errors.append(FieldError(f"{field}.{name}", f"is required for an {step_type} step: {meaning}"))
-    if step_type in STEP_CHECKS:
-        STEP_CHECKS[step_type](controls, field, errors)
+    step_check = STEP_CHECKS.get(step_type)
+    if step_check is not None:
+        errors.extend(FieldError(f"{field}.{name}", problem) for name, problem in step_check(controls))
     if "stopOnFailure" in controls:
         _boolean(controls["stopOnFailure"], f"{field}.stopOnFailure", errors)
     for path, problem in conditions.check(controls):

@@ -45,7 +45,7 @@ from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
-from novulite.engine.steps import http_request, in_app, unconfigured
+from novulite.engine.steps import digest, http_request, in_app, unconfigured
 from novulite.engine.steps.base import (
     ExternalCall,
     PermanentStepError,
@@ -67,6 +67,7 @@ STEP_HANDLERS: dict[str, StepHandler] = {
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,
+    "digest": digest.run,
     "http_request": http_request.run,
 }
 # Step types whose failure ends the chain unless their controls set continueOnFailure.
@@ -327,7 +328,9 @@ def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | ExternalC
     try:
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
-        return gate.check(context) or handler(context)
+        # A job that resumes after a wait left an output, and passed its conditions before it waited.
+        resumed = job.output is not None
+        return (None if resumed else gate.check(context)) or handler(context)
     except PERMANENT_ERRORS as exc:
         outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
         return None

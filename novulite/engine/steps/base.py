@@ -10,7 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from novulite.engine.preferences import Resolution
-from novulite.engine.variables import actor_variables, context_variables, workflow_variables
+from novulite.engine.variables import (
+    actor_variables,
+    context_variables,
+    digest_variables,
+    workflow_variables,
+)
 from novulite.subscribers import template_variables
 
 if TYPE_CHECKING:
@@ -67,6 +72,7 @@ class StepContext:
             "subscriber": template_variables(self.subscriber),
             "workflow": workflow_variables(self.workflow),
             "steps": self.steps,
+            "step": digest_variables(self.steps),
             "context": context_variables(self.trigger.context),
             "actor": actor_variables(self.trigger.actor, self.actor),
         }

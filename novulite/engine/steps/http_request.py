@@ -89,6 +89,14 @@ class _Call:
     shown_url: str
 
 
+def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return (control name, problem) pairs for controls that conflict with each other."""
+    body = controls.get("body")
+    if controls.get("method") == "GET" and body not in (None, "", {}):
+        return [("body", "must be empty for a GET request; use POST, PUT or PATCH")]
+    return []
+
+
 def run(ctx: StepContext) -> ExternalCall:
     controls = ctx.controls
     variables = ctx.variables
