@@ -40,7 +40,9 @@ from novulite.config import Settings
 from novulite.db.engine import create_async_engines
 from novulite.db.store import Store
 from novulite.directory import Directory
+from novulite.engine.calls import CallPool
 from novulite.engine.context import WorkerContext
+from novulite.engine.leases import LeaseKeeper
 from novulite.engine.reconciler import Reconciler, reconcile, release_leases
 from novulite.engine.tasks import register_tasks
 from novulite.engine.timer import DueJobTimer
@@ -82,6 +84,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         limiter=SqliteLimiter(settings.data_dir / "limiter.db"),
     )
     worker.timer = DueJobTimer(worker)
+    worker.leases = LeaseKeeper(store, clock, settings.job_lease_seconds)
+    worker.calls = CallPool()
     intake = TriggerIntake(store, queues)
     register_tasks(worker)
     return Services(
@@ -113,6 +117,10 @@ def _lifespan(services: Services) -> Any:
         await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
         await asyncio.to_thread(services.queues.start)
         services.worker.timer.start()
+        if services.worker.leases is not None:
+            services.worker.leases.start()
+        if services.worker.calls is not None:
+            services.worker.calls.start()
 
         reconciler = Reconciler(
             services.worker,
@@ -141,6 +149,10 @@ def _lifespan(services: Services) -> Any:
             reconciler.stop()
             await asyncio.to_thread(services.worker.timer.stop)
             await asyncio.to_thread(services.queues.stop, CONSUMER_STOP_SECONDS)
+            if services.worker.calls is not None:
+                await asyncio.to_thread(services.worker.calls.stop, CONSUMER_STOP_SECONDS)
+            if services.worker.leases is not None:
+                await asyncio.to_thread(services.worker.leases.stop)
             if services.worker.limiter is not None:
                 services.worker.limiter.close()
             await services.reader.dispose()

@@ -17,6 +17,7 @@ import uvicorn
 
 from novulite import __version__
 from novulite.config import Settings, default_data_dir
+from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
 
 logger = logging.getLogger("novulite")
 
@@ -41,6 +42,8 @@ def _configure_logging(level: str) -> None:
     quiet = max(logging.WARNING, logging.getLevelName(level.upper()))
     logging.getLogger("huey").setLevel(quiet)
     logging.getLogger("alembic").setLevel(quiet)
+    # httpx logs each outbound request's full URL at INFO, and a query string may carry a secret.
+    logging.getLogger("httpx").setLevel(quiet)
 
 
 class _RedactTokens(logging.Filter):
@@ -92,6 +95,13 @@ def _check_port_free(host: str, port: int) -> None:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror}; stop the other server or pass --port"
         ) from exc
+
+
+def _outbound_allow(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    try:
+        return split_allow_setting(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _print_first_start(secrets: Any, settings: Settings) -> None:
@@ -152,6 +162,26 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     help="Worker threads per queue.",
 )
 @click.option(
+    "--job-lease-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(3, 3600),
+    envvar="NOVULITE_JOB_LEASE_SECONDS",
+    show_envvar=True,
+    help="Seconds a job's claim lasts without renewal; a running worker renews it every third of that. "
+    "After a crash, jobs wait this long before another attempt.",
+)
+@click.option(
+    ALLOW_OPTION,
+    "outbound_allow",
+    default="",
+    envvar=ALLOW_SETTING,
+    show_envvar=True,
+    callback=_outbound_allow,
+    help="Comma-separated host names and CIDR ranges that http_request steps may reach although they "
+    "are loopback, private, link-local or metadata addresses. [default: none]",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=False,
     envvar="NOVULITE_ACCESS_LOG",
@@ -164,6 +194,8 @@ def serve(
     data_dir: Path | None,
     log_level: str,
     queue_workers: int,
+    job_lease_seconds: float,
+    outbound_allow: tuple[str, ...],
     access_log: bool,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
@@ -184,6 +216,8 @@ def serve(
         port=port,
         log_level=log_level,
         queue_workers=queue_workers,
+        job_lease_seconds=job_lease_seconds,
+        outbound_allow=outbound_allow,
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,

@@ -27,8 +27,10 @@ class Settings:
     initial_admin_password: str | None = None
     # Worker threads per queue inside the server process.
     queue_workers: int = 1
-    # Seconds a worker may hold a running job before another may take it over.
+    # Seconds a worker may hold a running job without renewing its lease before another may take it over.
     job_lease_seconds: float = 60.0
+    # Host names and CIDR ranges that outbound requests may reach although they are not public.
+    outbound_allow: tuple[str, ...] = ()
     # Seconds between passes of the reconciler that re-queues due or abandoned work.
     reconcile_interval_seconds: float = 5.0
     # Seconds a queued row may wait before the reconciler assumes its queue entry was lost.

@@ -34,6 +34,9 @@ class ServerProcess:
     command: list[str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    # Environment variables and `serve` options added to the defaults, such as NOVULITE_OUTBOUND_ALLOW.
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    extra_args: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -50,10 +53,11 @@ class ServerProcess:
             NOVULITE_APP_ID=APP_ID,
             NOVULITE_ADMIN_PASSWORD=ADMIN_PASSWORD,
             NOVULITE_LOG_LEVEL="info",
+            **self.extra_env,
         )
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*self.command, "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            [*self.command, "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

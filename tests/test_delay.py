@@ -245,12 +245,14 @@ def test_invalid_value_fails_with_reason(
 
     jobs = finished_jobs(module_server, transaction_id, 2)
     assert jobs[WAIT].status == "failed"
-    assert jobs[WAIT].last_detail == "Step failed"
+    assert jobs[WAIT].details[-2:] == [
+        "Step failed",
+        "Workflow stopped because this step failed; canceled 1 later step",
+    ]
     assert jobs[WAIT].error is not None
     assert reason in jobs[WAIT].error
     # The rest of the chain must not run undelayed.
     assert jobs[INBOX].status == "canceled"
-    assert jobs[INBOX].details == ["Step canceled because the earlier step 'wait' failed"]
     assert messages_of(module_server, transaction_id) == []
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from novulite.api.body import json_type
 from novulite.engine import conditions
 from novulite.engine.preferences import PREFERENCE_CHANNELS
-from novulite.engine.steps import delay
+from novulite.engine.steps import delay, digest, http_request
 from novulite.engine.templates import TemplateError, compile_template
 from novulite.errors import FieldError
 
 # Step types this server accepts; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "delay")
+SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "delay", "digest", "http_request")
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -102,6 +104,85 @@ def _sender(value: Any, field: str, errors: list[FieldError]) -> None:
             _string(value[key], f"{field}.{key}", errors)
 
 
+def _method(value: Any, field: str, errors: list[FieldError]) -> None:
+    if value not in http_request.METHODS:
+        errors.append(FieldError(field, f"must be one of {', '.join(http_request.METHODS)}", value))
+
+
+def _request_url(value: Any, field: str, errors: list[FieldError]) -> None:
+    """Check a URL template; a URL without template tags must also be an http(s) URL with a host."""
+    count = len(errors)
+    _template(value, field, errors)
+    if len(errors) > count or "{" in value:
+        return
+    try:
+        url = httpx.URL(value.strip())
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        errors.append(
+            FieldError(field, "must be an http or https URL such as https://example.com/hook", value)
+        )
+
+
+def _request_headers(value: Any, field: str, errors: list[FieldError]) -> None:
+    if not isinstance(value, list):
+        errors.append(
+            FieldError(field, f"must be an array of {{key, value}} objects, got {json_type(value)}")
+        )
+        return
+    for index, item in enumerate(value):
+        item_field = f"{field}[{index}]"
+        if not _object(item, item_field, errors):
+            continue
+        key = item.get("key")
+        if not isinstance(key, str) or not key.strip() or any(c in key for c in " \t\r\n:"):
+            errors.append(
+                FieldError(f"{item_field}.key", "is required: a header name such as X-Api-Key", key)
+            )
+        elif key.strip().lower() in http_request.RESERVED_HEADERS:
+            errors.append(
+                FieldError(f"{item_field}.key", "is set by the HTTP client; remove this header", key)
+            )
+        _template(item.get("value", ""), f"{item_field}.value", errors)
+
+
+def _request_body(value: Any, field: str, errors: list[FieldError]) -> None:
+    """Check a request body: a string template, or an object whose string values are templates."""
+    if isinstance(value, str):
+        _template(value, field, errors)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _request_body_value(item, f"{field}.{key}", errors)
+    else:
+        errors.append(FieldError(field, f"must be an object or a string, got {json_type(value)}"))
+
+
+def _request_body_value(value: Any, field: str, errors: list[FieldError]) -> None:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _request_body_value(item, f"{field}[{index}]", errors)
+    elif isinstance(value, str | dict):
+        _request_body(value, field, errors)
+
+
+def _timeout(value: Any, field: str, errors: list[FieldError]) -> None:
+    limit = http_request.MAX_TIMEOUT_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= limit:
+        errors.append(FieldError(field, f"must be a number of seconds above 0 and at most {limit:g}", value))
+
+
+def _schema_validation(value: Any, field: str, errors: list[FieldError]) -> None:
+    _boolean(value, field, errors)
+    if value is True:
+        errors.append(FieldError(field, "is not supported by this server yet; set it to false", value))
+
+
+def _response_schema(value: Any, field: str, errors: list[FieldError]) -> None:
+    # Stored for Novu clients that send it; responses are not validated against it.
+    _object(value, field, errors)
+
+
 # Control value name -> check, per step type; other control values are stored unchecked.
 CONTROL_CHECKS: dict[str, dict[str, Check]] = {
     "in_app": {
@@ -128,15 +209,30 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
     "sms": {"body": _template},
     "push": {"subject": _template, "body": _template},
     "chat": {"body": _template},
+    "http_request": {
+        "method": _method,
+        "url": _request_url,
+        "headers": _request_headers,
+        "body": _request_body,
+        "timeout": _timeout,
+        "continueOnFailure": _boolean,
+        "enforceSchemaValidation": _schema_validation,
+        "responseBodySchema": _response_schema,
+    },
+    # Delay and digest controls depend on each other, so STEP_CHECKS checks them together.
     "delay": {},
+    "digest": {},
 }
-# Checks of a step type's control values taken together, such as the ones a delay's `type` requires.
+# Step type -> a check of all its control values at once, returning (control name, problem) pairs.
 STEP_CHECKS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "delay": delay.check_controls,
+    "digest": digest.check_controls,
+    "http_request": http_request.check_controls,
 }
 REQUIRED_CONTROLS = {
     "in_app": {"body": "the message text"},
     "email": {"subject": "the email's subject line"},
+    "http_request": {"method": f"one of {', '.join(http_request.METHODS)}", "url": "the URL to call"},
 }
 
 
@@ -145,12 +241,12 @@ def validate_controls(step_type: str, controls: dict[str, Any], field: str, erro
     for name, check in CONTROL_CHECKS[step_type].items():
         if name in controls and controls[name] is not None:
             check(controls[name], f"{field}.{name}", errors)
-    if step_type in STEP_CHECKS:
-        problems = STEP_CHECKS[step_type](controls)
-        errors.extend(FieldError(f"{field}.{name}", problem) for name, problem in problems)
     for name, meaning in REQUIRED_CONTROLS.get(step_type, {}).items():
         if not controls.get(name):
             errors.append(FieldError(f"{field}.{name}", f"is required for an {step_type} step: {meaning}"))
+    step_check = STEP_CHECKS.get(step_type)
+    if step_check is not None:
+        errors.extend(FieldError(f"{field}.{name}", problem) for name, problem in step_check(controls))
     if "stopOnFailure" in controls:
         _boolean(controls["stopOnFailure"], f"{field}.stopOnFailure", errors)
     for path, problem in conditions.check(controls):

@@ -9,6 +9,8 @@ from typing import Any
 from novulite.clock import Clock
 from novulite.config import Settings
 from novulite.db.store import Store
+from novulite.engine.calls import CallPool
+from novulite.engine.leases import LeaseKeeper
 from novulite.limiter import Limiter
 from novulite.queues import Queues
 
@@ -33,3 +35,7 @@ class WorkerContext:
     limiter: Limiter | None = None
     # The DueJobTimer that releases delayed jobs; told of each new due time. None in tools without one.
     timer: Any = None
+    # Renews the leases of jobs whose step runs outside a transaction. None in tools without one.
+    leases: LeaseKeeper | None = None
+    # Runs external calls off the queue's worker threads. None runs them inline, in the worker.
+    calls: CallPool | None = None

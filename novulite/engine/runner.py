@@ -6,12 +6,21 @@ batch share one transaction: a crash anywhere leaves the jobs as they were, and 
 message table's one-row-per-job rule keeps delivery exactly-once. When a batch
 raises, its transaction rolls back and each job is run again on its own, so one bad
 job cannot hold up the others.
+
+Steps that call the outside world, such as http_request, return an ExternalCall
+instead, and run in two phases. Their claim (running, with a lease) commits with
+the batch. The call then runs on the CallPool, outside any transaction, while the
+LeaseKeeper renews the lease. Its outcome is recorded in a new transaction only if
+the job is still running under the same attempt. If the worker dies meanwhile, the
+lease runs out and the job is taken over as a new attempt, so such steps run at
+least once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import random
 import sqlite3
@@ -37,26 +46,37 @@ from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
 from novulite.engine.steps import delay as delay_step
-from novulite.engine.steps import in_app, unconfigured
-from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
+from novulite.engine.steps import digest, http_request, in_app, unconfigured
+from novulite.engine.steps.base import (
+    ExternalCall,
+    PermanentStepError,
+    StepContext,
+    StepError,
+    StepResult,
+    TransientStepError,
+)
 from novulite.engine.templates import TemplateError
 from novulite.engine.variables import actor_id
 from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
-StepHandler = Callable[[StepContext], StepResult]
+StepHandler = Callable[[StepContext], StepResult | ExternalCall]
 STEP_HANDLERS: dict[str, StepHandler] = {
     "in_app": in_app.run,
     "email": unconfigured.run,
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,
+    "digest": digest.run,
+    "http_request": http_request.run,
     "delay": delay_step.run,
 }
-# Step types whose failure stops the chain, as `stopOnFailure` does for any step: a delay
-# that cannot compute its due time must not let the next steps run at once.
-HALT_ON_FAILURE_TYPES = frozenset({"delay"})
+# Step types whose failure ends the chain unless their controls set continueOnFailure.
+# A delay that cannot compute its due time must not let the next steps run at once.
+STOP_CHAIN_ON_FAILURE = frozenset({"http_request", "delay"})
+# Failures that another attempt would meet again.
+PERMANENT_ERRORS = (PermanentStepError, TemplateError, ConditionError)
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
 
@@ -78,17 +98,27 @@ class _Outcome:
     events: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     # Due times of jobs that went to wait, for the timer that releases them.
     waits: list[dt.datetime] = dataclasses.field(default_factory=list)
+    # Claimed jobs whose step runs after the commit, outside the transaction.
+    calls: list[tuple[Any, ExternalCall]] = dataclasses.field(default_factory=list)
 
     def merge(self, other: _Outcome) -> None:
         self.next_job_ids.extend(other.next_job_ids)
         self.retries.extend(other.retries)
         self.waits.extend(other.waits)
+        self.calls.extend(other.calls)
         for task_name, ids in other.events.items():
             self.events.setdefault(task_name, []).extend(ids)
 
 
 def run_jobs(ctx: WorkerContext, job_ids: list[str]) -> None:
     outcome = _run_isolating_failures(ctx, job_ids)
+    _follow_up(ctx, outcome)
+    if outcome.calls:
+        _perform_calls(ctx, outcome.calls)
+
+
+def _follow_up(ctx: WorkerContext, outcome: _Outcome) -> None:
+    """Enqueue what committed outcomes started: next jobs, retries, realtime events and due times."""
     # The reconciler redoes a lost enqueue, because the job store records what is due.
     for task_name, ids in outcome.events.items():
         ctx.queues.enqueue(task_name, ids)
@@ -114,10 +144,13 @@ def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     return outcome
 
 
-def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float) -> list[Any]:
+def _claim(
+    raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float
+) -> tuple[list[Any], set[str]]:
     """Move due jobs, and jobs whose previous runner's lease expired, to running; return them by id.
 
     Returned rows carry the new status, so a step that waited tells its second run apart by its output.
+    Also returns the ids of jobs taken over after their last attempt, which must fail instead of running.
     """
     at = db_datetime(now)
     lease_until = db_datetime(now + dt.timedelta(seconds=lease_seconds))
@@ -126,12 +159,45 @@ def _claim(raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_
         raw,
         "UPDATE job SET status = 'running', attempt = attempt + (status <> 'delayed'), lease_until = ?, "
         f"updated_at = ? WHERE id IN ({placeholders(len(job_ids))}) "
-        "AND ((status IN ('queued', 'delayed') AND run_at <= ?) OR (status = 'running' AND lease_until < ?)) "
-        "RETURNING *",
-        [lease_until, at, *job_ids, at, at],
+        "AND status IN ('queued', 'delayed') AND run_at <= ? RETURNING *",
+        [lease_until, at, *job_ids, at],
         _jobs,
     )
-    return sorted(jobs, key=lambda job: job.id)
+    # Only steps that run outside the transaction commit a running job, so only they are taken over.
+    # Most batches claim every id above, and then skip this statement.
+    rest = set(job_ids) - {job.id for job in jobs}
+    taken_over = (
+        fetch(
+            raw,
+            "UPDATE job SET attempt = attempt + 1, lease_until = ?, updated_at = ? "
+            f"WHERE id IN ({placeholders(len(rest))}) AND status = 'running' AND lease_until < ? RETURNING *",
+            [lease_until, at, *rest, at],
+            _jobs,
+        )
+        if rest
+        else []
+    )
+    if taken_over:
+        insert_rows(raw, _details, [_takeover_detail(job, now) for job in taken_over])
+        for job in taken_over:
+            logger.warning(
+                "job %s (step %s): the worker running attempt %d was lost; claimed as attempt %d",
+                job.id,
+                job.step_id,
+                job.attempt - 1,
+                job.attempt,
+            )
+    exhausted = {job.id for job in taken_over if job.attempt > job.max_attempts}
+    return sorted([*jobs, *taken_over], key=lambda job: job.id), exhausted
+
+
+def _takeover_detail(job: Any, now: dt.datetime) -> dict[str, Any]:
+    lost = job.attempt - 1
+    if job.attempt > job.max_attempts:
+        text = f"Worker lost during attempt {lost}; no attempts left"
+    else:
+        text = f"Worker lost; retried as attempt {job.attempt}"
+    return detail_row(job, text, "Warning", now, {"lostAttempt": lost, "attempt": job.attempt})
 
 
 def _by_id(raw: sqlite3.Connection, sql: str, ids: set[str], *tables: Table) -> dict[str, Any]:
@@ -142,7 +208,7 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     now = ctx.clock.now()
     outcome = _Outcome()
     with ctx.store.raw_write() as raw:
-        jobs = _claim(raw, job_ids, now, ctx.settings.job_lease_seconds)
+        jobs, exhausted = _claim(raw, job_ids, now, ctx.settings.job_lease_seconds)
         if not jobs:
             return outcome
         notifications = _by_id(
@@ -173,12 +239,14 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
         # A chain's first job has no earlier steps to show.
         step_outputs = load_step_outputs(raw, {job.notification_id for job in jobs if job.position > 0})
         actors = load_actors(raw, notifications.values(), {job.environment_id for job in jobs})
-        finished: list[tuple[Any, ...]] = []
-        waiting: list[tuple[Any, ...]] = []
-        halted: list[tuple[Any, ...]] = []
-        details: list[dict[str, Any]] = []
-        messages: list[dict[str, Any]] = []
+        results: list[tuple[Any, StepResult]] = []
         for job in jobs:
+            if job.id in exhausted:
+                lost = PermanentStepError(
+                    f"the worker running attempt {job.attempt - 1} was lost, and no attempts are left"
+                )
+                outcome.merge(_fail(raw, job, now, lost, transient=False))
+                continue
             notification = notifications[job.notification_id]
             workflow = workflows[notification.workflow_pk]
             context = StepContext(
@@ -196,60 +264,168 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
                 ),
             )
             result = _run_step(context, outcome)
-            if result is None:
-                continue
-            output = write_value(_jobs, "output", result.output)
-            if result.wait_until is not None:
-                waiting.append((db_datetime(result.wait_until), output, db_datetime(now), job.id))
-                outcome.waits.append(result.wait_until)
-            else:
-                finished.append((result.status, output, db_datetime(now), job.id))
-            if result.halt is not None:
-                halted.append((result.halt, db_datetime(now), job.notification_id, job.position))
-            details.extend(
-                detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
-            )
-            messages.extend(result.messages)
-            for task_name, ids in result.events:
-                outcome.events.setdefault(task_name, []).extend(ids)
-        # The claim and the insert share a transaction, so a job's message can only be new here.
-        insert_rows(raw, _messages, messages)
-        if finished:
-            raw.executemany(
-                "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
-                finished,
-            )
-        if waiting:
-            raw.executemany(
-                "UPDATE job SET status = 'delayed', run_at = ?, output = ?, lease_until = NULL, "
-                "updated_at = ? WHERE id = ?",
-                waiting,
-            )
-        if halted:
-            # The rest of the chain takes the halting step's verdict instead of running. `+status`
-            # keeps SQLite on the notification_id index, as in _queue_next.
-            raw.executemany(
-                "UPDATE job SET status = ?, updated_at = ? "
-                "WHERE notification_id = ? AND position > ? AND +status = 'pending'",
-                halted,
-            )
-        if finished:
-            outcome.next_job_ids.extend(_queue_next(raw, [row[3] for row in finished], now))
-        insert_rows(raw, _details, details)
+            if isinstance(result, ExternalCall):
+                # The claim commits with this batch, and the call runs after the commit.
+                outcome.calls.append((job, result))
+            elif result is not None:
+                results.append((job, result))
+        _record_results(raw, now, results, outcome)
     return outcome
 
 
-def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | None:
+def _record_results(
+    raw: sqlite3.Connection, now: dt.datetime, results: list[tuple[Any, StepResult]], outcome: _Outcome
+) -> None:
+    """Write finished steps' statuses, outputs, messages and details, and queue the next jobs."""
+    finished: list[tuple[Any, ...]] = []
+    waiting: list[tuple[Any, ...]] = []
+    halted: list[tuple[Any, ...]] = []
+    details: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+
+    for job, result in results:
+        output = write_value(_jobs, "output", result.output)
+        if result.wait_until is not None:
+            waiting.append((db_datetime(result.wait_until), output, db_datetime(now), job.id))
+            outcome.waits.append(result.wait_until)
+        else:
+            finished.append((result.status, output, db_datetime(now), job.id))
+        if result.halt is not None:
+            halted.append((result.halt, db_datetime(now), job.notification_id, job.position))
+        details.extend(
+            detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
+        )
+        messages.extend(result.messages)
+        for task_name, ids in result.events:
+            outcome.events.setdefault(task_name, []).extend(ids)
+
+    # A job's message is inserted only with the outcome that ends its running attempt, so it is new.
+    insert_rows(raw, _messages, messages)
+    if finished:
+        raw.executemany(
+            "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+            finished,
+        )
+    if waiting:
+        raw.executemany(
+            "UPDATE job SET status = 'delayed', run_at = ?, output = ?, lease_until = NULL, "
+            "updated_at = ? WHERE id = ?",
+            waiting,
+        )
+    if halted:
+        # The rest of the chain takes the halting step's verdict instead of running. `+status`
+        # keeps SQLite on the notification_id index, as in _queue_next.
+        raw.executemany(
+            "UPDATE job SET status = ?, updated_at = ? "
+            "WHERE notification_id = ? AND position > ? AND +status = 'pending'",
+            halted,
+        )
+    if finished:
+        outcome.next_job_ids.extend(_queue_next(raw, [row[3] for row in finished], now))
+    insert_rows(raw, _details, details)
+
+
+def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | ExternalCall | None:
     """Run one claimed job unless its conditions or preferences skip it; return None when it failed."""
     job = context.job
     handler = STEP_HANDLERS.get(job.type)
     try:
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
-        return gate.check(context) or handler(context)
-    except (PermanentStepError, TemplateError, ConditionError) as exc:
+        # A job that resumes after a wait left an output, and passed its conditions before it waited.
+        resumed = job.output is not None
+        return (None if resumed else gate.check(context)) or handler(context)
+    except PERMANENT_ERRORS as exc:
         outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
         return None
+    except TransientStepError as exc:
+        outcome.merge(_fail(context.connection, job, context.now, exc, transient=True))
+        return None
+
+
+def _perform_calls(ctx: WorkerContext, calls: list[tuple[Any, ExternalCall]]) -> None:
+    """Run claimed jobs' external calls, on the call pool when there is one, with their leases renewed."""
+    pool = ctx.calls
+    waiting, slots = (pool.backlog(), pool.threads) if pool is not None else (0, 1)
+    if ctx.leases is not None:
+        for index, (job, call) in enumerate(calls):
+            # A call waits for those submitted before it, so renewal allows for that wait too.
+            rounds = (waiting + index) // slots + 1
+            ctx.leases.hold(job.id, job.attempt, rounds * call.max_seconds)
+    if pool is not None:
+        for job, call in calls:
+            pool.submit(functools.partial(_perform_call, ctx, job, call))
+        return
+    try:
+        for job, call in calls:
+            _perform_call(ctx, job, call)
+    finally:
+        if ctx.leases is not None:
+            for job, _ in calls:
+                ctx.leases.release(job.id, job.attempt)
+
+
+def _perform_call(ctx: WorkerContext, job: Any, call: ExternalCall) -> None:
+    """Run one external call and record its outcome; skip it if the job was taken over while it waited."""
+    try:
+        if not _still_running(ctx, job):
+            logger.warning("job %s attempt %d was taken over before its call started", job.id, job.attempt)
+            return
+        result: StepResult | None = None
+        error: Exception | None = None
+        try:
+            result = call.perform(ctx)
+        except (StepError, *PERMANENT_ERRORS) as exc:
+            error = exc
+        except Exception as exc:
+            logger.exception("job %s (step %s) failed unexpectedly", job.id, job.step_id)
+            error = exc
+        # Released before recording, so renewal never meets the job finished and reports it lost.
+        if ctx.leases is not None:
+            ctx.leases.release(job.id, job.attempt)
+        _follow_up(ctx, _record_call(ctx, job, result, error))
+    finally:
+        if ctx.leases is not None:
+            ctx.leases.release(job.id, job.attempt)
+
+
+def _still_running(ctx: WorkerContext, job: Any) -> bool:
+    row = (
+        ctx.store.raw_read()
+        .execute(
+            "SELECT 1 FROM job WHERE id = ? AND status = 'running' AND attempt = ?", [job.id, job.attempt]
+        )
+        .fetchone()
+    )
+    return row is not None
+
+
+def _record_call(
+    ctx: WorkerContext, job: Any, result: StepResult | None, error: Exception | None
+) -> _Outcome:
+    """Record an external call's outcome, unless another worker took the job over meanwhile."""
+    now = ctx.clock.now()
+    with ctx.store.raw_write() as raw:
+        # The fence: this attempt's outcome counts only while the job is still running under it.
+        owned = raw.execute(
+            "UPDATE job SET lease_until = NULL WHERE id = ? AND status = 'running' AND attempt = ?",
+            [job.id, job.attempt],
+        ).rowcount
+        if not owned:
+            logger.warning(
+                "job %s (step %s) attempt %d finished after another worker took the job over; "
+                "its outcome is discarded",
+                job.id,
+                job.step_id,
+                job.attempt,
+            )
+            return _Outcome()
+        if error is not None:
+            return _fail(raw, job, now, error, transient=not isinstance(error, PERMANENT_ERRORS))
+        outcome = _Outcome()
+        assert result is not None
+        _record_results(raw, now, [(job, result)], outcome)
+        return outcome
 
 
 # Statements that select a chain's later jobs write `+status`, which keeps SQLite from using the
@@ -277,6 +453,7 @@ def _fail(
         "message": str(exc) or type(exc).__name__,
         "attempt": job.attempt,
         "retryable": transient,
+        **(exc.info if isinstance(exc, StepError) else {}),
     }
 
     retry = transient and job.attempt < job.max_attempts
@@ -313,31 +490,33 @@ def _fail(
 
     if retry:
         return _Outcome(retries=[(job.id, delay)])
-    if job.type in HALT_ON_FAILURE_TYPES or job.step.get("controlValues", {}).get("stopOnFailure"):
-        _cancel_rest(raw, job, now)
+    if _stops_chain(job):
+        # `+status` keeps SQLite on the notification_id index, as in _queue_next.
+        canceled = raw.execute(
+            "UPDATE job SET status = 'canceled', updated_at = ? "
+            "WHERE notification_id = ? AND position > ? AND +status = 'pending'",
+            [db_datetime(now), job.notification_id, job.position],
+        ).rowcount
+        if canceled:
+            steps = "step" if canceled == 1 else "steps"
+            text = f"Workflow stopped because this step failed; canceled {canceled} later {steps}"
+            insert_rows(raw, _details, [detail_row(job, text, "Warning", now, None)])
         return _Outcome()
     return _Outcome(next_job_ids=_queue_next(raw, [job.id], now))
 
 
-def _cancel_rest(raw: sqlite3.Connection, job: Any, now: dt.datetime) -> None:
-    """Cancel the pending jobs after a failed job that stops its chain, so none of them is left pending."""
-    at = db_datetime(now)
-    # `+status` keeps SQLite on the notification_id index, as in _queue_next.
-    canceled = fetch(
-        raw,
-        "UPDATE job SET status = 'canceled', updated_at = ? "
-        "WHERE notification_id = ? AND position > ? AND +status = 'pending' RETURNING id, notification_id",
-        [at, job.notification_id, job.position],
-    )
-    text = f"Step canceled because the earlier step {job.step_id!r} failed"
-    insert_rows(raw, _details, [detail_row(row, text, "Warning", now) for row in canceled])
+def _stops_chain(job: Any) -> bool:
+    controls = job.step.get("controlValues") or {}
+    if "continueOnFailure" in controls:
+        return not controls["continueOnFailure"]
+    return bool(controls.get("stopOnFailure")) or job.type in STOP_CHAIN_ON_FAILURE
 
 
 def _record_unexpected(ctx: WorkerContext, job_id: str, exc: Exception) -> _Outcome:
     """Count an attempt that raised; its transaction rolled back, so claim the job again first."""
     now = ctx.clock.now()
     with ctx.store.raw_write() as raw:
-        jobs = _claim(raw, [job_id], now, ctx.settings.job_lease_seconds)
+        jobs, _ = _claim(raw, [job_id], now, ctx.settings.job_lease_seconds)
         if not jobs:
             return _Outcome()
         return _fail(raw, jobs[0], now, exc, transient=True)

@@ -6,15 +6,36 @@ import dataclasses
 import datetime as dt
 import functools
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from novulite.engine.preferences import Resolution
-from novulite.engine.variables import actor_variables, context_variables, workflow_variables
+from novulite.engine.variables import (
+    actor_variables,
+    context_variables,
+    digest_variables,
+    workflow_variables,
+)
 from novulite.subscribers import template_variables
 
+if TYPE_CHECKING:
+    from novulite.engine.context import WorkerContext
 
-class PermanentStepError(Exception):
+
+class StepError(Exception):
+    """A failed step; `info` adds fields such as an HTTP status to the job's recorded error."""
+
+    def __init__(self, message: str, **info: Any) -> None:
+        super().__init__(message)
+        self.info = info
+
+
+class PermanentStepError(StepError):
     """A failure that a retry cannot fix, such as an unsupported step or invalid controls."""
+
+
+class TransientStepError(StepError):
+    """A failure that a later attempt may not meet, such as a refused connection or an HTTP 503."""
 
 
 @dataclasses.dataclass
@@ -51,6 +72,7 @@ class StepContext:
             "subscriber": template_variables(self.subscriber),
             "workflow": workflow_variables(self.workflow),
             "steps": self.steps,
+            "step": digest_variables(self.steps),
             "context": context_variables(self.trigger.context),
             "actor": actor_variables(self.trigger.actor, self.actor),
         }
@@ -77,3 +99,18 @@ class StepResult:
     wait_until: dt.datetime | None = None
     # When set, the pending jobs after this one take this status instead of running.
     halt: str | None = None
+
+
+@dataclasses.dataclass
+class ExternalCall:
+    """Work that a step does outside the job store's transaction, such as a network request.
+
+    A handler returns it instead of a StepResult. The runner commits the job's claim,
+    calls `perform` with no transaction open while it renews the job's lease, and
+    records the StepResult, or the StepError raised, only if the job still belongs
+    to this attempt. `perform` must not use the StepContext's connection.
+    """
+
+    perform: Callable[[WorkerContext], StepResult]
+    # The longest `perform` may take, in seconds; the lease is not renewed beyond it.
+    max_seconds: float
