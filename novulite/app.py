@@ -46,7 +46,7 @@ from novulite.engine.tasks import register_tasks
 from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
-from novulite.limiter import SqliteLimiter
+from novulite.limiter.connect import describe_limiter, open_limiter
 from novulite.queues import Queues
 from novulite.realtime import Hub
 from novulite.resources import resource_dir
@@ -72,6 +72,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
     queues = Queues(settings.queue_dir, workers=settings.queue_workers)
     hub = Hub()
+    limiter = open_limiter(settings.redis_url, settings.data_dir)
     worker = WorkerContext(
         store=store,
         clock=clock,
@@ -79,7 +80,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         settings=settings,
         publish=hub.publish_threadsafe,
         has_sockets=hub.has_sockets,
-        limiter=SqliteLimiter(settings.data_dir / "limiter.db"),
+        limiter=limiter,
     )
     worker.timer = DueJobTimer(worker)
     intake = TriggerIntake(store, queues)
@@ -124,11 +125,12 @@ def _lifespan(services: Services) -> Any:
         settings = services.settings
         logger.info(
             "novulite %s starting on http://%s:%d, data directory %s, mode embedded "
-            "(SQLite job store and queues, in-process realtime)",
+            "(SQLite job store and queues, in-process realtime), %s",
             __version__,
             settings.host,
             settings.port,
             settings.data_dir,
+            describe_limiter(settings.redis_url, settings.data_dir),
         )
 
         try:

@@ -158,6 +158,15 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_envvar=True,
     help="Log every HTTP request.",
 )
+@click.option(
+    "--redis-url",
+    envvar="NOVULITE_REDIS_URL",
+    show_envvar=True,
+    help="Redis for the limiter (throttle windows), such as "
+    "redis://:PASSWORD@127.0.0.1:6379/0; set it in the variable to keep a password out of `ps`. "
+    "Without it the limiter keeps its state in limiter.db in the data directory. The server "
+    "exits when this Redis does not respond at start within 3 s.",
+)
 def serve(
     host: str,
     port: int,
@@ -165,6 +174,7 @@ def serve(
     log_level: str,
     queue_workers: int,
     access_log: bool,
+    redis_url: str | None,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
     from novulite.app import create_asgi_app
@@ -172,6 +182,7 @@ def serve(
     from novulite.clock import SystemClock
     from novulite.db.engine import create_sync_engine
     from novulite.db.migrate import SchemaTooNewError
+    from novulite.limiter.connect import LimiterUnavailable, check_redis
 
     _configure_logging(log_level)
     # Queue consumers run as threads beside the event loop. With Python's default 5 ms switch
@@ -187,8 +198,14 @@ def serve(
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
+        redis_url=redis_url or None,
     )
     _check_port_free(host, port)
+    if settings.redis_url:
+        try:
+            check_redis(settings.redis_url)
+        except LimiterUnavailable as exc:
+            raise click.ClickException(f"{exc}; start Redis or correct --redis-url") from None
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -37,6 +37,8 @@ class Settings:
     inbox_token_ttl_seconds: int = 15 * 24 * 3600
     # Maximum accepted request body, in bytes.
     max_body_bytes: int = 2 * 1024 * 1024
+    # Redis for the limiter, shared by every process that uses it; None keeps the limiter in SQLite.
+    redis_url: str | None = None
 
     @property
     def database_path(self) -> Path:
