@@ -192,5 +192,6 @@ def test_delay_type_message(api: httpx.Client) -> None:
     response = api.post("/v2/workflows", json=with_step_change(1, None, type="delay"))
     errors = {entry["field"]: entry["message"] for entry in response.json()["errors"]}
     assert errors["steps[1].type"] == (
-        "is a Novu step type this server does not run yet; supported: in_app, email, sms, push, chat"
+        "is a Novu step type this server does not run yet; "
+        "supported: in_app, email, sms, push, chat, throttle"
     )

@@ -36,8 +36,8 @@ from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
-from novulite.engine.steps import in_app, unconfigured
-from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult
+from novulite.engine.steps import in_app, throttle, unconfigured
+from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult, TransientStepError
 from novulite.engine.templates import TemplateError
 from novulite.engine.variables import actor_id
 from novulite.queues import RUN_JOBS
@@ -51,7 +51,11 @@ STEP_HANDLERS: dict[str, StepHandler] = {
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,
+    "throttle": throttle.run,
 }
+# Step types whose final failure cancels the rest of the chain: after a throttle that could not
+# decide, running the later steps could send more than the throttle allows.
+CANCEL_CHAIN_ON_FAILURE = ("throttle",)
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
 
@@ -189,6 +193,7 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
                 preferences=preferences.resolve(
                     workflow, job.subscriber_pk, notification_context(notification)
                 ),
+                limiter=ctx.limiter,
             )
             result = _run_step(context, outcome)
             if result is None:
@@ -243,6 +248,9 @@ def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | None:
         return gate.check(context) or handler(context)
     except (PermanentStepError, TemplateError, ConditionError) as exc:
         outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
+        return None
+    except TransientStepError as exc:
+        outcome.merge(_fail(context.connection, job, context.now, exc, transient=True))
         return None
 
 
@@ -302,6 +310,13 @@ def _fail(
 
     if retry:
         return _Outcome(retries=[(job.id, delay)])
+    if job.type in CANCEL_CHAIN_ON_FAILURE:
+        raw.execute(
+            "UPDATE job SET status = 'canceled', updated_at = ? "
+            "WHERE notification_id = ? AND position > ? AND status = 'pending'",
+            [db_datetime(now), job.notification_id, job.position],
+        )
+        return _Outcome()
     if job.step.get("controlValues", {}).get("stopOnFailure"):
         return _Outcome()
     return _Outcome(next_job_ids=_queue_next(raw, [job.id], now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import urllib.parse
 from pathlib import Path
 
@@ -102,3 +103,6 @@ def describe_limiter(redis_url: str | None, data_dir: Path) -> str:
         return f"Redis limiter at {redact_url(redis_url)}"
     return f"SQLite limiter in {data_dir / 'limiter.db'}"
 
+
+# Exceptions a limiter raises when its store is unreachable or busy, as opposed to invalid arguments.
+OUTAGE_ERRORS = (redis.RedisError, sqlite3.Error)

@@ -10,11 +10,16 @@ from typing import Any
 
 from novulite.engine.preferences import Resolution
 from novulite.engine.variables import actor_variables, context_variables, workflow_variables
+from novulite.limiter import Limiter
 from novulite.subscribers import template_variables
 
 
 class PermanentStepError(Exception):
     """A failure that a retry cannot fix, such as an unsupported step or invalid controls."""
+
+
+class TransientStepError(Exception):
+    """A failure that a later attempt may not meet, such as an unreachable limiter."""
 
 
 @dataclasses.dataclass
@@ -38,6 +43,8 @@ class StepContext:
     actor: Any = None
     # The subscriber's effective channel preferences for this workflow.
     preferences: Resolution | None = None
+    # Throttle windows shared by every worker (WorkerContext.limiter).
+    limiter: Limiter | None = None
 
     @property
     def controls(self) -> dict[str, Any]:
