@@ -12,12 +12,12 @@ from typing import Any
 from novulite.api.body import json_type
 from novulite.engine import conditions
 from novulite.engine.preferences import PREFERENCE_CHANNELS
-from novulite.engine.steps import throttle
+from novulite.engine.steps import digest, throttle
 from novulite.engine.templates import TemplateError, compile_template
 from novulite.errors import FieldError
 
 # Step types this server accepts; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "throttle")
+SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "digest", "throttle")
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -128,10 +128,13 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
     "sms": {"body": _template},
     "push": {"subject": _template, "body": _template},
     "chat": {"body": _template},
+    # Digest and throttle controls depend on each other, so STEP_CHECKS checks them together.
+    "digest": {},
     "throttle": {},
 }
-# Checks of control values that depend on each other, per step type; each returns (control name, problem).
+# Step type -> a check of all its control values at once, returning (control name, problem) pairs.
 STEP_CHECKS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
+    "digest": digest.check_controls,
     "throttle": throttle.check_controls,
 }
 REQUIRED_CONTROLS = {
@@ -148,8 +151,9 @@ def validate_controls(step_type: str, controls: dict[str, Any], field: str, erro
     for name, meaning in REQUIRED_CONTROLS.get(step_type, {}).items():
         if not controls.get(name):
             errors.append(FieldError(f"{field}.{name}", f"is required for an {step_type} step: {meaning}"))
-    for name, problem in STEP_CHECKS.get(step_type, lambda _: [])(controls):
-        errors.append(FieldError(f"{field}.{name}", problem))
+    step_check = STEP_CHECKS.get(step_type)
+    if step_check is not None:
+        errors.extend(FieldError(f"{field}.{name}", problem) for name, problem in step_check(controls))
     if "stopOnFailure" in controls:
         _boolean(controls["stopOnFailure"], f"{field}.stopOnFailure", errors)
     for path, problem in conditions.check(controls):

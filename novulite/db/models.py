@@ -344,8 +344,8 @@ class Digest(Base):
     step_id: Mapped[str] = mapped_column(String(200))
     # The digestKey's value as a JSON string, or "" when the step has no key or the payload lacks it.
     key_value: Mapped[str] = mapped_column(String(1000), default="")
-    # open: collecting events; sent: its owner ran; sent_at_once: a look-back window found no
-    # recent event, so the event went out without waiting.
+    # open: collecting events. sent: its owner ran. sent_at_once: a look-back window found no
+    # recent event, so the event went out without waiting. canceled: every event was canceled.
     status: Mapped[str] = mapped_column(String(12), default="open")
     owner_job_id: Mapped[str] = mapped_column(String(24))
     due_at: Mapped[dt.datetime | None]

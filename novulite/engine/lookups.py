@@ -72,7 +72,9 @@ def load_step_outputs(raw: sqlite3.Connection, notification_ids: set[str]) -> di
         "SELECT j.notification_id AS notification_id, j.step_id AS step_id, j.output AS output, "
         "m.read AS read, m.seen AS seen, m.read_at AS read_at, m.seen_at AS seen_at "
         "FROM job j LEFT JOIN message m ON m.job_id = j.id "
-        f"WHERE j.notification_id IN ({placeholders(len(notification_ids))}) AND j.status = 'completed'",
+        f"WHERE j.notification_id IN ({placeholders(len(notification_ids))}) AND j.status = 'completed' "
+        # In step order, so the older `step` namespace can take the latest digest.
+        "ORDER BY j.position",
         list(notification_ids),
         table(Job),
         table(Message),

@@ -36,7 +36,7 @@ from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
-from novulite.engine.steps import in_app, throttle, unconfigured
+from novulite.engine.steps import digest, in_app, throttle, unconfigured
 from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult, TransientStepError
 from novulite.engine.templates import TemplateError
 from novulite.engine.variables import actor_id
@@ -51,6 +51,7 @@ STEP_HANDLERS: dict[str, StepHandler] = {
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,
+    "digest": digest.run,
     "throttle": throttle.run,
 }
 # Step types whose final failure cancels the rest of the chain: after a throttle that could not
@@ -245,7 +246,9 @@ def _run_step(context: StepContext, outcome: _Outcome) -> StepResult | None:
     try:
         if handler is None:
             raise PermanentStepError(f"step type {job.type!r} is not supported by this server")
-        return gate.check(context) or handler(context)
+        # A job that resumes after a wait left an output, and passed its conditions before it waited.
+        resumed = job.output is not None
+        return (None if resumed else gate.check(context)) or handler(context)
     except (PermanentStepError, TemplateError, ConditionError) as exc:
         outcome.merge(_fail(context.connection, job, context.now, exc, transient=False))
         return None

@@ -2,7 +2,8 @@
 
 `payload`, `subscriber` (subscriberId, firstName, lastName, email, phone, avatar,
 locale, timezone, data), `workflow` (name, identifier, description, tags,
-severity), `steps` (earlier steps' outputs by stepId), `context` and `actor`.
+severity), `steps` (earlier steps' outputs by stepId), `context`, `actor`, and
+`step`, the older digest namespace (`step.events`, `step.total_count`, `step.digest`).
 """
 
 from __future__ import annotations
@@ -77,3 +78,18 @@ def step_output(output: dict[str, Any] | None, message: Any | None) -> dict[str,
             lastSeenDate=isoformat(message.seen_at),
         )
     return result
+
+
+def digest_variables(steps: dict[str, Any]) -> dict[str, Any]:
+    """Return the older `step` namespace from the latest digest among `steps` (outputs in step order).
+
+    `events` lists the events' payloads, `total_count` counts them and `digest` is true
+    when there are any. Without a digest step the namespace has no events.
+    """
+    events: list[Any] = []
+    for output in reversed(steps.values()):
+        if isinstance(output.get("events"), list) and "eventCount" in output:
+            events = output["events"]
+            break
+    payloads = [event.get("payload") if isinstance(event, dict) else None for event in events]
+    return {"digest": bool(events), "events": payloads, "total_count": len(events)}

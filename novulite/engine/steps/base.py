@@ -9,7 +9,12 @@ import sqlite3
 from typing import Any
 
 from novulite.engine.preferences import Resolution
-from novulite.engine.variables import actor_variables, context_variables, workflow_variables
+from novulite.engine.variables import (
+    actor_variables,
+    context_variables,
+    digest_variables,
+    workflow_variables,
+)
 from novulite.limiter import Limiter
 from novulite.subscribers import template_variables
 
@@ -58,6 +63,7 @@ class StepContext:
             "subscriber": template_variables(self.subscriber),
             "workflow": workflow_variables(self.workflow),
             "steps": self.steps,
+            "step": digest_variables(self.steps),
             "context": context_variables(self.trigger.context),
             "actor": actor_variables(self.trigger.actor, self.actor),
         }
