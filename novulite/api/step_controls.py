@@ -14,12 +14,12 @@ import httpx
 from novulite.api.body import json_type
 from novulite.engine import conditions
 from novulite.engine.preferences import PREFERENCE_CHANNELS
-from novulite.engine.steps import digest, http_request
+from novulite.engine.steps import digest, http_request, throttle
 from novulite.engine.templates import TemplateError, compile_template
 from novulite.errors import FieldError
 
 # Step types this server accepts; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "digest", "http_request")
+SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "digest", "throttle", "http_request")
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -219,13 +219,15 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
         "enforceSchemaValidation": _schema_validation,
         "responseBodySchema": _response_schema,
     },
-    # Digest controls depend on each other, so STEP_CHECKS checks them together.
+    # Digest and throttle controls depend on each other, so STEP_CHECKS checks them together.
     "digest": {},
+    "throttle": {},
 }
 # Step type -> a check of all its control values at once, returning (control name, problem) pairs.
 STEP_CHECKS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "digest": digest.check_controls,
     "http_request": http_request.check_controls,
+    "throttle": throttle.check_controls,
 }
 REQUIRED_CONTROLS = {
     "in_app": {"body": "the message text"},
