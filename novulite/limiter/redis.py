@@ -35,6 +35,8 @@ class RedisLimiter(Limiter):
     that. Redis errors, including connection errors, propagate to the caller.
     """
 
+    remote = True
+
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._prefix = prefix

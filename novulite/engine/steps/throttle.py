@@ -26,8 +26,15 @@ from novulite.engine.schedule import (
     parse_instant,
     subscriber_zone,
 )
-from novulite.engine.steps.base import PermanentStepError, StepContext, StepResult, TransientStepError
+from novulite.engine.steps.base import (
+    ExternalCall,
+    PermanentStepError,
+    StepContext,
+    StepResult,
+    TransientStepError,
+)
 from novulite.engine.templates import TemplateError, compile_template, render
+from novulite.limiter import Reservation
 from novulite.limiter.connect import OUTAGE_ERRORS
 
 TYPES = ("fixed", "dynamic")
@@ -78,20 +85,38 @@ def _duration_problems(amount: Any, unit: Any, what: str) -> list[tuple[str, str
     return problems
 
 
-def run(ctx: StepContext) -> StepResult:
+# The longest a reservation on a remote limiter may take; its client times out sooner.
+REMOTE_SECONDS = 10.0
+
+
+def run(ctx: StepContext) -> StepResult | ExternalCall:
     controls = ctx.controls
     problems = check_controls(controls)
     if problems:
         raise PermanentStepError("; ".join(f"{name} {problem}" for name, problem in problems))
-    if ctx.limiter is None:
+    limiter = ctx.limiter
+    if limiter is None:
         raise PermanentStepError("this process has no limiter, so it cannot run throttle steps")
     threshold = int(controls.get("threshold") or 1)
     window_end = _window_end(ctx, controls)
     window_seconds = (window_end - ctx.now).total_seconds()
-    try:
-        reservation = ctx.limiter.reserve(throttle_key(ctx, controls), threshold, window_seconds, ctx.job.id)
-    except OUTAGE_ERRORS as exc:
-        raise TransientStepError(f"the limiter is unavailable ({type(exc).__name__}: {exc})") from exc
+    key = throttle_key(ctx, controls)
+    now = ctx.now
+
+    def decide(_: Any = None) -> StepResult:
+        try:
+            reservation = limiter.reserve(key, threshold, window_seconds, ctx.job.id)
+        except OUTAGE_ERRORS as exc:
+            raise TransientStepError(f"the limiter is unavailable ({type(exc).__name__}: {exc})") from exc
+        return _result(reservation, threshold, now)
+
+    if limiter.remote:
+        # A Redis call must not hold the job store's write lock, which every other job batch needs.
+        return ExternalCall(decide, REMOTE_SECONDS)
+    return decide()
+
+
+def _result(reservation: Reservation, threshold: int, now: dt.datetime) -> StepResult:
 
     output: dict[str, Any] = {
         "throttled": not reservation.granted,
@@ -101,7 +126,7 @@ def run(ctx: StepContext) -> StepResult:
     if reservation.granted:
         detail = f"Throttle passed: run {reservation.count} of {threshold} in this window"
         return StepResult(output=output, details=[(detail, "Success", output)])
-    output["throttledUntil"] = isoformat(ctx.now + dt.timedelta(seconds=reservation.reset_seconds))
+    output["throttledUntil"] = isoformat(now + dt.timedelta(seconds=reservation.reset_seconds))
     return StepResult(
         status="skipped", halt="skipped", output=output, details=[(EXCEEDED, "Success", output)]
     )
