@@ -28,6 +28,7 @@ from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
 from novulite.api.messages import messages_router
 from novulite.api.preferences import preferences_router
+from novulite.api.rate_limits import RateLimitMiddleware, token_taker
 from novulite.api.socket import inbox_socket
 from novulite.api.subscribers import subscribers_router
 from novulite.api.subscribers_v1 import subscribers_v1_router
@@ -48,7 +49,7 @@ from novulite.engine.tasks import register_tasks
 from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
-from novulite.limiter import SqliteLimiter
+from novulite.limiter.connect import describe_limiter, open_limiter
 from novulite.queues import Queues
 from novulite.realtime import Hub
 from novulite.resources import resource_dir
@@ -74,6 +75,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
     queues = Queues(settings.queue_dir, workers=settings.queue_workers)
     hub = Hub()
+    limiter = open_limiter(settings.redis_url, settings.data_dir)
     worker = WorkerContext(
         store=store,
         clock=clock,
@@ -81,7 +83,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         settings=settings,
         publish=hub.publish_threadsafe,
         has_sockets=hub.has_sockets,
-        limiter=SqliteLimiter(settings.data_dir / "limiter.db"),
+        limiter=limiter,
     )
     worker.timer = DueJobTimer(worker)
     worker.leases = LeaseKeeper(store, clock, settings.job_lease_seconds)
@@ -102,6 +104,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         admin_sessions=TokenSigner(signing_key, "admin-session"),
         csrf_secret=hmac.new(signing_key, b"csrf", hashlib.sha256).hexdigest(),
         worker=worker,
+        rate_limiter=None if settings.rate_limits is None else token_taker(settings, limiter),
     )
 
 
@@ -130,13 +133,16 @@ def _lifespan(services: Services) -> Any:
         reconciler.start()
 
         settings = services.settings
+        rate_limits = settings.rate_limits
         logger.info(
             "novulite %s starting on http://%s:%d, data directory %s, mode embedded "
-            "(SQLite job store and queues, in-process realtime)",
+            "(SQLite job store and queues, in-process realtime), %s, API rate limits %s",
             __version__,
             settings.host,
             settings.port,
             settings.data_dir,
+            describe_limiter(settings.redis_url, settings.data_dir),
+            "off" if rate_limits is None else rate_limits.describe(),
         )
 
         try:
@@ -153,6 +159,8 @@ def _lifespan(services: Services) -> Any:
                 await asyncio.to_thread(services.worker.calls.stop, CONSUMER_STOP_SECONDS)
             if services.worker.leases is not None:
                 await asyncio.to_thread(services.worker.leases.stop)
+            if services.rate_limiter is not None:
+                await services.rate_limiter.close()
             if services.worker.limiter is not None:
                 services.worker.limiter.close()
             await services.reader.dispose()
@@ -163,11 +171,14 @@ def _lifespan(services: Services) -> Any:
     return lifespan
 
 
-def create_asgi_app(settings: Settings, clock: Clock | None = None) -> TriggerRoute:
-    """Return what uvicorn serves: the application behind the trigger route's fast path."""
+def create_asgi_app(settings: Settings, clock: Clock | None = None) -> Any:
+    """Return what uvicorn serves: the application behind the trigger route's fast path and rate limits."""
     app = create_app(settings, clock)
     services = app.state.services
-    return TriggerRoute(IdempotencyMiddleware(app, services), services)
+    routed = TriggerRoute(IdempotencyMiddleware(app, services), services)
+    if settings.rate_limits is None:
+        return routed
+    return RateLimitMiddleware(routed, services, settings.rate_limits, services.rate_limiter)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:

@@ -18,6 +18,7 @@ import uvicorn
 from novulite import __version__
 from novulite.config import Settings, default_data_dir
 from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
+from novulite.rate_limits import BULK_COST_HELP, SPEC_HELP, parse_rate_limits
 
 logger = logging.getLogger("novulite")
 
@@ -188,6 +189,32 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_envvar=True,
     help="Log every HTTP request.",
 )
+@click.option(
+    "--redis-url",
+    envvar="NOVULITE_REDIS_URL",
+    show_envvar=True,
+    help="Redis for the limiter (throttle windows and API rate limits), such as "
+    "redis://:PASSWORD@127.0.0.1:6379/0; set NOVULITE_REDIS_URL instead to keep a password out of `ps`. "
+    "Without it the limiter keeps its state in limiter.db in the data directory. The server "
+    "exits when this Redis does not respond at start within 3 s.",
+)
+@click.option(
+    "--rate-limits",
+    "rate_limits_spec",
+    default="off",
+    show_default=True,
+    envvar="NOVULITE_RATE_LIMITS",
+    show_envvar=True,
+    help=SPEC_HELP,
+)
+@click.option(
+    "--rate-limit-bulk-cost",
+    default="events",
+    show_default=True,
+    envvar="NOVULITE_RATE_LIMIT_BULK_COST",
+    show_envvar=True,
+    help=BULK_COST_HELP,
+)
 def serve(
     host: str,
     port: int,
@@ -197,6 +224,9 @@ def serve(
     job_lease_seconds: float,
     outbound_allow: tuple[str, ...],
     access_log: bool,
+    redis_url: str | None,
+    rate_limits_spec: str,
+    rate_limit_bulk_cost: str,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
     from novulite.app import create_asgi_app
@@ -204,7 +234,12 @@ def serve(
     from novulite.clock import SystemClock
     from novulite.db.engine import create_sync_engine
     from novulite.db.migrate import SchemaTooNewError
+    from novulite.limiter.connect import LimiterUnavailable, check_redis
 
+    try:
+        rate_limits = parse_rate_limits(rate_limits_spec, rate_limit_bulk_cost)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--rate-limits' / '--rate-limit-bulk-cost'") from None
     _configure_logging(log_level)
     # Queue consumers run as threads beside the event loop. With Python's default 5 ms switch
     # interval, a thread coming back from SQLite waits up to 5 ms for the interpreter lock each
@@ -221,8 +256,15 @@ def serve(
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
+        redis_url=redis_url or None,
+        rate_limits=rate_limits,
     )
     _check_port_free(host, port)
+    if settings.redis_url:
+        try:
+            check_redis(settings.redis_url)
+        except LimiterUnavailable as exc:
+            raise click.ClickException(f"{exc}; start Redis or correct --redis-url") from None
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

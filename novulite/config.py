@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from novulite.rate_limits import RateLimits
+
 
 def default_data_dir() -> Path:
     """Return the per-user data folder, never the install location (pipx caches venvs)."""
@@ -39,6 +41,10 @@ class Settings:
     inbox_token_ttl_seconds: int = 15 * 24 * 3600
     # Maximum accepted request body, in bytes.
     max_body_bytes: int = 2 * 1024 * 1024
+    # Redis for the limiter, shared by every process that uses it; None keeps the limiter in SQLite.
+    redis_url: str | None = None
+    # API rate limits per API key; None turns them off.
+    rate_limits: RateLimits | None = None
 
     @property
     def database_path(self) -> Path:

@@ -45,6 +45,12 @@ INVALID_QUERY = ErrorCode(
 IDEMPOTENCY_KEY_INVALID = ErrorCode(
     40004, 400, "the Idempotency-Key header must be 1 to {limit} characters; send a shorter unique key"
 )
+RATE_LIMIT_COST_TOO_HIGH = ErrorCode(
+    40005,
+    400,
+    "this request costs {cost} tokens of the {category} rate limit, but its bucket holds only {capacity}, "
+    "so it can never be allowed; split it into requests of at most {capacity} events",
+)
 MISSING_AUTHORIZATION = ErrorCode(
     40101, 401, "missing Authorization header; send 'Authorization: ApiKey <secret API key>'"
 )
@@ -117,6 +123,12 @@ TRIGGER_TOPIC_NOT_FOUND = ErrorCode(
     422,
     "topic_not_found: no topic has the key {keys}; create it with POST /v2/topics "
     "or fix the topicKey in the trigger's `to`",
+)
+RATE_LIMITED = ErrorCode(
+    42901,
+    429,
+    "API rate limit exceeded for the {category} category: this request costs {cost}, and the bucket "
+    "has {remaining} of its {capacity} left, refilling {refill} per second; retry after {retry_after} s",
 )
 INTERNAL_ERROR = ErrorCode(
     50001, 500, "internal server error; the server log has the details under errorId {error_id}"

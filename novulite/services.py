@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,3 +34,5 @@ class Services:
     csrf_secret: str
     worker: WorkerContext
     accepting: bool = True
+    # Where API rate limits keep their buckets (an api.rate_limits.TokenTaker); None while they are off.
+    rate_limiter: Any = None

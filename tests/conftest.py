@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -8,17 +8,38 @@ import pytest
 from novu_py import Novu
 
 from tests.helpers import create_workflow
-from tests.servers import API_KEY, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
 
 
-def start_server(root: Path) -> ServerProcess:
-    """Start a server with its data directory and log under `root`."""
+def start_server(root: Path, args: Sequence[str] = (), env: dict[str, str] | None = None) -> ServerProcess:
+    """Start a server with its data directory and log under `root`, given extra options and variables."""
     return ServerProcess(
         data_dir=root / "data",
         port=free_port(),
         command=server_command(),
         log_path=root / "server.log",
+        args=list(args),
+        env=dict(env or {}),
     ).start()
+
+
+LIMITER_MODES = ("sqlite", "redis")
+
+
+def limiter_env(request: pytest.FixtureRequest, mode: str) -> dict[str, str]:
+    """Return the variables that start a server on the given limiter: SQLite, or the private Redis."""
+    if mode == "redis":
+        redis_server: RedisProcess = request.getfixturevalue("redis_server")
+        return {"NOVULITE_REDIS_URL": redis_server.url}
+    return {}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A private redis-server for the whole run; tests keep apart by key prefix or by environment."""
+    process = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield process
+    process.stop()
 
 
 def api_client(process: ServerProcess) -> httpx.Client:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,11 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 
 API_KEY = "test-secret-key-0123456789abcdef"
 APP_ID = "test-app-identifier"
 ADMIN_PASSWORD = "test-admin-password"
 STARTUP_SECONDS = 30.0
+REDIS_PASSWORD = "test-redis-password-7c1e94"
 
 
 def free_port() -> int:
@@ -34,9 +37,9 @@ class ServerProcess:
     command: list[str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    # Environment variables and `serve` options added to the defaults, such as NOVULITE_OUTBOUND_ALLOW.
-    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
-    extra_args: list[str] = dataclasses.field(default_factory=list)
+    # Options added after the data directory and port, and environment variables set for the server.
+    args: list[str] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -53,11 +56,11 @@ class ServerProcess:
             NOVULITE_APP_ID=APP_ID,
             NOVULITE_ADMIN_PASSWORD=ADMIN_PASSWORD,
             NOVULITE_LOG_LEVEL="info",
-            **self.extra_env,
+            **self.env,
         )
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*self.command, "--data-dir", str(self.data_dir), "--port", str(self.port), *self.extra_args],
+            [*self.command, "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -106,3 +109,57 @@ class ServerProcess:
 
 def server_command() -> list[str]:
     return [sys.executable, "-m", "novulite", "serve"]
+
+
+@dataclasses.dataclass
+class RedisProcess:
+    """A private redis-server on a loopback port, without persistence, that requires REDIS_PASSWORD."""
+
+    workdir: Path
+    port: int = dataclasses.field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, password=REDIS_PASSWORD, socket_timeout=5)
+
+    def start(self) -> RedisProcess:
+        """Start redis-server on `port`, again after `stop` too, and wait until it answers PING."""
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise RuntimeError("redis-server is not on PATH; install Debian's package redis-server")
+        log = (self.workdir / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                *(executable, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--requirepass", REDIS_PASSWORD),
+            ],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        client = self.client()
+        deadline = time.monotonic() + STARTUP_SECONDS
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"redis-server did not answer PING on port {self.port}:\n"
+                            + (self.workdir / "redis.log").read_text(errors="replace")
+                        ) from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

@@ -193,5 +193,5 @@ def test_tool_type_message(api: httpx.Client) -> None:
     errors = {entry["field"]: entry["message"] for entry in response.json()["errors"]}
     assert errors["steps[1].type"] == (
         "is a Novu step type this server does not run yet; "
-        "supported: in_app, email, sms, push, chat, delay, digest, http_request"
+        "supported: in_app, email, sms, push, chat, delay, digest, throttle, http_request"
     )

@@ -39,7 +39,7 @@ def allowed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         port=free_port(),
         command=server_command(),
         log_path=root / "server.log",
-        extra_env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
+        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
     ).start()
     yield process
     process.stop()

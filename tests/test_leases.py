@@ -306,8 +306,8 @@ def lease_server(root: Path, port: int) -> ServerProcess:
         port=port,
         command=server_command(),
         log_path=root / "server.log",
-        extra_env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
-        extra_args=["--job-lease-seconds", str(LEASE_SECONDS)],
+        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
+        args=["--job-lease-seconds", str(LEASE_SECONDS)],
     )
 
 

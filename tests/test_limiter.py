@@ -1,5 +1,5 @@
-"""One contract suite for both limiters: the SQLite one with a controlled clock, the Redis one against a
-private redis-server that the `redis_server` fixture starts on a free loopback port.
+"""One contract suite for both limiters: the SQLite one with a controlled clock, the Redis one against the
+private redis-server that the `redis_server` fixture (tests/conftest.py) starts on a free loopback port.
 
 The `Harness.pass_time` step is where the two differ: the SQLite harness moves its clock and checks the
 condition once, while the Redis harness waits on Redis's own clock until the condition holds.
@@ -8,7 +8,6 @@ condition once, while the Redis harness waits on Redis's own clock until the con
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import pytest
 import redis
 
 from novulite.limiter import Limiter, RedisLimiter, SqliteLimiter
-from tests.servers import free_port
+from tests.servers import RedisProcess
 
-REDIS_STARTUP_SECONDS = 10.0
 # Extra time the Redis harness allows past the expected moment, for scheduling delays.
 REDIS_TIME_MARGIN = 2.0
 # Slow enough that the milliseconds between calls refill no measurable fraction of a token.
@@ -50,36 +48,11 @@ class Harness:
     idle: Callable[[float], None]
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis.Redis]:
-    """Start a private redis-server without persistence and return a client for it."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not on PATH, so the Redis limiter cannot be tested")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=(workdir / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
-    try:
-        deadline = time.monotonic() + REDIS_STARTUP_SECONDS
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None, (workdir / "redis.log").read_text()
-                assert time.monotonic() < deadline, f"redis-server did not answer PING on port {port}"
-                time.sleep(0.02)
-        yield client
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=10)
+@pytest.fixture
+def redis_client(redis_server: RedisProcess) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    yield client
+    client.close()
 
 
 def _sqlite_harness(path: Path) -> Harness:
@@ -113,7 +86,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     if request.param == "sqlite":
         built = _sqlite_harness(tmp_path / "limits.db")
     else:
-        built = _redis_harness(request.getfixturevalue("redis_server"))
+        built = _redis_harness(request.getfixturevalue("redis_client"))
     yield built
     built.limiter.close()
 
@@ -334,13 +307,13 @@ def test_take_invalid_arguments(
 # Redis only
 
 
-def test_redis_scripts_reload_after_flush(redis_server: redis.Redis) -> None:
-    limiter = RedisLimiter(redis_server, prefix=f"test:{uuid.uuid4().hex}:")
+def test_redis_scripts_reload_after_flush(redis_client: redis.Redis) -> None:
+    limiter = RedisLimiter(redis_client, prefix=f"test:{uuid.uuid4().hex}:")
     assert limiter.reserve("k", limit=2, window_seconds=60, member="a").granted
     assert limiter.take("api", capacity=5, refill_per_second=SLOW_REFILL, cost=1).allowed
 
-    redis_server.script_flush()
-    assert redis_server.script_exists(*limiter.script_hashes) == [False, False]
+    redis_client.script_flush()
+    assert redis_client.script_exists(*limiter.script_hashes) == [False, False]
 
     # Both calls first get NOSCRIPT from EVALSHA, then load the script and run it.
     again = limiter.reserve("k", limit=2, window_seconds=60, member="b")
@@ -349,18 +322,18 @@ def test_redis_scripts_reload_after_flush(redis_server: redis.Redis) -> None:
     taken = limiter.take("api", capacity=5, refill_per_second=SLOW_REFILL, cost=1)
     assert taken.allowed
     assert taken.remaining == 3
-    assert redis_server.script_exists(*limiter.script_hashes) == [True, True]
+    assert redis_client.script_exists(*limiter.script_hashes) == [True, True]
 
 
-def test_redis_keys_carry_ttl(redis_server: redis.Redis) -> None:
+def test_redis_keys_carry_ttl(redis_client: redis.Redis) -> None:
     prefix = f"test:{uuid.uuid4().hex}:"
-    limiter = RedisLimiter(redis_server, prefix=prefix)
+    limiter = RedisLimiter(redis_client, prefix=prefix)
     limiter.reserve("k", limit=2, window_seconds=60, member="a")
     limiter.take("api", capacity=5, refill_per_second=1.0, cost=2)
 
-    window_ttl = redis_server.pttl(prefix + "window:k")
+    window_ttl = redis_client.pttl(prefix + "window:k")
     assert 59_000 < window_ttl <= 60_000
-    bucket_ttl = redis_server.pttl(prefix + "bucket:api")
+    bucket_ttl = redis_client.pttl(prefix + "bucket:api")
     assert 1_900 < bucket_ttl <= 2_000
 
 

@@ -64,10 +64,10 @@ class IdempotencyMiddleware:
         try:
             key = read_key(scope["headers"], scope["method"], scope["path"], body)
         except ApiError as exc:
-            await _send_error(send, scope["path"], exc, None)
+            await send_error(send, scope["path"], exc, None)
             return
         if key is None or disconnected:
-            await self.app(scope, _replaying(body), send)
+            await self.app(scope, replaying(body), send)
             return
         await self._run_once(scope, body, environment.id, key, send)
 
@@ -88,14 +88,14 @@ class IdempotencyMiddleware:
             try:
                 status, content = check_repeat(stored, key)
             except ApiError as exc:
-                await _send_error(send, scope["path"], exc, key.key)
+                await send_error(send, scope["path"], exc, key.key)
                 return
             await _send_json(send, status, content, key.key, replay=True)
             return
 
         captured = _CapturedResponse()
         try:
-            await self.app(scope, _replaying(body), captured.send)
+            await self.app(scope, replaying(body), captured.send)
         except BaseException:
             await asyncio.to_thread(self._write, _drop, environment_id, key)
             raise
@@ -169,7 +169,7 @@ async def _read_body(receive: Receive) -> tuple[bytes, bool]:
             return b"".join(chunks), False
 
 
-def _replaying(body: bytes) -> Receive:
+def replaying(body: bytes) -> Receive:
     """Return a receive callable that hands the already-read body to the application."""
     sent = False
 
@@ -191,7 +191,7 @@ async def _send_json(send: Send, status: int, content: Any, key: str, replay: bo
     await send({"type": "http.response.body", "body": encoded})
 
 
-async def _send_error(send: Send, path: str, exc: ApiError, key: str | None) -> None:
+async def send_error(send: Send, path: str, exc: ApiError, key: str | None = None) -> None:
     content = error_body(exc.status, path, exc.message, code=exc.error.code, errors=exc.errors)
     encoded = msgspec.json.encode(content)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]

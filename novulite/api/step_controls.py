@@ -14,12 +14,22 @@ import httpx
 from novulite.api.body import json_type
 from novulite.engine import conditions
 from novulite.engine.preferences import PREFERENCE_CHANNELS
-from novulite.engine.steps import delay, digest, http_request
+from novulite.engine.steps import delay, digest, http_request, throttle
 from novulite.engine.templates import TemplateError, compile_template
 from novulite.errors import FieldError
 
 # Step types this server accepts; Novu's other types are rejected when a workflow is saved.
-SUPPORTED_STEP_TYPES = ("in_app", "email", "sms", "push", "chat", "delay", "digest", "http_request")
+SUPPORTED_STEP_TYPES = (
+    "in_app",
+    "email",
+    "sms",
+    "push",
+    "chat",
+    "delay",
+    "digest",
+    "throttle",
+    "http_request",
+)
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -219,15 +229,17 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
         "enforceSchemaValidation": _schema_validation,
         "responseBodySchema": _response_schema,
     },
-    # Delay and digest controls depend on each other, so STEP_CHECKS checks them together.
+    # Delay, digest and throttle controls depend on each other, so STEP_CHECKS checks them together.
     "delay": {},
     "digest": {},
+    "throttle": {},
 }
 # Step type -> a check of all its control values at once, returning (control name, problem) pairs.
 STEP_CHECKS: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = {
     "delay": delay.check_controls,
     "digest": digest.check_controls,
     "http_request": http_request.check_controls,
+    "throttle": throttle.check_controls,
 }
 REQUIRED_CONTROLS = {
     "in_app": {"body": "the message text"},

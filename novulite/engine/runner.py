@@ -46,7 +46,7 @@ from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
 from novulite.engine.steps import delay as delay_step
-from novulite.engine.steps import digest, http_request, in_app, unconfigured
+from novulite.engine.steps import digest, http_request, in_app, throttle, unconfigured
 from novulite.engine.steps.base import (
     ExternalCall,
     PermanentStepError,
@@ -70,11 +70,13 @@ STEP_HANDLERS: dict[str, StepHandler] = {
     "chat": unconfigured.run,
     "digest": digest.run,
     "http_request": http_request.run,
+    "throttle": throttle.run,
     "delay": delay_step.run,
 }
-# Step types whose failure ends the chain unless their controls set continueOnFailure.
+# Step types whose failure ends the chain unless their controls set continueOnFailure. After a
+# throttle that could not decide, running the later steps could send more than the throttle allows.
 # A delay that cannot compute its due time must not let the next steps run at once.
-STOP_CHAIN_ON_FAILURE = frozenset({"http_request", "delay"})
+STOP_CHAIN_ON_FAILURE = frozenset({"http_request", "throttle", "delay"})
 # Failures that another attempt would meet again.
 PERMANENT_ERRORS = (PermanentStepError, TemplateError, ConditionError)
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
@@ -262,6 +264,7 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
                 preferences=preferences.resolve(
                     workflow, job.subscriber_pk, notification_context(notification)
                 ),
+                limiter=ctx.limiter,
             )
             result = _run_step(context, outcome)
             if isinstance(result, ExternalCall):

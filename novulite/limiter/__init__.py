@@ -1,10 +1,11 @@
 """Rate limits shared by every worker: throttle windows and token buckets.
 
-Nothing uses this package yet. A throttle step will call `Limiter.reserve` with
-the job's id as the member, so a retried job keeps the slot it already holds, and
-the API will call `Limiter.take` per request and turn the `TokenResult` into
-`RateLimit-*` and `Retry-After` headers. `SqliteLimiter` serves a single host;
-`RedisLimiter` lets several processes or hosts share one set of limits.
+The throttle step calls `Limiter.reserve` with the job's id as the member, so a
+retried job keeps the slot it already holds, and API rate limits call `take` per
+request and turn the `TokenResult` into `RateLimit-*` and `Retry-After` headers.
+`SqliteLimiter` serves a single host; `RedisLimiter` lets several processes or
+hosts share one set of limits, and `AsyncRedisLimiter` takes tokens from the same
+buckets without blocking an event loop.
 """
 
 from __future__ import annotations

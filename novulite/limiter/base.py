@@ -33,6 +33,9 @@ class TokenResult:
 class Limiter(abc.ABC):
     """Rate limits whose state outlives a single request or job."""
 
+    # Whether a call crosses the network, so callers keep it out of database transactions.
+    remote = False
+
     @abc.abstractmethod
     def reserve(self, key: str, limit: int, window_seconds: float, member: str) -> Reservation:
         """Reserve a slot for `member` in the fixed window at `key`.

@@ -35,6 +35,8 @@ class RedisLimiter(Limiter):
     that. Redis errors, including connection errors, propagate to the caller.
     """
 
+    remote = True
+
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._prefix = prefix
@@ -56,15 +58,25 @@ class RedisLimiter(Limiter):
     def take(self, key: str, capacity: int, refill_per_second: float, cost: int) -> TokenResult:
         check_take_arguments(key, capacity, refill_per_second, cost)
         reply: Any = self._take(
-            keys=[self._prefix + "bucket:" + key], args=[capacity, repr(refill_per_second / 1000), cost]
+            keys=[self._prefix + "bucket:" + key], args=take_arguments(capacity, refill_per_second, cost)
         )
-        allowed, remaining, reset_ms, retry_ms = (int(value) for value in reply)
-        return TokenResult(
-            allowed=allowed == 1,
-            remaining=remaining,
-            reset_seconds=reset_ms / 1000,
-            retry_after_seconds=retry_ms / 1000,
-        )
+        return token_result(reply)
 
     def close(self) -> None:
         """Leave the client open, because the caller created it and may share it."""
+
+
+def take_arguments(capacity: int, refill_per_second: float, cost: int) -> list[Any]:
+    """Return ARGV for take.lua, which counts the refill rate in tokens per millisecond."""
+    return [capacity, repr(refill_per_second / 1000), cost]
+
+
+def token_result(reply: Any) -> TokenResult:
+    """Read take.lua's reply {allowed, remaining, ms until full, ms until the cost is available}."""
+    allowed, remaining, reset_ms, retry_ms = (int(value) for value in reply)
+    return TokenResult(
+        allowed=allowed == 1,
+        remaining=remaining,
+        reset_seconds=reset_ms / 1000,
+        retry_after_seconds=retry_ms / 1000,
+    )

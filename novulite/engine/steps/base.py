@@ -16,6 +16,7 @@ from novulite.engine.variables import (
     digest_variables,
     workflow_variables,
 )
+from novulite.limiter import Limiter
 from novulite.subscribers import template_variables
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class StepContext:
     actor: Any = None
     # The subscriber's effective channel preferences for this workflow.
     preferences: Resolution | None = None
+    # Throttle windows shared by every worker (WorkerContext.limiter).
+    limiter: Limiter | None = None
 
     @property
     def controls(self) -> dict[str, Any]:
