@@ -68,6 +68,11 @@ def session(**changes: Any) -> dict[str, Any]:
     return changed(base, changes)
 
 
+# JSON nested this deep exhausts a recursive decoder's stack.
+NESTING = 2000
+DEEP_OBJECT = b'{"a":' * NESTING + b"1" + b"}" * NESTING
+DEEP_TRIGGER = b'{"name": "welcome", "to": "alice", "payload": ' + DEEP_OBJECT + b"}"
+
 CASES = [
     pytest.param(BadRequest(TRIGGER_PATH, 401, None, trigger(), headers={}), id="no-authorization"),
     pytest.param(
@@ -95,6 +100,11 @@ CASES = [
     pytest.param(BadRequest(TRIGGER_PATH, 400, "payload", trigger(payload=42)), id="payload-number"),
     pytest.param(BadRequest(TRIGGER_PATH, 400, "body", content=b'{"name": "welcome",'), id="malformed-json"),
     pytest.param(BadRequest(TRIGGER_PATH, 400, "body", [trigger()]), id="array-body"),
+    pytest.param(BadRequest(TRIGGER_PATH, 400, "body", content=DEEP_TRIGGER), id="deeply-nested-trigger"),
+    pytest.param(BadRequest("/v2/workflows", 400, "body", content=DEEP_OBJECT), id="deeply-nested-workflow"),
+    pytest.param(
+        BadRequest("/v2/subscribers", 400, "body", content=DEEP_OBJECT), id="deeply-nested-subscriber"
+    ),
     pytest.param(
         BadRequest(SESSION_PATH, 401, None, session(subscriberHash="0" * 64), headers={}),
         id="wrong-subscriber-hash",

@@ -25,6 +25,10 @@ def decode_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, An
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise ApiError(INVALID_JSON, detail=str(exc), errors=[FieldError("body", str(exc))]) from None
+    except RecursionError:
+        # msgspec decodes nested values recursively; about a thousand levels exhaust the stack.
+        problem = "is nested too deeply; keep objects and arrays within a few hundred levels"
+        raise ApiError(INVALID_JSON, detail=f"the body {problem}", errors=[FieldError("body", problem)]) from None
     if not isinstance(value, dict):
         raise ApiError(
             INVALID_FIELDS,

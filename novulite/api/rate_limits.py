@@ -243,6 +243,6 @@ def _event_count(body: bytes) -> int:
     """Return the number of events in a bulk trigger body, or 1 when the route will reject it as invalid."""
     try:
         events = msgspec.json.decode(body).get("events")
-    except (msgspec.DecodeError, AttributeError):
+    except (msgspec.DecodeError, AttributeError, RecursionError):
         return 1
     return len(events) if isinstance(events, list) and events else 1
