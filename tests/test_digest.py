@@ -429,6 +429,12 @@ def test_digest_due_during_downtime_sent_once(tmp_path: Path, stop: str) -> None
             "lookBackWindow.amount",
         ),
         ({"amount": 1.5, "unit": "months"}, "amount"),
+        ({"amount": 10**30, "unit": "seconds"}, "amount"),
+        (
+            {"amount": 1, "unit": "hours", "lookBackWindow": {"amount": 10**30, "unit": "days"}},
+            "lookBackWindow.amount",
+        ),
+        ({"amount": 1, "unit": "hours", "cron": "* * * * *"}, "cron"),
         ({"amount": 1, "unit": "hours", "digestKey": 7}, "digestKey"),
         ({"amount": 1, "unit": "hours", "digestKey": "{{ payload.id"}, "digestKey"),
     ],

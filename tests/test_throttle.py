@@ -200,6 +200,8 @@ def with_throttle(**controls: Any) -> dict[str, Any]:
         pytest.param({**LONG_WINDOW, "threshold": 0}, ["threshold"], id="threshold-zero"),
         pytest.param({**LONG_WINDOW, "threshold": 1.5}, ["threshold"], id="threshold-fraction"),
         pytest.param({**LONG_WINDOW, "threshold": "2"}, ["threshold"], id="threshold-string"),
+        pytest.param({**LONG_WINDOW, "threshold": 10**30}, ["threshold"], id="threshold-huge"),
+        pytest.param({"amount": 10**12, "unit": "days"}, ["amount"], id="amount-past-ten-years"),
         pytest.param({"type": "dynamic"}, ["dynamicKey"], id="dynamic-without-key"),
         pytest.param({**LONG_WINDOW, "throttleKey": 5}, ["throttleKey"], id="key-number"),
         pytest.param({**LONG_WINDOW, "throttleKey": "{{ payload.x "}, ["throttleKey"], id="key-template"),

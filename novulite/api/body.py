@@ -28,7 +28,9 @@ def decode_json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, An
     except RecursionError:
         # msgspec decodes nested values recursively; about a thousand levels exhaust the stack.
         problem = "is nested too deeply; keep objects and arrays within a few hundred levels"
-        raise ApiError(INVALID_JSON, detail=f"the body {problem}", errors=[FieldError("body", problem)]) from None
+        raise ApiError(
+            INVALID_JSON, detail=f"the body {problem}", errors=[FieldError("body", problem)]
+        ) from None
     if not isinstance(value, dict):
         raise ApiError(
             INVALID_FIELDS,

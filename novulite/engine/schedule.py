@@ -17,6 +17,9 @@ from cronsim import CronSim, CronSimError
 
 UNITS = ("seconds", "minutes", "hours", "days", "weeks", "months")
 _UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
+# The longest duration a step may wait or span: ten years, which is 120 months.
+MAX_DAYS = 3653
+MAX_MONTHS = 120
 UTC = zoneinfo.ZoneInfo("UTC")
 
 
@@ -53,8 +56,14 @@ def check_duration(amount: Any, unit: Any) -> str | None:
         return f"amount must be greater than 0, got {amount!r}"
     if unit not in UNITS:
         return f"unit must be one of {', '.join(UNITS)}, got {unit!r}"
-    if unit == "months" and amount != int(amount):
-        return f"a number of months must be whole, got {amount!r}"
+    if unit == "months":
+        if amount != int(amount):
+            return f"a number of months must be whole, got {amount!r}"
+        if amount > MAX_MONTHS:
+            return f"amount must be at most {MAX_MONTHS} months (ten years), got {amount!r}"
+    elif amount * _UNIT_SECONDS[unit] > MAX_DAYS * 86400:
+        limit = MAX_DAYS * 86400 // _UNIT_SECONDS[unit]
+        return f"amount must be at most {limit} {unit} (ten years), got {amount!r}"
     return None
 
 

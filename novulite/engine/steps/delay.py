@@ -37,7 +37,10 @@ def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
     if kind not in DELAY_TYPES:
         return [("type", f"must be one of {', '.join(DELAY_TYPES)}, got {kind!r}")]
     if kind == "regular":
-        return duration_problems(controls, "a regular delay")
+        problems = duration_problems(controls, "a regular delay")
+        if controls.get("cron") is not None:
+            problems.append(("cron", 'is read only by a timed delay; set type to "timed", or remove cron'))
+        return problems
     if kind == "timed":
         if controls.get("cron") is None:
             return [("cron", "is required for a timed delay: a cron expression such as '0 9 * * 1-5'")]
@@ -63,7 +66,8 @@ def duration_problems(value: dict[str, Any], what: str) -> list[tuple[str, str]]
     problem = schedule.check_duration(value["amount"], value["unit"])
     if problem is None:
         return []
-    return [("unit" if problem.startswith("unit") else "amount", problem)]
+    field = "unit" if problem.startswith("unit") else "amount"
+    return [(field, problem.removeprefix(f"{field} "))]
 
 
 def dynamic_path(key: Any) -> str | None:

@@ -63,6 +63,8 @@ def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
         hint = "; for a backoff digest use type regular with lookBackWindow" if kind == "backoff" else ""
         problems.append(("type", f"must be one of {', '.join(DIGEST_TYPES)}, got {kind!r}{hint}"))
     elif kind == "regular":
+        if controls.get("cron") is not None:
+            problems.append(("cron", 'is read only by a timed digest; set type to "timed", or remove cron'))
         missing = [name for name in ("amount", "unit") if controls.get(name) is None]
         for name in missing:
             problems.append((name, "is required for a regular digest, whose window lasts amount units"))

@@ -40,6 +40,7 @@ from novulite.limiter.connect import OUTAGE_ERRORS
 TYPES = ("fixed", "dynamic")
 UNITS = ("seconds", "minutes", "hours", "days")
 EXCEEDED = "Throttle limit exceeded"
+MAX_THRESHOLD = 1_000_000
 
 
 def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
@@ -56,9 +57,11 @@ def check_controls(controls: dict[str, Any]) -> list[tuple[str, str]]:
         )
     threshold = controls.get("threshold")
     if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1
+        isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= MAX_THRESHOLD
     ):
-        problems.append(("threshold", f"must be a whole number of runs, at least 1, got {threshold!r}"))
+        problems.append(
+            ("threshold", f"must be a whole number of runs from 1 to {MAX_THRESHOLD:,}, got {threshold!r}")
+        )
     key = controls.get("throttleKey")
     if key is not None:
         if not isinstance(key, str):
@@ -76,8 +79,8 @@ def _duration_problems(amount: Any, unit: Any, what: str) -> list[tuple[str, str
     if amount is None:
         problems.append(("amount", f"is required for {what}: the window length in `unit`"))
     else:
-        # Every throttle unit is a fixed length, so any of them checks the amount alike.
-        problem = check_duration(amount, "seconds")
+        # Without a valid unit, the amount is checked as seconds, so its own problems still show.
+        problem = check_duration(amount, unit if unit in UNITS else "seconds")
         if problem:
             problems.append(("amount", problem.removeprefix("amount ")))
     if unit not in UNITS:
@@ -136,7 +139,10 @@ def _window_end(ctx: StepContext, controls: dict[str, Any]) -> dt.datetime:
     """Return when a window opened now would end; raise PermanentStepError for a missing or past end."""
     zone, _ = subscriber_zone(ctx.subscriber)
     if (controls.get("type") or "fixed") == "fixed":
-        return add_duration(ctx.now, controls["amount"], controls["unit"], zone)
+        try:
+            return add_duration(ctx.now, controls["amount"], controls["unit"], zone)
+        except ScheduleError as exc:
+            raise PermanentStepError(f"the throttle window is invalid: {exc}") from exc
     path = controls["dynamicKey"].strip()
     value = _payload_value(ctx, path)
     try:
