@@ -272,6 +272,17 @@ BAD_CONTROLS = [
     pytest.param(with_controls(headers={"X-A": "b"}), "headers", id="headers-object"),
     pytest.param(with_controls(headers=[{"value": "b"}]), "headers[0].key", id="header-key-missing"),
     pytest.param(
+        with_controls(headers=[{"key": "Bad Header:", "value": "b"}]),
+        "headers[0].key",
+        id="header-key-invalid",
+    ),
+    pytest.param(with_controls(headers=[{"key": "X-A"}]), "headers[0].value", id="header-value-missing"),
+    pytest.param(
+        with_controls(headers=[{"key": "X-A", "value": "a\r\nX-B: c"}]),
+        "headers[0].value",
+        id="header-value-crlf",
+    ),
+    pytest.param(
         with_controls(headers=[{"key": "Host", "value": "b"}]), "headers[0].key", id="header-reserved"
     ),
     pytest.param(

@@ -146,15 +146,32 @@ def _request_headers(value: Any, field: str, errors: list[FieldError]) -> None:
         if not _object(item, item_field, errors):
             continue
         key = item.get("key")
-        if not isinstance(key, str) or not key.strip() or any(c in key for c in " \t\r\n:"):
+        if not isinstance(key, str) or not key.strip():
             errors.append(
                 FieldError(f"{item_field}.key", "is required: a header name such as X-Api-Key", key)
+            )
+        elif any(c in key for c in " \t\r\n:"):
+            errors.append(
+                FieldError(
+                    f"{item_field}.key",
+                    "is not a valid header name: remove spaces, line breaks and colons, as in X-Api-Key",
+                    key,
+                )
             )
         elif key.strip().lower() in http_request.RESERVED_HEADERS:
             errors.append(
                 FieldError(f"{item_field}.key", "is set by the HTTP client; remove this header", key)
             )
-        _template(item.get("value", ""), f"{item_field}.value", errors)
+        if "value" not in item:
+            errors.append(
+                FieldError(f"{item_field}.value", "is required: the header value, a string or a template")
+            )
+        elif isinstance(item["value"], str) and ("\r" in item["value"] or "\n" in item["value"]):
+            errors.append(
+                FieldError(f"{item_field}.value", "contains a line break, which a header value cannot hold")
+            )
+        else:
+            _template(item["value"], f"{item_field}.value", errors)
 
 
 def _request_body(value: Any, field: str, errors: list[FieldError]) -> None:
