@@ -59,7 +59,7 @@ def test_unreachable_redis_stops_start(tmp_path: Path, request: pytest.FixtureRe
     port = free_port() if kind == "refused" else request.getfixturevalue("silent_port")
     result = start_with_redis(tmp_path, f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
     assert result.returncode == 1
-    assert f"Redis at redis://:***@127.0.0.1:{port}/0 did not respond within 3 s" in result.stderr
+    assert f"cannot reach Redis at redis://:***@127.0.0.1:{port}/0 (timeout 3 s)" in result.stderr
     assert "start Redis or correct --redis-url" in result.stderr
     assert PASSWORD not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr

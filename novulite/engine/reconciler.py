@@ -56,7 +56,7 @@ def release_leases(ctx: WorkerContext) -> int:
             )
         )
     if released:
-        logger.info("released the leases of %d jobs interrupted by the last stop", released)
+        logger.info("released the leases of jobs interrupted by the last stop: %d", released)
     if fan_outs:
         logger.info("resuming %d paged fan-outs interrupted by the last stop", fan_outs)
     return released + fan_outs

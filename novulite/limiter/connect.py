@@ -84,8 +84,9 @@ def check_redis(url: str) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
+        reason = str(exc).rstrip(". ") or type(exc).__name__
         raise LimiterUnavailable(
-            f"Redis at {redact_url(url)} did not respond within {REDIS_TIMEOUT_SECONDS:g} s: {exc}"
+            f"cannot reach Redis at {redact_url(url)} (timeout {REDIS_TIMEOUT_SECONDS:g} s): {reason}"
         ) from None
     finally:
         client.close()
