@@ -8,16 +8,17 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import websockets
 
-from tests.servers import API_KEY, APP_ID
+from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID
 
 T = TypeVar("T")
 
@@ -151,3 +152,18 @@ def inbox_messages(base_url: str, token: str) -> list[dict[str, Any]]:
     )
     assert response.status_code == 200, response.text
     return response.json()["data"]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def admin_session(base_url: str) -> Iterator[httpx.Client]:
+    """Yield a client signed in to the admin UI through its form, CSRF token included."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        form = client.get("/admin/login")
+        match = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
+        assert match, "the sign-in form has no CSRF token"
+        response = client.post(
+            "/admin/login",
+            data={"_csrf_token": match.group(1), "username": "admin", "password": ADMIN_PASSWORD},
+        )
+        assert response.status_code == 303, response.text
+        yield client

@@ -31,7 +31,7 @@ from novulite.engine.runner import run_jobs
 from novulite.engine.triggers import handle_triggers
 from novulite.ids import new_id
 from novulite.queues import EXPAND_NOTIFICATIONS, RUN_JOBS
-from tests.helpers import poll, read_rows
+from tests.helpers import admin_session, poll, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.servers import API_KEY, ServerProcess, free_port, server_command
 
@@ -369,5 +369,11 @@ def test_killed_worker_job_retried(tmp_path: Path, stub: HttpStub) -> None:
         texts = [detail["detail"] for detail in call_job["executionDetails"]]
         assert "Worker lost; retried as attempt 2" in texts
         assert texts[-1].startswith("Request completed: POST")
+
+        with admin_session(server.base_url) as admin:
+            dashboard = admin.get("/admin/")
+        assert dashboard.status_code == 200
+        assert "Worker lost; retried as attempt 2" in dashboard.text
+        assert "slow-hook" in dashboard.text
     finally:
         server.stop()

@@ -79,6 +79,8 @@ STEP_HANDLERS: dict[str, StepHandler] = {
 STOP_CHAIN_ON_FAILURE = frozenset({"http_request", "throttle", "delay"})
 # Failures that another attempt would meet again.
 PERMANENT_ERRORS = (PermanentStepError, TemplateError, ConditionError)
+# The start of the execution detail written when a job is taken over from a worker that stopped.
+WORKER_LOST_PREFIX = "Worker lost"
 # The wait before retry n (n >= 1) is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(n-1)].
 RETRY_BASE_SECONDS = 2.0
 
@@ -196,9 +198,9 @@ def _claim(
 def _takeover_detail(job: Any, now: dt.datetime) -> dict[str, Any]:
     lost = job.attempt - 1
     if job.attempt > job.max_attempts:
-        text = f"Worker lost during attempt {lost}; no attempts left"
+        text = f"{WORKER_LOST_PREFIX} during attempt {lost}; no attempts left"
     else:
-        text = f"Worker lost; retried as attempt {job.attempt}"
+        text = f"{WORKER_LOST_PREFIX}; retried as attempt {job.attempt}"
     return detail_row(job, text, "Warning", now, {"lostAttempt": lost, "attempt": job.attempt})
 
 

@@ -16,13 +16,13 @@ from novulite.limiter.base import Limiter
 from novulite.limiter.redis import RedisLimiter
 from novulite.limiter.sqlite import SqliteLimiter
 
-# Seconds a Redis connection attempt or command may take. A throttle step calls Redis while its
-# batch holds the job store's write lock, so a Redis that hangs must fail the call quickly.
+# Seconds a Redis connection attempt or command may take. A throttle step waits for Redis on a
+# worker thread, and an API request under rate limits waits for it too, so a hung Redis must fail fast.
 REDIS_TIMEOUT_SECONDS = 3.0
 
 
 class LimiterUnavailable(Exception):
-    """The configured Redis did not respond; the message names the URL without its password."""
+    """The configured Redis could not be reached; the message names the URL without its password."""
 
 
 def redact_url(url: str) -> str:

@@ -18,13 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite import security
 from novulite.api.auth import services_of
-from novulite.db.models import AdminUser, Job, Notification, Step, Subscriber, Workflow
+from novulite.db.models import AdminUser, ExecutionDetail, Job, Notification, Step, Subscriber, Workflow
+from novulite.engine.runner import WORKER_LOST_PREFIX
 
 logger = logging.getLogger("novulite.ui")
 
 SESSION_COOKIE = "novulite_admin"
 SESSION_SECONDS = 12 * 3600
 PAGE_SIZE = 50
+# How many jobs taken over from a lost worker the dashboard lists, newest first.
+RECOVERED_JOBS_SHOWN = 10
 
 
 class AdminLoginRequired(Exception):
@@ -117,11 +120,24 @@ async def dashboard(request: Request[Any, Any, Any], admin: str) -> Template:
         workflows = await session.scalar(select(func.count()).select_from(Workflow))
         notifications = await session.scalar(select(func.count()).select_from(Notification))
         by_status = dict((await session.execute(select(Job.status, func.count()).group_by(Job.status))).all())
+        recovered = (
+            await session.execute(
+                select(ExecutionDetail, Job, Workflow.workflow_id, Subscriber.subscriber_id)
+                .join(Job, Job.id == ExecutionDetail.job_id)
+                .join(Notification, Notification.id == Job.notification_id)
+                .join(Workflow, Workflow.id == Notification.workflow_pk)
+                .join(Subscriber, Subscriber.id == Job.subscriber_pk)
+                .where(ExecutionDetail.detail.startswith(WORKER_LOST_PREFIX))
+                .order_by(ExecutionDetail.created_at.desc(), ExecutionDetail.id.desc())
+                .limit(RECOVERED_JOBS_SHOWN)
+            )
+        ).all()
     context = {
         "admin": admin,
         "workflow_count": workflows or 0,
         "notification_count": notifications or 0,
         "jobs_by_status": by_status,
+        "recovered_jobs": [tuple(row) for row in recovered],
         "queue_depths": await asyncio.to_thread(services.queues.pending_counts),
         "socket_count": services.hub.connection_count,
     }

@@ -88,7 +88,7 @@ def _duration_problems(amount: Any, unit: Any, what: str) -> list[tuple[str, str
     return problems
 
 
-# The longest a reservation on a remote limiter may take; its client times out sooner.
+# The maximum time a reservation on a remote limiter may take; its client times out sooner.
 REMOTE_SECONDS = 10.0
 
 
