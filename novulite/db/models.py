@@ -315,6 +315,31 @@ class Job(Base):
     updated_at: Mapped[dt.datetime]
 
 
+class Integration(Base):
+    """A provider configuration of one environment for one channel, as Novu's integrations are."""
+
+    __tablename__ = "integration"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "identifier"),
+        Index("ix_integration_environment_id_channel", "environment_id", "channel"),
+    )
+    id: Mapped[str] = _id_column()
+    environment_id: Mapped[str] = mapped_column(ForeignKey("environment.id"))
+    # Novu's providerId, such as "smtp", "twilio" or "slack".
+    provider_id: Mapped[str] = mapped_column(String(100))
+    # email, sms, chat, push or in_app
+    channel: Mapped[str] = mapped_column(String(10))
+    name: Mapped[str] = mapped_column(String(255))
+    identifier: Mapped[str] = mapped_column(String(255))
+    # Provider settings, secrets included; API responses mask the secret ones.
+    credentials: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The integration a channel step uses when it names none; at most one per channel is primary.
+    primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
 class Digest(Base):
     """One digest window: the job that owns it, and the jobs merged into it, share `id` as digest_id.
 

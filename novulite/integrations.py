@@ -1,0 +1,59 @@
+"""Provider integrations: which one a channel step uses, and how their secrets are shown."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from novulite.db.fast import fetch
+from novulite.db.models import Integration, table
+
+CHANNELS = ("email", "sms", "chat", "push", "in_app")
+# Credential fields that API responses and the admin UI show masked.
+SECRET_CREDENTIALS = frozenset(
+    {"apiKey", "secretKey", "password", "token", "authToken", "apiToken", "webhookUrl", "privateKey", "user"}
+)
+
+_integrations = table(Integration)
+
+
+def find_integration(
+    raw: sqlite3.Connection, environment_id: str, channel: str, identifier: str | None = None
+) -> Any | None:
+    """Return the active integration a step of `channel` uses, or None when there is none.
+
+    A step that names an integration identifier gets that one. Otherwise the channel's
+    primary integration wins, then the most recently created active one.
+    """
+    if identifier:
+        rows = fetch(
+            raw,
+            "SELECT * FROM integration WHERE environment_id = ? AND identifier = ? AND active = 1",
+            [environment_id, identifier],
+            _integrations,
+        )
+        return rows[0] if rows else None
+    rows = fetch(
+        raw,
+        "SELECT * FROM integration WHERE environment_id = ? AND channel = ? AND active = 1 "
+        'ORDER BY "primary" DESC, created_at DESC, id DESC LIMIT 1',
+        [environment_id, channel],
+        _integrations,
+    )
+    return rows[0] if rows else None
+
+
+def mask_secret(value: Any) -> Any:
+    """Return a secret credential with all but its last four characters hidden."""
+    if not isinstance(value, str) or not value:
+        return value
+    if len(value) <= 8:
+        return "*" * len(value)
+    return "*" * (len(value) - 4) + value[-4:]
+
+
+def masked_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
+    """Return the credentials as an API response shows them: secret fields masked, others as stored."""
+    return {
+        key: mask_secret(value) if key in SECRET_CREDENTIALS else value for key, value in credentials.items()
+    }
