@@ -51,6 +51,11 @@ RATE_LIMIT_COST_TOO_HIGH = ErrorCode(
     "this request costs {cost} tokens of the {category} rate limit, but its bucket holds only {capacity}, "
     "so it can never be allowed; split it into requests of at most {capacity} events",
 )
+PRIMARY_NOT_SUPPORTED = ErrorCode(
+    40021,
+    400,
+    "{channel} integrations cannot be primary; only email and sms channels have a primary integration",
+)
 MISSING_AUTHORIZATION = ErrorCode(
     40101, 401, "missing Authorization header; send 'Authorization: ApiKey <secret API key>'"
 )
@@ -92,9 +97,18 @@ SUBSCRIPTION_NOT_FOUND = ErrorCode(
     "list them with GET /v2/topics/{key}/subscriptions",
 )
 MESSAGE_NOT_FOUND = ErrorCode(40411, 404, "message {message_id!r} was not found")
+INTEGRATION_NOT_FOUND = ErrorCode(
+    40420, 404, "integration {integration_id!r} was not found; list them with GET /v1/integrations"
+)
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
 TOPIC_EXISTS = ErrorCode(
     40902, 409, "topic {key!r} already exists; send the request without failIfExists=true to update it"
+)
+INTEGRATION_IDENTIFIER_EXISTS = ErrorCode(
+    40920,
+    409,
+    "an integration with the identifier {identifier!r} already exists in this environment; "
+    "choose another identifier or update that integration",
 )
 SUBSCRIBER_EXISTS = ErrorCode(
     40910,

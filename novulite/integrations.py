@@ -11,7 +11,21 @@ from novulite.db.models import Integration, table
 CHANNELS = ("email", "sms", "chat", "push", "in_app")
 # Credential fields that API responses and the admin UI show masked.
 SECRET_CREDENTIALS = frozenset(
-    {"apiKey", "secretKey", "password", "token", "authToken", "apiToken", "webhookUrl", "privateKey", "user"}
+    {
+        "apiKey",
+        "secretKey",
+        "password",
+        "token",
+        "authToken",
+        "apiToken",
+        "webhookUrl",
+        "privateKey",
+        "user",
+        "accessKey",
+        "serviceAccount",
+        "signingSecret",
+        "clientSecret",
+    }
 )
 
 _integrations = table(Integration)
