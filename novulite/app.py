@@ -26,6 +26,7 @@ from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
+from novulite.api.integrations import integrations_router
 from novulite.api.messages import messages_router
 from novulite.api.preferences import preferences_router
 from novulite.api.rate_limits import RateLimitMiddleware, token_taker
@@ -200,6 +201,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             subscriptions_router,
             subscriber_subscriptions_router,
             messages_router,
+            integrations_router,
             activity_router,
             session_router,
             inbox_router,
