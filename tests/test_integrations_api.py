@@ -204,6 +204,8 @@ def test_duplicate_identifier_conflicts(api: httpx.Client, novu: Novu) -> None:
     ("body", "field"),
     [
         ({"channel": "email"}, "providerId"),
+        ({"providerId": None, "channel": "email"}, "providerId"),
+        ({"providerId": "sendgrid", "channel": "email", "credentials": []}, "credentials"),
         ({"providerId": "smtp", "channel": "fax"}, "channel"),
         ({"providerId": "sendgrid", "channel": "email", "credentials": "key"}, "credentials"),
         ({"providerId": "sendgrid", "channel": "email", "credentials": {"apiKey": 5}}, "credentials.apiKey"),

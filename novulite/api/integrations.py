@@ -186,7 +186,7 @@ async def create_integration(request: Request[Any, Any, Any], environment: Envir
     body = await read_json_object(request)
     errors: list[FieldError] = []
     provider_id = _text(body, "providerId", MAX_PROVIDER_LENGTH, errors)
-    if provider_id is None and "providerId" not in body:
+    if body.get("providerId") is None:
         errors.append(FieldError("providerId", "is required: the provider's id, such as smtp or twilio"))
     channel = body.get("channel", "")
     if "channel" not in body:
@@ -197,7 +197,8 @@ async def create_integration(request: Request[Any, Any, Any], environment: Envir
     identifier = _text(body, "identifier", MAX_NAME_LENGTH, errors)
     active = bool(_flag(body, "active", errors))
     _flag(body, "check", errors)
-    credentials = check_credentials(body.get("credentials") or {}, errors)
+    sent = body.get("credentials")
+    credentials = check_credentials({} if sent is None else sent, errors)
     if not errors and provider_id is not None and credentials is not None:
         check_provider_credentials(provider_id, channel, credentials, active, errors)
     if errors or provider_id is None or credentials is None:
