@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from typing import Any
 
 import httpx
@@ -9,6 +11,7 @@ import pytest
 from novu_py import Novu, models
 from novu_py.utils import BackoffStrategy, RetryConfig
 
+from novulite.integrations import find_integration
 from tests.helpers import API_KEY
 from tests.servers import ServerProcess
 
@@ -53,7 +56,7 @@ def assert_no_secrets(response: httpx.Response) -> None:
         assert secret not in response.text
 
 
-def test_create_masks_secrets_and_sdk_parses(shared_novu: Novu, shared_api: httpx.Client) -> None:
+def test_create_masks_secrets(shared_novu: Novu, shared_api: httpx.Client) -> None:
     created = shared_novu.integrations.create(
         create_integration_request_dto={
             "provider_id": "smtp",
@@ -90,7 +93,7 @@ def test_create_masks_secrets_and_sdk_parses(shared_novu: Novu, shared_api: http
     assert created.id in [entry.id for entry in active]
 
 
-def test_update_replaces_credentials_and_keeps_masked_secrets(api: httpx.Client, novu: Novu) -> None:
+def test_update_replaces_credentials(api: httpx.Client, novu: Novu) -> None:
     created = create(api, providerId="smtp", channel="email", active=True, credentials=smtp_credentials())
     masked = created["credentials"]
 
@@ -151,12 +154,29 @@ def test_set_primary_moves_the_flag(api: httpx.Client, novu: Novu) -> None:
     chat = create(
         api, providerId="slack", channel="chat", credentials={"webhookUrl": "https://hooks.example/x"}
     )
-    refused = api.post(f"/v1/integrations/{chat['_id']}/set-primary")
-    assert refused.status_code == 400, refused.text
-    assert "chat" in refused.json()["message"]
+    rejected = api.post(f"/v1/integrations/{chat['_id']}/set-primary")
+    assert rejected.status_code == 400, rejected.text
+    assert "chat" in rejected.json()["message"]
 
 
-def test_delete_answers_with_the_remaining_list(api: httpx.Client, novu: Novu) -> None:
+def test_steps_find_primary_integration(api: httpx.Client, server: ServerProcess) -> None:
+    first = create(api, providerId="smtp", channel="email", active=True, credentials=smtp_credentials())
+    second = create(api, providerId="smtp", channel="email", active=True, credentials=smtp_credentials())
+    assert api.post(f"/v1/integrations/{second['_id']}/set-primary").status_code == 200
+
+    uri = f"{(server.data_dir / 'novulite.db').as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as raw:
+        chosen = find_integration(raw, first["_environmentId"], "email")
+        named = find_integration(raw, first["_environmentId"], "email", first["identifier"])
+    assert chosen is not None
+    assert chosen.id == second["_id"]
+    assert chosen.credentials["password"] == SMTP_PASSWORD
+    assert chosen.credentials["port"] == "2525"
+    assert named is not None
+    assert named.id == first["_id"]
+
+
+def test_delete_returns_remaining_list(api: httpx.Client, novu: Novu) -> None:
     kept = create(
         api, providerId="twilio", channel="sms", identifier="twilio-1", credentials={"authToken": "t"}
     )
@@ -219,7 +239,7 @@ def test_duplicate_identifier_conflicts(api: httpx.Client, novu: Novu) -> None:
         ),
     ],
 )
-def test_create_refuses_bad_fields(shared_api: httpx.Client, body: dict[str, Any], field: str) -> None:
+def test_create_rejects_invalid_fields(shared_api: httpx.Client, body: dict[str, Any], field: str) -> None:
     response = shared_api.post("/v1/integrations", json=body)
     assert field in field_errors(response)
     assert "123456789" not in response.text
@@ -251,13 +271,13 @@ def test_smtp_credentials_are_checked(shared_api: httpx.Client, changes: dict[st
     assert_no_secrets(response)
 
 
-def test_smtp_update_is_checked_and_rolled_back(api: httpx.Client) -> None:
+def test_smtp_update_rolls_back(api: httpx.Client) -> None:
     created = create(api, providerId="smtp", channel="email", credentials={"host": "127.0.0.1"})
     assert created["active"] is False
 
     # Activating needs a sender address.
-    refused = api.put(f"/v1/integrations/{created['_id']}", json={"active": True, "name": "Live"})
-    assert "credentials.from" in field_errors(refused)
+    rejected = api.put(f"/v1/integrations/{created['_id']}", json={"active": True, "name": "Live"})
+    assert "credentials.from" in field_errors(rejected)
     unchanged = api.get("/v1/integrations").json()["data"][0]
     assert unchanged["active"] is False
     assert unchanged["name"] == "Smtp"
@@ -273,7 +293,7 @@ def test_smtp_update_is_checked_and_rolled_back(api: httpx.Client) -> None:
     assert fixed.json()["data"]["active"] is True
 
 
-def test_bodies_that_are_not_objects(shared_api: httpx.Client) -> None:
+def test_non_object_bodies_rejected(shared_api: httpx.Client) -> None:
     for content in (b"[]", b"{", b""):
         response = shared_api.post(
             "/v1/integrations", content=content, headers={"Content-Type": "application/json"}

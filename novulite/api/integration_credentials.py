@@ -23,7 +23,7 @@ def check_credentials(value: Any, errors: list[FieldError]) -> dict[str, Any] | 
     """Return the credentials with null fields left out, or None after adding errors.
 
     novu-py parses each field into a typed model, so a number where it expects a string would
-    break every client that lists integrations; `port` alone may be sent as a number.
+    break every client that lists integrations. Only `port` may be sent as a number.
     """
     if not isinstance(value, dict):
         errors.append(FieldError("credentials", f"must be an object, got {json_type(value)}"))
