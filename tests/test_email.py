@@ -459,6 +459,77 @@ def test_subscriber_without_email_is_skipped(
     assert jobs["inbox"].status == "completed"
 
 
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        pytest.param("not an address", "local part with no domain", id="no-domain"),
+        pytest.param("name@", "is not a valid email address", id="truncated"),
+    ],
+)
+def test_invalid_subscriber_email_fails_at_once(
+    api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int], address: str, problem: str
+) -> None:
+    _, port = mailbox
+    identifier = add_integration(module_server, smtp_credentials(port))
+    workflow_id = email_workflow(
+        api, {"subject": "Hi", "body": "<p>Hi</p>", "integrationIdentifier": identifier}
+    )
+
+    transaction_id = trigger(
+        api, workflow_id, {"subscriberId": f"bad-{port}-{len(address)}", "email": address}
+    )
+
+    jobs = finished_jobs(module_server, transaction_id, 2)
+    assert jobs["mail"].status == "failed"
+    job = job_row(module_server, transaction_id, "mail")
+    assert job["attempt"] == 1
+    assert job["error"]["message"].startswith(f"subscriber.email: {address!r}")
+    assert problem in job["error"]["message"]
+
+
+def test_missing_host_fails_at_once(api: httpx.Client, module_server: ServerProcess) -> None:
+    transaction_id = send_hello(api, module_server, {"from": "shop@example.com"}, "kim")
+
+    jobs = finished_jobs(module_server, transaction_id, 2)
+    assert jobs["mail"].status == "failed"
+    job = job_row(module_server, transaction_id, "mail")
+    assert job["attempt"] == 1
+    assert "credentials.host is missing" in job["error"]["message"]
+    assert job["error"]["provider"] == "smtp"
+
+
+def test_other_provider_is_skipped(api: httpx.Client, module_server: ServerProcess) -> None:
+    identifier = add_integration(module_server, {"apiKey": "key"}, provider_id="sendgrid")
+    workflow_id = email_workflow(
+        api, {"subject": "Hi", "body": "<p>Hi</p>", "integrationIdentifier": identifier}
+    )
+
+    transaction_id = trigger(api, workflow_id, {"subscriberId": "lea", "email": "lea@example.com"})
+
+    jobs = finished_jobs(module_server, transaction_id, 2)
+    assert jobs["mail"].status == "skipped"
+    assert jobs["mail"].last_detail == (
+        "the email provider 'sendgrid' is not supported; use an smtp integration"
+    )
+
+
+def test_inactive_integration_is_skipped(
+    api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int]
+) -> None:
+    handler, port = mailbox
+    identifier = add_integration(module_server, smtp_credentials(port), active=False)
+    workflow_id = email_workflow(
+        api, {"subject": "Hi", "body": "<p>Hi</p>", "integrationIdentifier": identifier}
+    )
+
+    transaction_id = trigger(api, workflow_id, {"subscriberId": "max", "email": "max@example.com"})
+
+    jobs = finished_jobs(module_server, transaction_id, 2)
+    assert jobs["mail"].status == "skipped"
+    assert jobs["mail"].last_detail == f"no active email integration has the identifier {identifier!r}"
+    assert handler.received("max@example.com") == []
+
+
 def test_unknown_integration_identifier_is_skipped(api: httpx.Client, module_server: ServerProcess) -> None:
     workflow_id = email_workflow(
         api, {"subject": "Hi", "body": "<p>Hi</p>", "integrationIdentifier": "no-such-integration"}

@@ -90,7 +90,7 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
     send = _Send(
         settings=settings,
         sender=_sender(controls, settings),
-        to=to,
+        to=_address(to, "subscriber.email").addr_spec,
         subject=" ".join(subject.split()),
         html=html,
         reply_to=str(controls.get("replyTo") or "").strip() or settings.reply_to,
@@ -115,10 +115,16 @@ def _sender(controls: dict[str, Any], settings: smtp.SmtpSettings) -> Address:
         override = {}
     address = str(override.get("email") or "").strip() or settings.sender
     name = str(override.get("name") or "").strip() or settings.sender_name
+    return _address(address, "from", name)
+
+
+def _address(addr_spec: str, field: str, display_name: str = "") -> Address:
+    """Parse an email address, raising PermanentStepError that names `field` when it is invalid."""
     try:
-        return Address(display_name=name, addr_spec=address)
+        return Address(display_name=display_name, addr_spec=addr_spec)
     except (HeaderParseError, IndexError, ValueError) as exc:
-        raise PermanentStepError(f"from: {address!r} is not a valid email address: {exc}") from exc
+        # The parser raises IndexError for some truncated addresses, such as "name@".
+        raise PermanentStepError(f"{field}: {addr_spec!r} is not a valid email address: {exc}") from exc
 
 
 def _perform(send: _Send, worker: WorkerContext) -> StepResult:
