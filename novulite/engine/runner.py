@@ -46,7 +46,7 @@ from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
 from novulite.engine.steps import delay as delay_step
-from novulite.engine.steps import digest, http_request, in_app, throttle, unconfigured
+from novulite.engine.steps import digest, email, http_request, in_app, throttle, unconfigured
 from novulite.engine.steps.base import (
     ExternalCall,
     PermanentStepError,
@@ -64,7 +64,7 @@ logger = logging.getLogger("novulite.worker")
 StepHandler = Callable[[StepContext], StepResult | ExternalCall]
 STEP_HANDLERS: dict[str, StepHandler] = {
     "in_app": in_app.run,
-    "email": unconfigured.run,
+    "email": email.run,
     "sms": unconfigured.run,
     "push": unconfigured.run,
     "chat": unconfigured.run,

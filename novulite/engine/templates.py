@@ -24,29 +24,34 @@ class _LimitedEnvironment(Environment):
 
 
 _plain = _LimitedEnvironment(autoescape=False)
+# Output statements are HTML-escaped, but the template's own text and string literals are not.
+_html = _LimitedEnvironment(autoescape=True)
 
 
 @functools.lru_cache(maxsize=512)
-def _parse(source: str) -> Any:
-    return _plain.from_string(source)
+def _parse(source: str, escape_html: bool = False) -> Any:
+    return (_html if escape_html else _plain).from_string(source)
 
 
-def compile_template(source: str) -> Any:
+def compile_template(source: str, escape_html: bool = False) -> Any:
     """Parse `source`, raising TemplateError with the parser's message when it is invalid."""
     try:
-        return _parse(source)
+        return _parse(source, escape_html)
     except LiquidError as exc:
         raise TemplateError(str(exc)) from exc
 
 
-def render(source: str | None, variables: dict[str, Any], field: str | None = None) -> str:
+def render(
+    source: str | None, variables: dict[str, Any], field: str | None = None, *, escape_html: bool = False
+) -> str:
     """Render `source` as plain text; a missing variable renders as an empty string.
 
+    With `escape_html`, the values that variables insert are HTML-escaped, for HTML bodies only.
     A TemplateError names `field`, the control value the template came from, when given.
     """
     if not source:
         return ""
     try:
-        return str(compile_template(source).render(**variables))
+        return str(compile_template(source, escape_html).render(**variables))
     except (LiquidError, TemplateError) as exc:
         raise TemplateError(f"{field}: {exc}" if field else str(exc)) from exc

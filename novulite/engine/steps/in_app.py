@@ -19,8 +19,29 @@ from novulite.queues import MESSAGES_CREATED
 def run(ctx: StepContext) -> StepResult:
     controls = ctx.controls
     variables = ctx.variables
-    severity = ctx.trigger.overrides.get("severity") or ctx.workflow.severity or "none"
-    row = {
+    row = message_row(
+        ctx,
+        "in_app",
+        subject=render(controls.get("subject"), variables, "subject") or None,
+        content=render(controls.get("body"), variables, "body"),
+        avatar=render(controls.get("avatar"), variables, "avatar") or None,
+        cta=_cta(controls, variables),
+        data=_render_data(controls.get("data"), variables, "data"),
+        status="sent",
+        created_at=ctx.now,
+        updated_at=ctx.now,
+    )
+    return StepResult(
+        output={"messageId": row["id"]},
+        details=[("Message created", "Success", None)],
+        events=[(MESSAGES_CREATED, (row["id"],))],
+        messages=[row],
+    )
+
+
+def message_row(ctx: StepContext, channel: str, **fields: Any) -> dict[str, Any]:
+    """Return a message row of the job's notification and subscriber, with `fields` set over the defaults."""
+    return {
         "id": new_id(),
         "environment_id": ctx.job.environment_id,
         "notification_id": ctx.notification.id,
@@ -28,12 +49,11 @@ def run(ctx: StepContext) -> StepResult:
         "subscriber_pk": ctx.subscriber.id,
         "workflow_pk": ctx.workflow.id,
         "transaction_id": ctx.job.transaction_id,
-        "channel": "in_app",
-        "subject": render(controls.get("subject"), variables, "subject") or None,
-        "content": render(controls.get("body"), variables, "body"),
-        "avatar": render(controls.get("avatar"), variables, "avatar") or None,
-        "cta": _cta(controls, variables),
-        "data": _render_data(controls.get("data"), variables, "data"),
+        "channel": channel,
+        "subject": None,
+        "avatar": None,
+        "cta": {},
+        "data": None,
         "tags": list(ctx.workflow.tags or []),
         "read": False,
         "seen": False,
@@ -42,18 +62,10 @@ def run(ctx: StepContext) -> StepResult:
         "seen_at": None,
         "archived_at": None,
         "snoozed_until": None,
-        "severity": severity,
+        "severity": ctx.trigger.overrides.get("severity") or ctx.workflow.severity or "none",
         "context_key": context_key(ctx.notification.context_keys or []),
-        "status": "sent",
-        "created_at": ctx.now,
-        "updated_at": ctx.now,
+        **fields,
     }
-    return StepResult(
-        output={"messageId": row["id"]},
-        details=[("Message created", "Success", None)],
-        events=[(MESSAGES_CREATED, (row["id"],))],
-        messages=[row],
-    )
 
 
 def _cta(controls: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:

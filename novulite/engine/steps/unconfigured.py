@@ -1,4 +1,4 @@
-"""Channel steps this server cannot deliver yet: email, sms, push and chat.
+"""Channel steps this server cannot deliver yet: sms, push and chat.
 
 Workflows may contain them, and their conditions and preferences are applied as
 for any channel step. A job that gets past those ends as skipped, with the reason
@@ -12,8 +12,8 @@ from novulite.engine.steps.base import StepContext, StepResult
 
 def run(ctx: StepContext) -> StepResult:
     channel = ctx.job.type
-    # TODO: delivery for the email, sms, push and chat channels is not built: there are no
-    # providers or integrations yet, so these steps never send anything.
+    # TODO: delivery for the sms, push and chat channels is not built: they have no
+    # providers yet, so these steps never send anything.
     reason = f"no {channel} provider is configured"
     return StepResult(
         status="skipped",

@@ -1,0 +1,1 @@
+"""Transports that deliver channel messages, one module per provider."""
