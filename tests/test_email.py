@@ -556,3 +556,46 @@ def test_no_integration_is_skipped(tmp_path: Any) -> None:
     assert jobs["mail"].status == "skipped"
     assert jobs["mail"].last_detail == "no email provider is configured"
     assert jobs["inbox"].status == "completed"
+
+
+def test_integration_made_through_api_delivers(
+    api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int]
+) -> None:
+    handler, port = mailbox
+    response = api.post(
+        "/v1/integrations",
+        json={
+            "providerId": "smtp",
+            "channel": "email",
+            "name": "Mail relay",
+            "identifier": "relay-from-api",
+            "active": True,
+            "credentials": {
+                "host": "127.0.0.1",
+                "port": str(port),
+                "from": "shop@example.com",
+                "user": SMTP_USER,
+                "password": SMTP_PASSWORD,
+            },
+        },
+    )
+    assert response.status_code == 201, response.text
+    assert SMTP_PASSWORD not in response.text
+    workflow_id = email_workflow(
+        api,
+        {
+            "subject": "Hi {{ payload.name }}",
+            "body": "<p>Hello</p>",
+            "integrationIdentifier": "relay-from-api",
+        },
+    )
+
+    transaction_id = trigger(
+        api, workflow_id, {"subscriberId": "ines", "email": "ines@example.com"}, payload={"name": "Ines"}
+    )
+
+    jobs = finished_jobs(module_server, transaction_id, 2)
+    assert jobs["mail"].status == "completed", jobs["mail"]
+    ((message, login),) = handler.received("ines@example.com")
+    assert str(message["Subject"]) == "Hi Ines"
+    assert login == SMTP_USER
