@@ -558,17 +558,20 @@ def test_no_integration_is_skipped(tmp_path: Any) -> None:
     assert jobs["inbox"].status == "completed"
 
 
+@pytest.mark.parametrize("provider_id", ["smtp", "nodemailer"])
 def test_integration_made_through_api_delivers(
-    api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int]
+    api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int], provider_id: str
 ) -> None:
     handler, port = mailbox
+    identifier = f"relay-{provider_id}"
+    recipient = f"ines-{provider_id}@example.com"
     response = api.post(
         "/v1/integrations",
         json={
-            "providerId": "smtp",
+            "providerId": provider_id,
             "channel": "email",
             "name": "Mail relay",
-            "identifier": "relay-from-api",
+            "identifier": identifier,
             "active": True,
             "credentials": {
                 "host": "127.0.0.1",
@@ -586,16 +589,19 @@ def test_integration_made_through_api_delivers(
         {
             "subject": "Hi {{ payload.name }}",
             "body": "<p>Hello</p>",
-            "integrationIdentifier": "relay-from-api",
+            "integrationIdentifier": identifier,
         },
     )
 
     transaction_id = trigger(
-        api, workflow_id, {"subscriberId": "ines", "email": "ines@example.com"}, payload={"name": "Ines"}
+        api,
+        workflow_id,
+        {"subscriberId": f"ines-{provider_id}", "email": recipient},
+        payload={"name": "Ines"},
     )
 
     jobs = finished_jobs(module_server, transaction_id, 2)
     assert jobs["mail"].status == "completed", jobs["mail"]
-    ((message, login),) = handler.received("ines@example.com")
+    ((message, login),) = handler.received(recipient)
     assert str(message["Subject"]) == "Hi Ines"
     assert login == SMTP_USER

@@ -27,6 +27,7 @@ from novulite.errors import (
 )
 from novulite.ids import ORGANIZATION_ID, new_id, new_transaction_id
 from novulite.integrations import CHANNELS, SECRET_CREDENTIALS, mask_secret, masked_credentials
+from novulite.providers import smtp
 
 # As in Novu, only these channels pick a primary integration; the others use the newest active one.
 PRIMARY_CHANNELS = ("email", "sms")
@@ -91,10 +92,10 @@ def keep_masked_secrets(sent: dict[str, Any], stored: dict[str, Any]) -> dict[st
 def check_provider_credentials(
     provider_id: str, channel: str, credentials: dict[str, Any], active: bool, errors: list[FieldError]
 ) -> None:
-    if provider_id != "smtp":
+    if provider_id not in smtp.PROVIDER_IDS:
         return
     if channel != "email":
-        errors.append(FieldError("channel", "must be email for the smtp provider", channel))
+        errors.append(FieldError("channel", f"must be email for the {provider_id} provider", channel))
     check_smtp(credentials, active, errors)
 
 

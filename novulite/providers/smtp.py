@@ -22,6 +22,9 @@ from email.message import EmailMessage
 from typing import Any
 
 PROVIDER_ID = "smtp"
+# Provider ids whose integrations this module sends through: novulite's own, and "nodemailer", the
+# id Novu and its SDKs give their custom SMTP provider, with the same credential names.
+PROVIDER_IDS = frozenset({PROVIDER_ID, "nodemailer"})
 # Seconds each connect, command or reply may take.
 TIMEOUT_SECONDS = 20.0
 # Characters of a server reply kept in a failure.

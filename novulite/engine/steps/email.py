@@ -63,7 +63,7 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
         if identifier:
             return _skipped(f"no active email integration has the identifier {identifier!r}", "provider")
         return _skipped("no email provider is configured", "provider")
-    if integration.provider_id != smtp.PROVIDER_ID:
+    if integration.provider_id not in smtp.PROVIDER_IDS:
         return _skipped(
             f"the email provider {integration.provider_id!r} is not supported; use an smtp integration",
             "provider",
