@@ -1,6 +1,6 @@
 """API rate limit settings: one token bucket per API key and category, parsed from the command line.
 
-A category's bucket holds `capacity` tokens and refills at `refill_per_second`. A request
+A category's bucket contains up to `capacity` tokens and refills at `refill_per_second`. A request
 costs 1 token, and a bulk trigger costs one token per event unless a fixed bulk cost is set.
 """
 
@@ -13,7 +13,7 @@ CATEGORIES = ("trigger", "configuration", "global")
 
 # The defaults follow Novu Cloud's business tier (@novu/shared, DEFAULT_API_RATE_LIMIT_SERVICE_MAXIMUM_CONFIG
 # and DEFAULT_API_RATE_LIMIT_ALGORITHM_CONFIG): 600, 200 and 300 requests per second over a 5 s
-# window with a 10 % burst allowance, so each bucket holds 5.5 seconds' worth of requests.
+# window with a 10 % burst allowance, so each bucket contains 5.5 seconds' worth of requests.
 DEFAULT_REFILL = {"trigger": 600.0, "configuration": 200.0, "global": 300.0}
 DEFAULT_CAPACITY = {"trigger": 3300, "configuration": 1100, "global": 1650}
 

@@ -127,7 +127,7 @@ class RedisProcess:
         return redis.Redis(host="127.0.0.1", port=self.port, password=REDIS_PASSWORD, socket_timeout=5)
 
     def start(self) -> RedisProcess:
-        """Start redis-server on `port`, again after `stop` too, and wait until it answers PING."""
+        """Start redis-server on `port`, again after `stop` too, and wait until it replies to PING."""
         executable = shutil.which("redis-server")
         if executable is None:
             raise RuntimeError("redis-server is not on PATH; install Debian's package redis-server")

@@ -33,7 +33,7 @@ class WorkerContext:
     has_sockets: Callable[[str], bool] = _assume_sockets
     # Throttle windows shared by every worker; None where no limiter is configured.
     limiter: Limiter | None = None
-    # The DueJobTimer that releases delayed jobs; told of each new due time. None in tools without one.
+    # The DueJobTimer that releases delayed jobs, notified of each new due time. None in tools without one.
     timer: Any = None
     # Renews the leases of jobs whose step runs outside a transaction. None in tools without one.
     leases: LeaseKeeper | None = None

@@ -153,7 +153,7 @@ def _claim(
 ) -> tuple[list[Any], set[str]]:
     """Move due jobs, and jobs whose previous runner's lease expired, to running; return them by id.
 
-    Returned rows carry the new status, so a step that waited tells its second run apart by its output.
+    Returned rows carry the new status, so a step that waited recognises its second run by its output.
     Also returns the ids of jobs taken over after their last attempt, which must fail instead of running.
     """
     at = db_datetime(now)
@@ -434,8 +434,8 @@ def _record_call(
 
 
 # Statements that select a chain's later jobs write `+status`, which keeps SQLite from using the
-# (status, run_at) index: every job behind a waiting step is pending, so with many delays that
-# index would scan all of them, where the parent_id and notification_id indexes find a few rows.
+# (status, run_at) index. Every job behind a waiting step is pending, so with many delays that
+# index would scan all of them. The parent_id and notification_id indexes find a few rows instead.
 
 
 def _queue_next(raw: sqlite3.Connection, parent_ids: list[str], now: dt.datetime) -> list[str]:

@@ -17,7 +17,7 @@ from cronsim import CronSim, CronSimError
 
 UNITS = ("seconds", "minutes", "hours", "days", "weeks", "months")
 _UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400, "weeks": 604800}
-# The longest duration a step may wait or span: ten years, which is 120 months.
+# The maximum duration a step may wait or span: ten years, which is 120 months.
 MAX_DAYS = 3653
 MAX_MONTHS = 120
 UTC = zoneinfo.ZoneInfo("UTC")

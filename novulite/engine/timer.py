@@ -4,7 +4,7 @@ Huey's scheduler looks at its schedule once a second, which would make every del
 to a second late. This thread instead sleeps until the earliest due time in the job
 store, or until a worker reports an earlier one, and then queues what is due.
 
-The job store stays the only record of what waits: a job keeps status `delayed`
+The job store stays the only record of what waits. A job keeps status `delayed`
 until a worker claims it, so after a crash or a restart the first pass finds every
 job that came due meanwhile and queues it once.
 """

@@ -1,7 +1,7 @@
 """Which network destinations outbound requests may reach.
 
-Requests that workflows make go to addresses chosen by whoever edits a workflow or
-sends a payload. They must not reach this host's loopback services, the private
+A workflow's requests go to addresses that anyone able to edit a workflow or send a
+payload can choose. They must not reach this host's loopback services, the private
 network around it or a cloud metadata service, unless the operator allows that
 destination in NOVULITE_OUTBOUND_ALLOW.
 """

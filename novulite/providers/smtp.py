@@ -1,7 +1,7 @@
 """Email over SMTP with the standard library: message building, TLS, AUTH and failure stages.
 
 A failure is classified by how far the exchange got. Until the server has
-answered DATA with 354, nothing can have been delivered, so a refused connection,
+replied 354 to DATA, nothing can have been delivered, so a refused connection,
 a timeout or a 4xx reply may be retried, and a 5xx reply is final. Once the
 message content is on its way, a timeout or a lost connection leaves the outcome
 unknown: the server may have queued the message before the reply was lost.

@@ -5,10 +5,10 @@ subscriber, workflow, step and throttleKey value. The member is the job's id, so
 that runs again after a retry or a crash keeps the slot it was granted. The window
 starts at the first granted run and is not extended by later ones.
 
-Control values, as in Novu: `type` fixed (`amount` and `unit`) or dynamic (`dynamicKey`,
-a payload path holding an ISO 8601 timestamp at which the window ends, or
-`{amount, unit}`), `threshold` (runs allowed per window, default 1) and `throttleKey`
-(a payload path or a Liquid template; no value means one window per subscriber).
+Control values follow Novu. `type` is fixed (`amount` and `unit`) or dynamic
+(`dynamicKey`, a payload path to an ISO 8601 end time or to `{amount, unit}`).
+`threshold` is the number of runs allowed per window, 1 by default. `throttleKey` is a
+payload path or a Liquid template; without one, each subscriber has one window.
 """
 
 from __future__ import annotations
