@@ -28,6 +28,7 @@ from novulite.errors import (
 from novulite.ids import ORGANIZATION_ID, new_id, new_transaction_id
 from novulite.integrations import CHANNELS, SECRET_CREDENTIALS, mask_secret, masked_credentials
 from novulite.providers import smtp
+from novulite.providers.registry import PROVIDERS
 
 # As in Novu, only these channels pick a primary integration; the others use the newest active one.
 PRIMARY_CHANNELS = ("email", "sms")
@@ -92,11 +93,20 @@ def keep_masked_secrets(sent: dict[str, Any], stored: dict[str, Any]) -> dict[st
 def check_provider_credentials(
     provider_id: str, channel: str, credentials: dict[str, Any], active: bool, errors: list[FieldError]
 ) -> None:
-    if provider_id not in smtp.PROVIDER_IDS:
+    if provider_id in smtp.PROVIDER_IDS:
+        if channel != "email":
+            errors.append(FieldError("channel", f"must be email for the {provider_id} provider", channel))
+        check_smtp(credentials, active, errors)
         return
-    if channel != "email":
-        errors.append(FieldError("channel", f"must be email for the {provider_id} provider", channel))
-    check_smtp(credentials, active, errors)
+    provider = PROVIDERS.get(provider_id)
+    # Novu stores integrations of any provider; a step skips one this server cannot deliver through.
+    if provider is None:
+        return
+    if channel not in provider.channels:
+        allowed = " or ".join(sorted(provider.channels))
+        errors.append(FieldError("channel", f"must be {allowed} for the {provider_id} provider", channel))
+    if provider.check_credentials is not None:
+        provider.check_credentials(credentials, active, errors)
 
 
 async def _find(session: AsyncSession, environment_id: str, integration_id: str) -> Integration:

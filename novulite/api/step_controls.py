@@ -30,6 +30,9 @@ SUPPORTED_STEP_TYPES = (
     "throttle",
     "http_request",
 )
+# Step types that deliver or call out, whose transient failures are retried up to `maxAttempts`.
+RETRIED_STEP_TYPES = frozenset({"email", "sms", "push", "chat", "http_request"})
+MAX_ATTEMPTS = 10
 REDIRECT_TARGETS = ("_self", "_blank", "_parent", "_top", "_unfencedTop")
 EDITOR_TYPES = ("block", "html")
 
@@ -232,10 +235,11 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
         "preheader": _template,
         "useProviderDefaults": _boolean,
         "disableOutputSanitization": _boolean,
+        "integrationIdentifier": _nullable_string,
     },
-    "sms": {"body": _template},
-    "push": {"subject": _template, "body": _template},
-    "chat": {"body": _template},
+    "sms": {"body": _template, "integrationIdentifier": _nullable_string},
+    "push": {"subject": _template, "body": _template, "integrationIdentifier": _nullable_string},
+    "chat": {"body": _template, "integrationIdentifier": _nullable_string},
     "http_request": {
         "method": _method,
         "url": _request_url,
@@ -265,6 +269,15 @@ REQUIRED_CONTROLS = {
 }
 
 
+def _max_attempts(step_type: str, value: Any, field: str, errors: list[FieldError]) -> None:
+    if step_type not in RETRIED_STEP_TYPES:
+        types = ", ".join(sorted(RETRIED_STEP_TYPES))
+        errors.append(FieldError(field, f"applies only to steps that call out ({types}); remove it", value))
+    elif isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
+        problem = f"must be a whole number of attempts from 1 to {MAX_ATTEMPTS}"
+        errors.append(FieldError(field, problem, value))
+
+
 def validate_controls(step_type: str, controls: dict[str, Any], field: str, errors: list[FieldError]) -> None:
     """Check a step's control values for its type, appending one FieldError per problem."""
     for name, check in CONTROL_CHECKS[step_type].items():
@@ -278,6 +291,8 @@ def validate_controls(step_type: str, controls: dict[str, Any], field: str, erro
         errors.extend(FieldError(f"{field}.{name}", problem) for name, problem in step_check(controls))
     if "stopOnFailure" in controls:
         _boolean(controls["stopOnFailure"], f"{field}.stopOnFailure", errors)
+    if "maxAttempts" in controls:
+        _max_attempts(step_type, controls["maxAttempts"], f"{field}.maxAttempts", errors)
     for path, problem in conditions.check(controls):
         errors.append(FieldError(f"{field}.{path}", problem))
 

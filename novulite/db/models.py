@@ -410,6 +410,10 @@ class Message(Base):
     snoozed_until: Mapped[dt.datetime | None]
     # sent, error or warning
     status: Mapped[str] = mapped_column(String(10), default="sent")
+    # The integration's provider for channels that deliver through one; None for in_app.
+    provider_id: Mapped[str | None] = mapped_column(String(100))
+    # Why the delivery failed, as the job's error records it, when status is error.
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 

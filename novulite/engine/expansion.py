@@ -15,6 +15,9 @@ from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
+# Attempts of a step that retries transient failures, unless its maxAttempts control says otherwise.
+DEFAULT_ATTEMPTS = 3
+
 _jobs = table(Job)
 _details = table(ExecutionDetail)
 
@@ -96,7 +99,7 @@ def _job_chain(notification: Any, steps: list[Any], now: dt.datetime) -> list[di
             },
             "status": "queued" if first else "pending",
             "attempt": 0,
-            "max_attempts": 3,
+            "max_attempts": max_attempts(step.control_values or {}),
             "run_at": now if first else None,
             "lease_until": None,
             "error": None,
@@ -107,3 +110,9 @@ def _job_chain(notification: Any, steps: list[Any], now: dt.datetime) -> list[di
         jobs.append(job)
         parent_id = job["id"]
     return jobs
+
+
+def max_attempts(controls: dict[str, Any]) -> int:
+    """Return the attempts a step's job gets: its `maxAttempts` control, checked on save, or the default."""
+    value = controls.get("maxAttempts")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else DEFAULT_ATTEMPTS

@@ -45,8 +45,8 @@ from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.engine.lookups import load_actors, load_preferences, load_step_outputs, notification_context
+from novulite.engine.steps import channel, digest, email, http_request, in_app, throttle
 from novulite.engine.steps import delay as delay_step
-from novulite.engine.steps import digest, email, http_request, in_app, throttle, unconfigured
 from novulite.engine.steps.base import (
     ExternalCall,
     PermanentStepError,
@@ -65,9 +65,9 @@ StepHandler = Callable[[StepContext], StepResult | ExternalCall]
 STEP_HANDLERS: dict[str, StepHandler] = {
     "in_app": in_app.run,
     "email": email.run,
-    "sms": unconfigured.run,
-    "push": unconfigured.run,
-    "chat": unconfigured.run,
+    "sms": channel.run,
+    "push": channel.run,
+    "chat": channel.run,
     "digest": digest.run,
     "http_request": http_request.run,
     "throttle": throttle.run,
@@ -98,7 +98,6 @@ class _Outcome:
     """Follow-up work from committed outcomes: next jobs, retries and realtime events."""
 
     next_job_ids: list[str] = dataclasses.field(default_factory=list)
-    retries: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     events: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
     # Due times of jobs that went to wait, for the timer that releases them.
     waits: list[dt.datetime] = dataclasses.field(default_factory=list)
@@ -107,7 +106,6 @@ class _Outcome:
 
     def merge(self, other: _Outcome) -> None:
         self.next_job_ids.extend(other.next_job_ids)
-        self.retries.extend(other.retries)
         self.waits.extend(other.waits)
         self.calls.extend(other.calls)
         for task_name, ids in other.events.items():
@@ -122,14 +120,12 @@ def run_jobs(ctx: WorkerContext, job_ids: list[str]) -> None:
 
 
 def _follow_up(ctx: WorkerContext, outcome: _Outcome) -> None:
-    """Enqueue what committed outcomes started: next jobs, retries, realtime events and due times."""
+    """Enqueue what committed outcomes started: next jobs, realtime events, and due times of waits."""
     # The reconciler redoes a lost enqueue, because the job store records what is due.
     for task_name, ids in outcome.events.items():
         ctx.queues.enqueue(task_name, ids)
     if outcome.next_job_ids:
         ctx.queues.enqueue(RUN_JOBS, outcome.next_job_ids)
-    for job_id, delay in outcome.retries:
-        ctx.queues.schedule(RUN_JOBS, delay, [job_id])
     if outcome.waits and ctx.timer is not None:
         ctx.timer.notify(min(outcome.waits))
 
@@ -159,9 +155,11 @@ def _claim(
     at = db_datetime(now)
     lease_until = db_datetime(now + dt.timedelta(seconds=lease_seconds))
     # A delayed job that comes due resumes the attempt that put it to wait, so it does not count one.
+    # A job delayed for a retry left no output, and its claim starts the next attempt.
     jobs = fetch(
         raw,
-        "UPDATE job SET status = 'running', attempt = attempt + (status <> 'delayed'), lease_until = ?, "
+        "UPDATE job SET status = 'running', attempt = attempt + (status <> 'delayed' OR output IS NULL), "
+        "lease_until = ?, "
         f"updated_at = ? WHERE id IN ({placeholders(len(job_ids))}) "
         "AND status IN ('queued', 'delayed') AND run_at <= ? RETURNING *",
         [lease_until, at, *job_ids, at],
@@ -388,7 +386,7 @@ def _perform_call(ctx: WorkerContext, job: Any, call: ExternalCall) -> None:
         # Released before recording, so renewal never meets the job finished and reports it lost.
         if ctx.leases is not None:
             ctx.leases.release(job.id, job.attempt)
-        _follow_up(ctx, _record_call(ctx, job, result, error))
+        _follow_up(ctx, _record_call(ctx, job, call, result, error))
     finally:
         if ctx.leases is not None:
             ctx.leases.release(job.id, job.attempt)
@@ -406,7 +404,7 @@ def _still_running(ctx: WorkerContext, job: Any) -> bool:
 
 
 def _record_call(
-    ctx: WorkerContext, job: Any, result: StepResult | None, error: Exception | None
+    ctx: WorkerContext, job: Any, call: ExternalCall, result: StepResult | None, error: Exception | None
 ) -> _Outcome:
     """Record an external call's outcome, unless another worker took the job over meanwhile."""
     now = ctx.clock.now()
@@ -426,9 +424,13 @@ def _record_call(
             )
             return _Outcome()
         if error is not None:
-            return _fail(raw, job, now, error, transient=not isinstance(error, PERMANENT_ERRORS))
+            transient = not isinstance(error, PERMANENT_ERRORS)
+            return _fail(raw, job, now, error, transient=transient, failure_row=call.failure_row)
         outcome = _Outcome()
         assert result is not None
+        if result.messages:
+            # A job retried by an operator after it failed for good still has its failed message.
+            raw.execute("DELETE FROM message WHERE job_id = ? AND status = 'error'", [job.id])
         _record_results(raw, now, [(job, result)], outcome)
         return outcome
 
@@ -449,10 +451,39 @@ def _queue_next(raw: sqlite3.Connection, parent_ids: list[str], now: dt.datetime
     return [row[0] for row in rows]
 
 
+def retry_delay(attempt: int, retry_after: Any = None) -> float:
+    """Return the seconds before the retry that follows `attempt`: full jitter, or what Retry-After asks.
+
+    The wait is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(attempt-1)], so
+    jobs that failed together do not retry together. A provider's Retry-After is
+    a floor: retrying sooner would be refused again.
+    """
+    delay = random.uniform(0, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    if isinstance(retry_after, int | float) and not isinstance(retry_after, bool):
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+def _final_failure_text(job: Any, transient: bool) -> str:
+    # A permanent failure's error says why; "retryable": false in it says that no retry follows.
+    if not transient or job.max_attempts == 1:
+        return "Step failed"
+    return f"Step failed after {job.attempt} attempts"
+
+
 def _fail(
-    raw: sqlite3.Connection, job: Any, now: dt.datetime, exc: Exception, *, transient: bool
+    raw: sqlite3.Connection,
+    job: Any,
+    now: dt.datetime,
+    exc: Exception,
+    *,
+    transient: bool,
+    failure_row: dict[str, Any] | None = None,
 ) -> _Outcome:
-    """Record a failed attempt: queue a retry if one is left, else fail the job and move on."""
+    """Record a failed attempt: set a retry if one is left, else fail the job and move on.
+
+    `failure_row` is the message row to keep, with status error, when the job fails for good.
+    """
     error: dict[str, Any] = {
         "type": type(exc).__name__,
         "message": str(exc) or type(exc).__name__,
@@ -462,14 +493,18 @@ def _fail(
     }
 
     retry = transient and job.attempt < job.max_attempts
-    delay = random.uniform(0, RETRY_BASE_SECONDS * 2 ** (job.attempt - 1)) if retry else 0.0
+    delay = retry_delay(job.attempt, error.get("retryAfterSeconds")) if retry else 0.0
     run_at = now + dt.timedelta(seconds=delay) if retry else job.run_at
+    error["maxAttempts"] = job.max_attempts
     error["nextRetryAt"] = run_at.isoformat() if retry else None
 
+    # A retry waits as a delayed job, which the due-job timer releases on time; its claim counts
+    # the next attempt because it left no output.
     raw.execute(
-        "UPDATE job SET status = ?, run_at = ?, error = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
+        "UPDATE job SET status = ?, run_at = ?, error = ?, output = NULL, lease_until = NULL, updated_at = ? "
+        "WHERE id = ?",
         [
-            "queued" if retry else "failed",
+            "delayed" if retry else "failed",
             db_datetime(run_at),
             write_value(_jobs, "error", error),
             db_datetime(now),
@@ -477,9 +512,14 @@ def _fail(
         ],
     )
     text, status = (
-        (f"Attempt {job.attempt} failed; retrying", "Warning") if retry else ("Step failed", "Failed")
+        (f"Attempt {job.attempt} failed; retrying", "Warning")
+        if retry
+        else (_final_failure_text(job, transient), "Failed")
     )
     insert_rows(raw, _details, [detail_row(job, text, status, now, error)])
+    if failure_row is not None and not retry:
+        failed = dict(failure_row, status="error", error=error, created_at=now, updated_at=now)
+        insert_rows(raw, _messages, [failed])
 
     first_line = error["message"].splitlines()[0] if error["message"] else ""
     logger.warning(
@@ -494,7 +534,7 @@ def _fail(
     )
 
     if retry:
-        return _Outcome(retries=[(job.id, delay)])
+        return _Outcome(waits=[run_at])
     if _stops_chain(job):
         # `+status` keeps SQLite on the notification_id index, as in _queue_next.
         canceled = raw.execute(

@@ -117,3 +117,5 @@ class ExternalCall:
     perform: Callable[[WorkerContext], StepResult]
     # The longest `perform` may take, in seconds; the lease is not renewed beyond it.
     max_seconds: float
+    # The message row to keep with status error, and the job's error, when the job fails for good.
+    failure_row: dict[str, Any] | None = None

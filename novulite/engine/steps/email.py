@@ -95,9 +95,13 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
         html=html,
         reply_to=str(controls.get("replyTo") or "").strip() or settings.reply_to,
         message_id=f"<{ctx.job.id}@novulite>",
-        row=message_row(ctx, "email", subject=subject or None, content=html),
+        row=message_row(
+            ctx, "email", subject=subject or None, content=html, provider_id=integration.provider_id
+        ),
     )
-    return ExternalCall(perform=functools.partial(_perform, send), max_seconds=MAX_CALL_SECONDS)
+    return ExternalCall(
+        perform=functools.partial(_perform, send), max_seconds=MAX_CALL_SECONDS, failure_row=send.row
+    )
 
 
 def _skipped(reason: str, kind: str) -> StepResult:
