@@ -5,8 +5,7 @@ the server's SQLite file, and the server reads integrations for each job. Each
 test names its own integration through the step's `integrationIdentifier`, so the
 tests can share one server.
 
-TLS (implicit and STARTTLS) is not covered here: it needs a certificate, and the
-test environment has no package to make one.
+TLS (implicit and STARTTLS) is covered in test_email_tls.py.
 """
 
 from __future__ import annotations

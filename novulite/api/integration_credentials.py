@@ -8,6 +8,7 @@ from typing import Any
 from novulite.api.body import json_type
 from novulite.errors import FieldError
 from novulite.integrations import SECRET_CREDENTIALS
+from novulite.providers import smtp
 
 # Credential fields whose values are booleans in Novu's CredentialsDto; all other fields are strings,
 # except tlsOptions, an object.
@@ -98,5 +99,9 @@ def check_smtp(credentials: dict[str, Any], active: bool, errors: list[FieldErro
                 True,
             )
         )
+    try:
+        smtp.read_ca_certificates(credentials.get("tlsOptions"))
+    except smtp.SmtpSettingsError as exc:
+        errors.append(FieldError(exc.field, exc.problem))
     if "password" in credentials and not credentials.get("user"):
         errors.append(FieldError("credentials.user", "is required with password: the SMTP login name"))

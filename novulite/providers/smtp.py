@@ -36,6 +36,11 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 class SmtpSettingsError(ValueError):
     """Integration credentials that cannot work, such as a missing host or sender."""
 
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
 
 class SmtpSendError(Exception):
     """A failed send: the reply code and text when the server gave one, and whether a retry may help.
@@ -68,16 +73,18 @@ class SmtpSettings:
     sender: str
     sender_name: str
     reply_to: str
+    # PEM certificates from tlsOptions.ca that replace the system's trusted CAs, or "" to keep them.
+    ca_certificates: str = ""
 
     @classmethod
     def from_credentials(cls, credentials: dict[str, Any]) -> SmtpSettings:
         """Read an smtp integration's credentials, raising SmtpSettingsError that names a bad field."""
         host = str(credentials.get("host") or "").strip()
         if not host:
-            raise SmtpSettingsError("credentials.host is missing: set the SMTP server's host name")
+            raise SmtpSettingsError("credentials.host", "is missing: set the SMTP server's host name")
         sender = str(credentials.get("from") or "").strip()
         if not sender:
-            raise SmtpSettingsError("credentials.from is missing: set the sender's email address")
+            raise SmtpSettingsError("credentials.from", "is missing: set the sender's email address")
         secure = _flag(credentials.get("secure"))
         port_value = credentials.get("port") or (465 if secure else 587)
         try:
@@ -85,7 +92,7 @@ class SmtpSettings:
         except (TypeError, ValueError):
             port = 0
         if not 0 < port < 65536:
-            raise SmtpSettingsError(f"credentials.port must be a port number, got {port_value!r}")
+            raise SmtpSettingsError("credentials.port", f"must be a port number, got {port_value!r}")
         return cls(
             host=host,
             port=port,
@@ -97,7 +104,56 @@ class SmtpSettings:
             sender=sender,
             sender_name=str(credentials.get("senderName") or ""),
             reply_to=str(credentials.get("replyTo") or ""),
+            ca_certificates=read_ca_certificates(credentials.get("tlsOptions")),
         )
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Return a context that verifies the server's certificate and host name.
+
+        The trusted CAs are tlsOptions.ca when set, else the system's, which OpenSSL
+        reads from SSL_CERT_FILE or SSL_CERT_DIR when the server's environment sets them.
+        """
+        if self.ca_certificates:
+            return ssl.create_default_context(cadata=self.ca_certificates)
+        return ssl.create_default_context()
+
+
+def read_ca_certificates(options: Any) -> str:
+    """Read tlsOptions.ca, one PEM string or a list of them as nodemailer takes, and check that it loads.
+
+    Of nodemailer's TLS options only `ca` is used. `rejectUnauthorized: false` is rejected rather
+    than ignored, because certificate checks cannot be turned off, and other keys are ignored.
+    """
+    if options is None:
+        return ""
+    if not isinstance(options, dict):
+        raise SmtpSettingsError(
+            "credentials.tlsOptions", 'must be an object such as {"ca": "-----BEGIN CERTIFICATE-----..."}'
+        )
+    if options.get("rejectUnauthorized") is False:
+        raise SmtpSettingsError(
+            "credentials.tlsOptions.rejectUnauthorized",
+            "cannot be false, because the server's "
+            "certificate is always verified; put the CA that signed it in credentials.tlsOptions.ca",
+        )
+    ca = options.get("ca")
+    if ca is None:
+        return ""
+    items = ca if isinstance(ca, list) else [ca]
+    if not items or not all(isinstance(item, str) and item.strip() for item in items):
+        raise SmtpSettingsError(
+            "credentials.tlsOptions.ca", "must be a PEM certificate or a list of them (the CA file's text)"
+        )
+    bundle = "\n".join(item.strip() for item in items) + "\n"
+    try:
+        ssl.create_default_context(cadata=bundle)
+    except (ssl.SSLError, ValueError) as exc:
+        raise SmtpSettingsError(
+            "credentials.tlsOptions.ca",
+            f"is not a valid PEM certificate ({exc}): "
+            "paste the text of the CA file, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----",
+        ) from exc
+    return bundle
 
 
 def _flag(value: Any) -> bool:
@@ -175,7 +231,16 @@ def send(settings: SmtpSettings, message: EmailMessage, timeout: float = TIMEOUT
         raise
     except smtplib.SMTPResponseException as exc:
         raise _reply_error(f"{stage} failed", exc.smtp_code, exc.smtp_error, stage) from exc
-    except (smtplib.SMTPNotSupportedError, ssl.SSLCertVerificationError) as exc:
+    except ssl.SSLCertVerificationError as exc:
+        # A certificate that fails verification stays invalid until someone changes it or the trusted CAs.
+        raise SmtpSendError(
+            f"TLS certificate verification failed: {exc.verify_message or exc}, so nothing was sent. "
+            "Check that the host name matches the certificate, or add the CA that signed it to "
+            "credentials.tlsOptions.ca",
+            retryable=False,
+            stage="tls",
+        ) from exc
+    except smtplib.SMTPNotSupportedError as exc:
         raise SmtpSendError(f"{stage} failed: {exc}", retryable=False, stage=stage) from exc
     except (smtplib.SMTPException, OSError) as exc:
         if stage == "content":
@@ -190,12 +255,9 @@ def send(settings: SmtpSettings, message: EmailMessage, timeout: float = TIMEOUT
         ) from exc
 
 
-# NOTE: the implicit TLS and STARTTLS paths are not covered by tests, which have no certificate to serve.
 def _connect(settings: SmtpSettings, timeout: float) -> smtplib.SMTP:
     if settings.secure:
-        return smtplib.SMTP_SSL(
-            settings.host, settings.port, timeout=timeout, context=ssl.create_default_context()
-        )
+        return smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout, context=settings.tls_context())
     return smtplib.SMTP(settings.host, settings.port, timeout=timeout)
 
 
@@ -204,7 +266,7 @@ def _secure_and_login(client: smtplib.SMTP, settings: SmtpSettings) -> None:
     client.ehlo()
     if not settings.secure and not settings.ignore_tls:
         if client.has_extn("starttls"):
-            client.starttls(context=ssl.create_default_context())
+            client.starttls(context=settings.tls_context())
             client.ehlo()
         elif settings.require_tls:
             raise SmtpSendError(
