@@ -17,9 +17,12 @@ import html
 import re
 import smtplib
 import ssl
+from collections.abc import Sequence
 from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
+
+from novulite.providers.attachments import Attachment
 
 PROVIDER_ID = "smtp"
 # Provider ids whose integrations this module sends through: novulite's own, and "nodemailer", the
@@ -181,8 +184,12 @@ def build_message(
     html_body: str,
     message_id: str,
     reply_to: str = "",
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
-    """Build a multipart/alternative message. The subject is plain text, RFC 2047-encoded where needed."""
+    """Build a multipart/alternative message, inside multipart/mixed when there are attachments.
+
+    The subject is plain text, RFC 2047-encoded where needed.
+    """
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -194,6 +201,11 @@ def build_message(
     # Quoted-printable keeps non-ASCII text deliverable by servers without 8BITMIME.
     message.set_content(html_to_text(html_body), cte="quoted-printable")
     message.add_alternative(html_body, subtype="html", cte="quoted-printable")
+    for attachment in attachments:
+        maintype, subtype = attachment.media_type.split("/", 1)
+        message.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.name
+        )
     return message
 
 

@@ -33,6 +33,7 @@ from novulite.engine.steps.in_app import message_row
 from novulite.engine.templates import render
 from novulite.integrations import find_integration
 from novulite.providers import smtp
+from novulite.providers.attachments import Attachment, AttachmentError, read_attachments
 
 # Each SMTP command may take the provider's timeout, and a send issues fewer than six that can wait.
 MAX_CALL_SECONDS = smtp.TIMEOUT_SECONDS * 6
@@ -51,6 +52,7 @@ class _Send:
     html: str
     reply_to: str
     message_id: str
+    attachments: tuple[Attachment, ...]
     # The message row, without the status and times that the send decides.
     row: dict[str, Any]
 
@@ -87,6 +89,11 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
     variables = ctx.variables
     subject = render(controls.get("subject"), variables, "subject")
     html = render(controls.get("body"), variables, "body", escape_html=True)
+    payload = ctx.trigger.payload or {}
+    try:
+        attachments = read_attachments(payload.get("attachments") if isinstance(payload, dict) else None)
+    except AttachmentError as exc:
+        raise PermanentStepError(str(exc), provider=smtp.PROVIDER_ID) from exc
     send = _Send(
         settings=settings,
         sender=_sender(controls, settings),
@@ -95,6 +102,7 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
         html=html,
         reply_to=str(controls.get("replyTo") or "").strip() or settings.reply_to,
         message_id=f"<{ctx.job.id}@novulite>",
+        attachments=tuple(attachments),
         row=message_row(
             ctx, "email", subject=subject or None, content=html, provider_id=integration.provider_id
         ),
@@ -142,6 +150,7 @@ def _perform(send: _Send, worker: WorkerContext) -> StepResult:
             html_body=send.html,
             message_id=send.message_id,
             reply_to=send.reply_to,
+            attachments=send.attachments,
         )
     except (HeaderParseError, IndexError, ValueError) as exc:
         raise PermanentStepError(f"the message cannot be built: {exc}", **info) from exc
@@ -157,6 +166,10 @@ def _perform(send: _Send, worker: WorkerContext) -> StepResult:
             "messageId": send.message_id,
             "accepted": receipt.accepted,
             "response": receipt.reply,
+            "attachments": [
+                {"name": item.name, "mime": item.media_type, "size": len(item.content)}
+                for item in send.attachments
+            ],
         },
         details=[(f"Email sent through {settings.host}", "Success", dict(info, reply=receipt.reply))],
         messages=[row],
