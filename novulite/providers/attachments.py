@@ -97,7 +97,7 @@ def _read_entry(entry: dict[str, Any], field: str) -> Attachment:
     if not isinstance(encoded, str) or not encoded.strip():
         raise AttachmentError(f"{field}.file is missing: set the file's content, encoded in base64")
     try:
-        # Line breaks, as in MIME's 76-character lines, are allowed, but other characters outside base64 are not.
+        # Line breaks, as in MIME's 76-character lines, are allowed, but other non-base64 characters are not.
         content = base64.b64decode(_WHITESPACE.sub("", encoded), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise AttachmentError(
