@@ -66,7 +66,9 @@ def failing_call(api: httpx.Client, stub: HttpStub, path: str, **controls: Any) 
 
 def job_id_of(server: ServerProcess, transaction_id: str) -> str:
     rows = read_rows(
-        server.data_dir / "novulite.db", "SELECT id FROM job WHERE transaction_id = ?", (transaction_id,)
+        server.data_dir / "novulite.db",
+        "SELECT id FROM job WHERE transaction_id = ? AND step_id = 'call'",
+        (transaction_id,),
     )
     return str(rows[0][0])
 
@@ -212,3 +214,35 @@ def test_actions_need_sign_in(server: ServerProcess) -> None:
 
     assert page.status_code == 303
     assert page.headers["location"].startswith("/admin/login")
+
+
+def test_retry_resumes_stopped_chain(api: httpx.Client, server: ServerProcess, stub: HttpStub) -> None:
+    stub.route("/first", Reply(503, {"error": "down"}), Reply(200, {"ok": True}))
+    workflow_id = f"chain-{next(_numbers)}"
+    workflow = {
+        "name": workflow_id,
+        "workflowId": workflow_id,
+        "steps": [
+            {
+                "name": "Call",
+                "stepId": "call",
+                "type": "http_request",
+                "controlValues": {"method": "PUT", "url": stub.url("/first"), "body": "x", "maxAttempts": 1},
+            },
+            {"name": "Inbox", "stepId": "inbox", "type": "in_app", "controlValues": {"body": "after"}},
+        ],
+    }
+    assert api.post("/v2/workflows", json=workflow).status_code == 201
+    transaction_id = trigger(api, workflow_id, "erin")
+    jobs = finished_jobs(server, transaction_id, 2)
+    assert jobs["call"].status == "failed"
+    assert jobs["inbox"].status == "canceled"
+    job_id = job_id_of(server, transaction_id)
+
+    with admin_session(server.base_url) as admin:
+        token = csrf_token(admin.get("/admin/failed-jobs").text)
+        admin.post("/admin/failed-jobs/retry", data={"_csrf_token": token, "only": job_id})
+
+    jobs = finished_jobs(server, transaction_id, 2)
+    assert jobs["call"].status == "completed"
+    assert jobs["inbox"].status == "completed"

@@ -3,7 +3,7 @@
 A retry is offered only where it can help. Failures whose cause may pass (a
 transient error that ran out of attempts, an outcome that was never confirmed, a
 worker that was lost) can be retried. A failure that another attempt would meet
-again, such as a template error, invalid controls or a provider's 4xx answer, is
+again, such as a template error, invalid controls or a provider's 4xx response, is
 shown with its cause and offers no retry.
 
 Both actions are one conditional UPDATE on `status = 'failed'`, so a form sent twice
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 from typing import Any
 
 from novulite.clock import Clock
@@ -26,7 +27,7 @@ logger = logging.getLogger("novulite.worker")
 
 _details = table(ExecutionDetail)
 
-# SQL true for a failed job whose error says another attempt may succeed.
+# SQL true for a failed job whose error marks it retryable or its outcome unknown.
 RETRYABLE_SQL = "(json_extract(error, '$.retryable') = 1 OR json_extract(error, '$.outcome') = 'unknown')"
 
 
@@ -72,10 +73,11 @@ def retry_failed_jobs(store: Store, clock: Clock, job_ids: list[str], admin: str
         rows = raw.execute(
             "UPDATE job SET status = 'queued', attempt = 0, run_at = ?, error = NULL, output = NULL, "
             f"lease_until = NULL, updated_at = ? WHERE id IN ({placeholders(len(job_ids))}) "
-            f"AND status = 'failed' AND {RETRYABLE_SQL} RETURNING id, notification_id",
+            f"AND status = 'failed' AND {RETRYABLE_SQL} RETURNING id, notification_id, position",
             [at, at, *job_ids],
         ).fetchall()
-        jobs = [{"id": row[0], "notification_id": row[1]} for row in rows]
+        jobs = [{"id": row[0], "notification_id": row[1], "position": row[2]} for row in rows]
+        resumed = _resume_stopped_chains(raw, jobs, at)
         refused = raw.execute(
             f"SELECT count(*) FROM job WHERE id IN ({placeholders(len(job_ids))}) AND status = 'failed'",
             job_ids,
@@ -83,8 +85,30 @@ def retry_failed_jobs(store: Store, clock: Clock, job_ids: list[str], admin: str
         text = f"Retried by {admin} from the admin UI"
         insert_rows(raw, _details, [detail_row(job, text, "Queued", now) for job in jobs])
     if jobs:
-        logger.info("admin %s retried %d failed jobs", admin, len(jobs))
+        logger.info(
+            "admin %s retried %d failed jobs; %d later steps they had stopped will run after them",
+            admin,
+            len(jobs),
+            resumed,
+        )
     return Requeued([job["id"] for job in jobs], refused)
+
+
+def _resume_stopped_chains(raw: sqlite3.Connection, jobs: list[dict[str, Any]], at: str | None) -> int:
+    """Set the later steps that each job's failure canceled back to pending; return how many.
+
+    Those steps never ran, so they have no execution details. Steps canceled with the
+    transaction, or discarded, have a detail that records it and stay canceled.
+    """
+    statement = (
+        "UPDATE job SET status = 'pending', updated_at = ? "
+        "WHERE notification_id = ? AND position > ? AND status = 'canceled' "
+        "AND NOT EXISTS (SELECT 1 FROM execution_detail d WHERE d.job_id = job.id)"
+    )
+    resumed = 0
+    for job in jobs:
+        resumed += raw.execute(statement, [at, job["notification_id"], job["position"]]).rowcount
+    return resumed
 
 
 def discard_failed_jobs(store: Store, clock: Clock, job_ids: list[str], admin: str) -> int:
