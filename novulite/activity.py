@@ -48,15 +48,45 @@ def _execution_detail(detail: Any) -> dict[str, Any]:
     }
 
 
+# Provider ids this server delivers through, as Novu's closed ProvidersIdEnum names them. Novu
+# calls custom SMTP nodemailer; a provider Novu does not have is shown as its own "novu".
+ACTIVITY_PROVIDER_IDS = {
+    "smtp": "nodemailer",
+    "nodemailer": "nodemailer",
+    "twilio": "twilio",
+    "generic-sms": "generic-sms",
+    "slack": "slack",
+    "discord": "discord",
+    "msteams": "msteams",
+    "mattermost": "mattermost",
+    "chat-webhook": "chat-webhook",
+    "push-webhook": "push-webhook",
+}
+
+
+def job_provider(job: Any) -> str | None:
+    """Return the provider id a job delivered through, or tried to, from its output or its error."""
+    for record in (job.output, job.error):
+        if isinstance(record, dict) and isinstance(record.get("provider"), str):
+            return str(record["provider"])
+    return None
+
+
 def _job(job: Any, details: list[Any]) -> dict[str, Any]:
     # A job keeps a copy of its step, and the step row may since have been deleted.
     step_pk = job.step_pk or job.id
     step = job.step or {}
+    provider = job_provider(job)
     return {
         "_id": job.id,
         "type": job.type,
         "status": job.status,
-        "providerId": IN_APP_PROVIDER_ID,
+        "providerId": ACTIVITY_PROVIDER_IDS.get(provider or "", IN_APP_PROVIDER_ID),
+        # Not in Novu's response: the provider as configured, and why the last attempt failed.
+        "provider": provider,
+        "attempt": job.attempt,
+        "maxAttempts": job.max_attempts,
+        "error": job.error,
         "step": {
             "_id": step_pk,
             "_templateId": step_pk,
@@ -70,6 +100,16 @@ def _job(job: Any, details: list[Any]) -> dict[str, Any]:
         "executionDetails": [_execution_detail(detail) for detail in details],
         "updatedAt": isoformat(job.updated_at),
     }
+
+
+def to_job_entry(job: Any, details: list[Any]) -> dict[str, Any]:
+    """Return one job as GET /v1/jobs/{id} shows it: the activity feed's job, with its ids."""
+    return dict(
+        _job(job, details),
+        _notificationId=job.notification_id,
+        transactionId=job.transaction_id,
+        createdAt=isoformat(job.created_at),
+    )
 
 
 def _subscriber(subscriber: Any) -> dict[str, Any]:

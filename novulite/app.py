@@ -20,7 +20,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from novulite import __version__
-from novulite.api.activity import activity_router
+from novulite.api.activity import activity_router, jobs_router
 from novulite.api.cancel import cancel_router
 from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
@@ -203,6 +203,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             messages_router,
             integrations_router,
             activity_router,
+            jobs_router,
             session_router,
             inbox_router,
             inbox_socket,

@@ -97,6 +97,9 @@ SUBSCRIPTION_NOT_FOUND = ErrorCode(
     "list them with GET /v2/topics/{key}/subscriptions",
 )
 MESSAGE_NOT_FOUND = ErrorCode(40411, 404, "message {message_id!r} was not found")
+JOB_NOT_FOUND = ErrorCode(
+    40421, 404, "job {job_id!r} was not found; GET /v1/notifications/{{id}} lists a notification's jobs"
+)
 INTEGRATION_NOT_FOUND = ErrorCode(
     40420, 404, "integration {integration_id!r} was not found; list them with GET /v1/integrations"
 )

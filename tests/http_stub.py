@@ -28,6 +28,8 @@ class Received:
     # Header names in lower case.
     headers: dict[str, str]
     body: bytes
+    # time.monotonic() when the request arrived.
+    at: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -53,7 +55,7 @@ class HttpStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                reply = stub._record(Received(self.command, self.path, headers, body))
+                reply = stub._record(Received(self.command, self.path, headers, body, time.monotonic()))
                 if reply.hold is not None:
                     reply.hold.wait(timeout=30)
                 elif reply.delay:

@@ -409,7 +409,10 @@ def test_permanent_reply_fails_at_once(
     assert error["type"] == "PermanentStepError"
     assert error["exceptionType"]
     assert handler.data_commands["fay@example.com"] == 1
-    assert email_messages(module_server, transaction_id) == []
+    # The failed message is kept with status error, so GET /v1/messages shows the failure too.
+    assert email_messages(module_server, transaction_id) == [
+        {"channel": "email", "subject": "Hi", "content": "<p>Hi</p>", "status": "error"}
+    ]
 
 
 def test_refused_connection_is_retried(api: httpx.Client, module_server: ServerProcess) -> None:

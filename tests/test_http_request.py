@@ -327,3 +327,16 @@ def test_full_controls_saved(api: httpx.Client) -> None:
     saved = response.json()["data"]["steps"][0]
     assert saved["type"] == "http_request"
     assert saved["controls"]["values"]["timeout"] == 2.5
+
+
+def test_retry_after_is_a_floor(api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub) -> None:
+    stub.route("/limited", Reply(429, {"error": "slow down"}, headers={"Retry-After": "2"}), Reply(200, {}))
+    workflow_id = call_then_inbox(api, {"method": "PUT", "url": stub.url("/limited"), "body": "x"})
+
+    transaction_id = trigger(api, workflow_id, "alice")
+
+    jobs = finished_jobs(allowed_server, transaction_id, 2)
+    assert jobs["call"].status == "completed"
+    first, second = stub.wait_for("/limited", 2)
+    # Full jitter alone would draw the first wait from 0 to 2 s; Retry-After makes 2 s the least.
+    assert second.at - first.at >= 2.0

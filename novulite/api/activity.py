@@ -12,7 +12,7 @@ from sqlalchemy import ColumnElement, String, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from novulite.activity import ActivityRows, to_activity
+from novulite.activity import ActivityRows, to_activity, to_job_entry
 from novulite.api import query
 from novulite.api.auth import environment_from_api_key, services_of
 from novulite.db.models import (
@@ -26,7 +26,7 @@ from novulite.db.models import (
     Workflow,
 )
 from novulite.directory import EnvironmentInfo
-from novulite.errors import INVALID_QUERY, NOTIFICATION_NOT_FOUND, ApiError, FieldError
+from novulite.errors import INVALID_QUERY, JOB_NOT_FOUND, NOTIFICATION_NOT_FOUND, ApiError, FieldError
 from novulite.messages import CHANNEL_TYPES, SEVERITIES
 
 # The severity a notification was sent with: the trigger's override, else the workflow's.
@@ -216,8 +216,36 @@ async def get_activity(
     return {"data": activity}
 
 
+def _one_job(session: Session, environment_id: str, job_id: str) -> dict[str, Any]:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.environment_id == environment_id))
+    if job is None:
+        raise ApiError(JOB_NOT_FOUND, job_id=job_id)
+    details = session.scalars(
+        select(ExecutionDetail)
+        .where(ExecutionDetail.job_id == job_id)
+        .order_by(ExecutionDetail.created_at, ExecutionDetail.id)
+    )
+    return to_job_entry(job, list(details))
+
+
+@get("/{job_id:str}")
+async def get_job(
+    request: Request[Any, Any, Any], environment: EnvironmentInfo, job_id: str
+) -> dict[str, Any]:
+    """Return one job with its error and execution details; Novu has no such route."""
+    services = services_of(request)
+    async with AsyncSession(services.reader) as session:
+        job = await session.run_sync(_one_job, environment.id, job_id)
+    return {"data": job}
+
+
 activity_router = Router(
     path="/v1/notifications",
     route_handlers=[list_activity, get_activity],
+    dependencies={"environment": Provide(environment_from_api_key)},
+)
+jobs_router = Router(
+    path="/v1/jobs",
+    route_handlers=[get_job],
     dependencies={"environment": Provide(environment_from_api_key)},
 )

@@ -245,7 +245,8 @@ def _run_batch(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
         for job in jobs:
             if job.id in exhausted:
                 lost = PermanentStepError(
-                    f"the worker running attempt {job.attempt - 1} was lost, and no attempts are left"
+                    f"the worker running attempt {job.attempt - 1} was lost, and no attempts are left",
+                    outcome="unknown",
                 )
                 outcome.merge(_fail(raw, job, now, lost, transient=False))
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -19,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novulite import security
 from novulite.api.auth import services_of
 from novulite.db.models import AdminUser, ExecutionDetail, Job, Notification, Step, Subscriber, Workflow
+from novulite.engine.failed_jobs import (
+    discard_failed_jobs,
+    is_retryable,
+    not_retryable_reason,
+    retry_failed_jobs,
+)
 from novulite.engine.runner import WORKER_LOST_PREFIX
+from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.ui")
 
@@ -175,7 +183,14 @@ async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int 
 
 
 @get("/failed-jobs", dependencies={"admin": Provide(current_admin)})
-async def failed_jobs_page(request: Request[Any, Any, Any], admin: str, page: int | None = None) -> Template:
+async def failed_jobs_page(
+    request: Request[Any, Any, Any],
+    admin: str,
+    page: int | None = None,
+    retried: int | None = None,
+    refused: int | None = None,
+    discarded: int | None = None,
+) -> Template:
     services = services_of(request)
     number = _page_number(page)
     condition = Job.status == "failed"
@@ -195,16 +210,103 @@ async def failed_jobs_page(request: Request[Any, Any, Any], admin: str, page: in
         ).all()
     context = {
         "admin": admin,
-        "jobs": [(row[0], row[1], row[2]) for row in rows],
+        "jobs": [
+            FailedJobView(
+                row[0], row[1], row[2], is_retryable(row[0].error), not_retryable_reason(row[0].error)
+            )
+            for row in rows
+        ],
         "page": number,
         "has_next": number * PAGE_SIZE < total,
         "total": total,
+        "notices": _action_notices(retried, refused, discarded),
     }
     return Template("admin/failed_jobs.html", context=context)
 
 
+@dataclasses.dataclass(frozen=True)
+class FailedJobView:
+    job: Job
+    workflow_id: str
+    subscriber_id: str
+    retryable: bool
+    # Why a retry cannot help, shown when `retryable` is false.
+    reason: str
+
+
+def _failed_job_view(job: Job, workflow_id: str, subscriber_id: str) -> FailedJobView:
+    retryable = is_retryable(job.error)
+    reason = "" if retryable else not_retryable_reason(job.error)
+    return FailedJobView(job, workflow_id, subscriber_id, retryable, reason)
+
+
+def _action_notices(retried: int | None, refused: int | None, discarded: int | None) -> list[str]:
+    notices = []
+    if retried is not None:
+        notices.append(f"Queued {_jobs_text(retried)} again." if retried else "No job was queued again.")
+    if refused:
+        notices.append(f"{_jobs_text(refused)} cannot be fixed by a retry and stayed failed.")
+    if discarded is not None:
+        notices.append(f"Discarded {_jobs_text(discarded)}." if discarded else "No job was discarded.")
+    return notices
+
+
+def _jobs_text(count: int) -> str:
+    return "1 job" if count == 1 else f"{count} jobs"
+
+
+def _selected_job_ids(data: dict[str, Any]) -> list[str]:
+    """Return the job ids a failed-jobs form acts on: the row's button, else the checked rows."""
+    if data.get("only"):
+        return [str(data["only"])]
+    value = data.get("job_id") or []
+    ids = value if isinstance(value, list) else [value]
+    return [str(job_id) for job_id in ids if job_id][:PAGE_SIZE]
+
+
+@post("/failed-jobs/retry", dependencies={"admin": Provide(current_admin)})
+async def retry_failed(
+    request: Request[Any, Any, Any],
+    admin: str,
+    data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    """Queue the selected failed jobs again, those a retry can help, and go back to the list."""
+    services = services_of(request)
+    requeued = await asyncio.to_thread(
+        retry_failed_jobs, services.store, services.clock, _selected_job_ids(data), admin
+    )
+    if requeued.job_ids:
+        services.queues.enqueue(RUN_JOBS, requeued.job_ids)
+    return Redirect(
+        path=f"/admin/failed-jobs?retried={len(requeued.job_ids)}&refused={requeued.refused}", status_code=303
+    )
+
+
+@post("/failed-jobs/discard", dependencies={"admin": Provide(current_admin)})
+async def discard_failed(
+    request: Request[Any, Any, Any],
+    admin: str,
+    data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    """Discard the selected failed jobs, and go back to the list."""
+    services = services_of(request)
+    count = await asyncio.to_thread(
+        discard_failed_jobs, services.store, services.clock, _selected_job_ids(data), admin
+    )
+    return Redirect(path=f"/admin/failed-jobs?discarded={count}", status_code=303)
+
+
 admin_router = Router(
     path="/admin",
-    route_handlers=[login_page, login_submit, logout, dashboard, workflows_page, failed_jobs_page],
+    route_handlers=[
+        login_page,
+        login_submit,
+        logout,
+        dashboard,
+        workflows_page,
+        failed_jobs_page,
+        retry_failed,
+        discard_failed,
+    ],
     include_in_schema=False,
 )

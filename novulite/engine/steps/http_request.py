@@ -48,6 +48,7 @@ from novulite.outbound.exchange import (
     RequestNotSent,
     exchange,
 )
+from novulite.providers.http import retry_after
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
@@ -208,6 +209,9 @@ def _result(call: _Call, response: OutboundResponse, info: dict[str, Any]) -> St
         message = f"{call.request.method} {call.shown_url} returned HTTP {status}"
         failure = dict(info, status=status, responseExcerpt=excerpt)
         if status in TRANSIENT_STATUSES or status >= 500:
+            wait = retry_after(response.headers.get("retry-after"))
+            if wait is not None:
+                failure["retryAfterSeconds"] = wait
             raise TransientStepError(message, **failure)
         raise PermanentStepError(message, **failure)
     output: dict[str, Any] = {
