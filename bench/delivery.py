@@ -176,7 +176,7 @@ def workflows(smtp_identifier: str, stub_port: int) -> list[dict[str, Any]]:
 async def send_triggers(
     port: int, workflow_id: str, count: int, connections: int, rate: float
 ) -> list[float]:
-    """Send `count` triggers, at once or at `rate` per second, and return each one's send time (time.time())."""
+    """Send `count` triggers, at once or at `rate` per second, and return the time.time() each was sent."""
     pool = [await RawHttpConnection.open(port) for _ in range(connections)]
     headers = f"Authorization: ApiKey {API_KEY}\r\n"
     sent = [0.0] * count
