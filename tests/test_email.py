@@ -607,3 +607,36 @@ def test_integration_made_through_api_delivers(
     ((message, login),) = handler.received(recipient)
     assert str(message["Subject"]) == "Hi Ines"
     assert login == SMTP_USER
+
+
+def test_messages_list_provider_id(
+    api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int]
+) -> None:
+    from novu_py import Novu
+
+    from tests.servers import API_KEY
+
+    _, port = mailbox
+    transactions = {}
+    for provider_id in ("smtp", "nodemailer"):
+        identifier = add_integration(module_server, smtp_credentials(port), provider_id=provider_id)
+        workflow_id = email_workflow(
+            api, {"subject": "Hi", "body": "<p>Hi</p>", "integrationIdentifier": identifier}
+        )
+        name = f"listed-{provider_id}"
+        transaction_id = trigger(api, workflow_id, {"subscriberId": name, "email": f"{name}@example.com"})
+        jobs = finished_jobs(module_server, transaction_id, 2)
+        assert jobs["mail"].status == "completed", jobs["mail"]
+        transactions[provider_id] = transaction_id
+
+    novu = Novu(secret_key=API_KEY, server_url=module_server.base_url)
+    for provider_id, transaction_id in transactions.items():
+        response = api.get("/v1/messages", params={"transactionId": transaction_id})
+        assert response.status_code == 200, response.text
+        listed = {item["channel"]: item["providerId"] for item in response.json()["data"]}
+        assert listed == {"email": provider_id, "in_app": "novu"}
+        parsed = novu.messages.retrieve(request={"transaction_id": [transaction_id]}).result.data
+        assert {message.channel: message.provider_id for message in parsed} == {
+            "email": provider_id,
+            "in_app": "novu",
+        }
