@@ -28,10 +28,11 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from novu_py import Novu
 
 from novulite.db.fast import db_datetime
 from tests.pipeline import finished_jobs, query, server_fixtures, trigger
-from tests.servers import ServerProcess, free_port
+from tests.servers import API_KEY, ServerProcess, free_port
 
 module_server, api = server_fixtures()
 _numbers = itertools.count()
@@ -612,10 +613,6 @@ def test_integration_made_through_api_delivers(
 def test_messages_list_provider_id(
     api: httpx.Client, module_server: ServerProcess, mailbox: tuple[Mailbox, int]
 ) -> None:
-    from novu_py import Novu
-
-    from tests.servers import API_KEY
-
     _, port = mailbox
     transactions = {}
     for provider_id in ("smtp", "nodemailer"):
