@@ -28,6 +28,8 @@ class Received:
     # Header names in lower case.
     headers: dict[str, str]
     body: bytes
+    # time.monotonic() when the request body had arrived, to measure the gaps between retries.
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body)

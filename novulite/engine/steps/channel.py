@@ -17,7 +17,9 @@ from typing import Any
 from novulite.engine.steps.base import ExternalCall, StepContext, StepResult
 from novulite.engine.steps.in_app import message_row
 from novulite.integrations import find_integration
-from novulite.providers.registry import channels_of, provider_for
+
+# The module, not its names: provider modules import this one, and the registry imports them.
+from novulite.providers import registry
 
 
 def run(ctx: StepContext) -> StepResult | ExternalCall:
@@ -28,9 +30,9 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
         if identifier:
             return skipped(channel, f"no active {channel} integration has the identifier {identifier!r}")
         return skipped(channel, f"no {channel} provider is configured")
-    provider = provider_for(integration.provider_id, channel)
+    provider = registry.provider_for(integration.provider_id, channel)
     if provider is None:
-        served = sorted(channels_of(integration.provider_id))
+        served = sorted(registry.channels_of(integration.provider_id))
         if served:
             reason = (
                 f"the {integration.provider_id} provider of integration {integration.identifier!r} "
