@@ -482,6 +482,17 @@ CREDENTIAL_ERRORS = [
         {
             "baseUrl": "https://sms.example.com",
             "apiKeyRequestHeader": "X-Api-Key",
+            "apiKey": "k\r\nX: y",
+            "from": "S",
+        },
+        "credentials.apiKey",
+        id="generic-api-key-line-break",
+    ),
+    pytest.param(
+        "generic-sms",
+        {
+            "baseUrl": "https://sms.example.com",
+            "apiKeyRequestHeader": "X-Api-Key",
             "apiKey": "k",
             "from": "S",
             "authenticateByToken": True,
@@ -502,7 +513,8 @@ def test_bad_credentials_rejected(
     )
     assert response.status_code == 400, response.text
     assert field in [entry["field"] for entry in response.json()["errors"]]
-    assert "t" not in [entry.get("value") for entry in response.json()["errors"]]
+    for entry in response.json()["errors"]:
+        assert entry.get("value") not in ("t", "k\r\nX: y")
 
 
 def test_inactive_integration_may_be_incomplete(api: httpx.Client) -> None:

@@ -54,6 +54,8 @@ ACCOUNT_SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PHONE_PATTERN = re.compile(r"^\+?[1-9][0-9]{6,14}$")
 PHONE_SEPARATORS = re.compile(r"[\s.()\-]")
 HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Visible ASCII, spaces and tabs: a line break or other control character would end the header.
+HEADER_VALUE_PATTERN = re.compile(r"^[\t\x20-\x7e]+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,16 +168,20 @@ def _generic(ctx: StepContext, credentials: dict[str, Any], to: str, content: st
 
 
 def _key_headers(credentials: dict[str, Any]) -> list[tuple[str, str]]:
-    headers = [
-        (
-            _required(credentials, "apiKeyRequestHeader", "the header that carries the API key"),
-            _required(credentials, "apiKey", "the API key"),
-        )
-    ]
-    secret_header = str(credentials.get("secretKeyRequestHeader") or "").strip()
-    secret = str(credentials.get("secretKey") or "")
-    if secret_header and secret:
-        headers.append((secret_header, secret))
+    """Return the API key header, and the secret key header when both its name and value are set."""
+    pairs = [("apiKeyRequestHeader", "apiKey")]
+    if str(credentials.get("secretKeyRequestHeader") or "").strip() and credentials.get("secretKey"):
+        pairs.append(("secretKeyRequestHeader", "secretKey"))
+    headers = []
+    for name_key, value_key in pairs:
+        name = _required(credentials, name_key, "the name of the header that carries the key")
+        value = _required(credentials, value_key, "the key")
+        if not HEADER_NAME_PATTERN.match(name):
+            raise ValueError(f"credentials.{name_key} {name!r} is not a valid header name")
+        if not HEADER_VALUE_PATTERN.match(value):
+            # The value is a secret, so the error names the field only.
+            raise ValueError(f"credentials.{value_key} contains a character a header cannot hold")
+        headers.append((name, value))
     return headers
 
 
@@ -212,9 +218,10 @@ def _fetch_token(send: _Send, worker: WorkerContext) -> str:
         raise TransientStepError(f"authentication request: {exc}", **exc.info) from exc
     data = _json_object(response.body).get("data")
     token = data.get(send.token_key) if isinstance(data, dict) else None
-    if not isinstance(token, str) or not token:
+    if not isinstance(token, str) or not HEADER_VALUE_PATTERN.match(token):
         raise PermanentStepError(
-            f"{send.provider}: the authentication response has no string at data.{send.token_key}",
+            f"{send.provider}: the authentication response has no token that fits in a header "
+            f"at data.{send.token_key}",
             provider=send.provider,
             status=response.status,
         )
@@ -275,6 +282,10 @@ def check_credentials(
         and not ACCOUNT_SID_PATTERN.match(sid.strip())
     ):
         errors.append(FieldError("credentials.accountSid", "may hold only letters, digits, '-' and '_'", sid))
+    for key in ("apiKey", "secretKey"):
+        value = credentials.get(key)
+        if isinstance(value, str) and value and not HEADER_VALUE_PATTERN.match(value):
+            errors.append(FieldError(f"credentials.{key}", "contains a character a header cannot hold"))
     for key in ("apiKeyRequestHeader", "secretKeyRequestHeader", "authenticationTokenKey"):
         name = credentials.get(key)
         if isinstance(name, str) and name.strip() and not HEADER_NAME_PATTERN.match(name.strip()):

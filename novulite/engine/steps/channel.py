@@ -18,11 +18,11 @@ from novulite.engine.steps.base import ExternalCall, StepContext, StepResult
 from novulite.engine.steps.in_app import message_row
 from novulite.integrations import find_integration
 
-# The module, not its names: provider modules import this one, and the registry imports them.
-from novulite.providers import registry
-
 
 def run(ctx: StepContext) -> StepResult | ExternalCall:
+    # Imported here because the registry imports the provider modules, and they import this one.
+    from novulite.providers import registry
+
     channel = ctx.job.type
     identifier = str(ctx.controls.get("integrationIdentifier") or "").strip() or None
     integration = find_integration(ctx.connection, ctx.job.environment_id, channel, identifier)
