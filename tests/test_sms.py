@@ -28,7 +28,7 @@ TOKEN = "twilio-auth-token-5c1e9a"
 API_KEY_SECRET = "generic-api-key-77d0b2"
 SECRET_KEY = "generic-secret-key-1f3a"
 PHONE = "+15551234567"
-# The longest wait before retry n is 2 * 2**(n-1) seconds (engine/runner.py, retry_delay).
+# The maximum wait before retry n is 2 * 2**(n-1) seconds (engine/runner.py, retry_delay).
 RETRY_CAPS = (2.0, 4.0, 8.0)
 # What the due-job timer and a busy test machine may add to a drawn wait.
 TIMER_SLACK_SECONDS = 1.5
@@ -250,7 +250,7 @@ def test_retry_after_respected(api: httpx.Client, sms_server: ServerProcess, stu
     assert jobs["sms"].status == "completed"
     requests = stub.received(path)
     assert len(requests) == 2
-    # Loose: the stub's clock and the server's differ by the request's travel time.
+    # 1.9 rather than 2: the server schedules the retry by its own clock, not the stub's monotonic one.
     (gap,) = gaps(requests)
     assert gap >= 1.9
 

@@ -62,7 +62,7 @@ HEADER_VALUE_PATTERN = re.compile(r"^[\t\x20-\x7e]+$")
 class _Send:
     provider: str
     request: http.ProviderRequest
-    # A request to run first whose response holds the token for `request`, for generic-sms.
+    # A request to run first whose response contains the token for `request`, for generic-sms.
     token_request: http.ProviderRequest | None
     token_key: str
     id_path: str
@@ -130,7 +130,7 @@ def _twilio(ctx: StepContext, credentials: dict[str, Any], to: str, content: str
     sender = _required(credentials, "from", "the sender's phone number or sender id")
     base_url = str(credentials.get("baseUrl") or "").strip() or TWILIO_BASE_URL
     if not ACCOUNT_SID_PATTERN.match(account_sid):
-        raise ValueError("credentials.accountSid may hold only letters, digits, '-' and '_'")
+        raise ValueError("credentials.accountSid may contain only letters, digits, '-' and '_'")
     url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
     form = urllib.parse.urlencode({"To": to, "From": sender, "Body": content}).encode()
     basic = base64.b64encode(f"{account_sid}:{token}".encode()).decode()
@@ -281,7 +281,9 @@ def check_credentials(
         and sid.strip()
         and not ACCOUNT_SID_PATTERN.match(sid.strip())
     ):
-        errors.append(FieldError("credentials.accountSid", "may hold only letters, digits, '-' and '_'", sid))
+        errors.append(
+            FieldError("credentials.accountSid", "may contain only letters, digits, '-' and '_'", sid)
+        )
     for key in ("apiKey", "secretKey"):
         value = credentials.get(key)
         if isinstance(value, str) and value and not HEADER_VALUE_PATTERN.match(value):
