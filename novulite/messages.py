@@ -215,7 +215,7 @@ def to_message_response(
         _feedId=None,
         templateIdentifier=workflow.workflow_id,
         lastSeenDate=isoformat(message.seen_at),
-        providerId=IN_APP_PROVIDER_ID if message.channel == "in_app" else None,
+        providerId=IN_APP_PROVIDER_ID if message.channel == "in_app" else message.provider_id,
         payload=payload or {},
         subscriber=to_response(subscriber),
     )
