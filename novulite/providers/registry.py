@@ -8,9 +8,10 @@ provider could not send with.
 
 from __future__ import annotations
 
+from novulite.providers import push_webhook, webpush
 from novulite.providers.base import Provider
 
-PROVIDERS: dict[str, Provider] = {}
+PROVIDERS: dict[str, Provider] = {**push_webhook.PROVIDERS, **webpush.PROVIDERS}
 
 
 def provider_for(provider_id: str, channel: str) -> Provider | None:
