@@ -447,11 +447,19 @@ def test_push_webhook_unsigned_without_secret(
     assert request.json()["target"] == []
 
 
-def test_sdk_lists_push_integrations(push_server: ServerProcess, webpush_integration: str) -> None:
+def test_sdk_lists_push_integrations(
+    push_server: ServerProcess, webpush_integration: str, vapid_credentials: dict[str, str]
+) -> None:
     novu = Novu(secret_key=API_KEY, server_url=push_server.base_url)
     listed = {integration.identifier: integration for integration in novu.integrations.list().result}
-    assert listed[webpush_integration].provider_id == "webpush"
-    assert listed[webpush_integration].channel == "push"
+    integration = listed[webpush_integration]
+    assert integration.provider_id == "webpush"
+    assert integration.channel == "push"
+    # Pages need the VAPID public key, so it is shown; the private key stays masked.
+    assert integration.credentials.api_key == vapid_credentials["apiKey"]
+    assert integration.credentials.secret_key is not None
+    assert integration.credentials.secret_key.startswith("****")
+    assert vapid_credentials["secretKey"][-4:] == integration.credentials.secret_key[-4:]
 
 
 def field_errors(response: httpx.Response) -> dict[str, str]:
