@@ -20,7 +20,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-# A subscription's p256dh key is an uncompressed P-256 point; its auth secret is 16 bytes (RFC 8291).
+# A subscription's p256dh key is an uncompressed P-256 point, and its auth secret is 16 bytes (RFC 8291).
 P256_POINT_BYTES = 65
 AUTH_SECRET_BYTES = 16
 PRIVATE_SCALAR_BYTES = 32
@@ -29,11 +29,11 @@ SUBJECT_PATTERN = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://[^\s/]+(/\S*)?)$
 
 
 class InvalidKey(ValueError):
-    """A VAPID key or subscription that cannot be used; the message says what is wrong."""
+    """An invalid VAPID key or subscription; the message names the invalid part."""
 
 
 def b64url_decode(text: str) -> bytes:
-    """Decode base64url with or without padding; raise ValueError when it is not base64url."""
+    """Decode base64url with or without padding, raising ValueError for other text."""
     cleaned = text.strip().replace("+", "-").replace("/", "_").rstrip("=")
     try:
         return base64.urlsafe_b64decode(cleaned + "=" * (-len(cleaned) % 4))

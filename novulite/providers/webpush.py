@@ -64,9 +64,10 @@ logger = logging.getLogger(__name__)
 PROVIDER_ID = "webpush"
 # Seconds a push service keeps an undelivered message for an offline browser (the TTL header).
 TIME_TO_LIVE_SECONDS = 24 * 3600
-# Lifetime of a VAPID token; RFC 8292 allows at most 24 hours.
+# Lifetime of a VAPID token. RFC 8292 allows at most 24 hours.
 VAPID_TOKEN_SECONDS = 12 * 3600
-# The plaintext that fits one aes128gcm record of 4096 bytes: 4096 - 86 bytes of header, tag and padding.
+# The plaintext that a 4096-byte push message body carries (RFC 8291, section 4): 4096 bytes less the
+# 86-byte aes128gcm header, the 16-byte tag and the 1-byte padding delimiter.
 MAX_PLAINTEXT_BYTES = 3993
 # A subscriber with more subscriptions gets the message on the most recently added ones only.
 MAX_SUBSCRIPTIONS = 20
@@ -100,7 +101,7 @@ class _Outcomes:
 
 
 def check_credentials(credentials: dict[str, Any], active: bool, errors: list[FieldError]) -> None:
-    """Check the VAPID key pair and contact; required when the integration is active."""
+    """Check the VAPID key pair and contact, which an active integration must have."""
     public_text = credentials.get("apiKey")
     private_text = credentials.get("secretKey")
     contact = credentials.get("from")
@@ -328,7 +329,11 @@ def remove_subscriptions(worker: WorkerContext, subscriber_pk: str, endpoints: s
             raw.execute(
                 "UPDATE subscriber SET channels = ? WHERE id = ?", [json.dumps(channels), subscriber_pk]
             )
-    logger.info("removed %d gone Web Push subscription(s) of subscriber %s", len(endpoints), subscriber_pk)
+    logger.info(
+        "removed %d Web Push subscription(s) of subscriber %s that the push service reported gone",
+        len(endpoints),
+        subscriber_pk,
+    )
 
 
 def _endpoint_of(token: Any) -> str | None:
