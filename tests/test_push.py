@@ -298,6 +298,31 @@ def test_gone_subscription_removed(
     assert job_of(push_server, transaction_id)["output"]["removed"] == 1
 
 
+def test_large_payload_left_out(
+    api: httpx.Client, push_server: ServerProcess, stub: HttpStub, webpush_integration: str
+) -> None:
+    stub.route("/push/large", Reply(201, b""))
+    browser = Browser(stub.url("/push/large"))
+    subscriber_id = new_subscriber(api)
+    # Registered without an integrationIdentifier, a subscription serves every webpush integration.
+    response = api.put(
+        f"/v1/subscribers/{subscriber_id}/credentials",
+        json={"providerId": "fcm", "credentials": {"deviceTokens": [browser.subscription()]}},
+    )
+    assert response.status_code == 200, response.text
+    workflow_id = push_workflow(api, webpush_integration)
+
+    transaction_id = trigger(api, workflow_id, subscriber_id, payload={"order": "L-1", "notes": "x" * 5000})
+
+    jobs = finished_jobs(push_server, transaction_id, 1)
+    assert jobs["push"].status == "completed", jobs
+    assert "left out of `data`" in jobs["push"].last_detail
+    received = browser.decrypt(stub.received("/push/large")[0])
+    assert received["data"] == {}
+    assert received["dataOmitted"] is True
+    assert received["title"] == "Order L-1"
+
+
 def test_every_subscription_gone_fails(
     api: httpx.Client, push_server: ServerProcess, stub: HttpStub, webpush_integration: str
 ) -> None:
