@@ -8,11 +8,14 @@ provider could not send with.
 
 from __future__ import annotations
 
-from novulite.providers import sms
+from novulite.providers import push_webhook, sms, webpush
 from novulite.providers.base import Provider
 
-PROVIDERS: dict[str, Provider] = {}
-PROVIDERS.update(sms.PROVIDERS)
+PROVIDERS: dict[str, Provider] = {
+    **sms.PROVIDERS,
+    **push_webhook.PROVIDERS,
+    **webpush.PROVIDERS,
+}
 
 
 def provider_for(provider_id: str, channel: str) -> Provider | None:
