@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from novulite.engine.context import WorkerContext
+from novulite.engine.steps import delivery
 from novulite.engine.steps.base import ExternalCall, PermanentStepError, StepContext, StepResult
 from novulite.engine.templates import render
 from novulite.errors import FieldError
@@ -66,8 +67,6 @@ def device_tokens(channels: Any, integration_identifier: str) -> list[str]:
 
 
 def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
-    from novulite.engine.steps import channel
-
     credentials = integration.credentials or {}
     variables = ctx.variables
     title = render(ctx.controls.get("subject"), variables, "subject")
@@ -92,19 +91,17 @@ def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
         ctx.job.id,
         headers=headers,
     )
-    row = channel.channel_row(ctx, PROVIDER_ID, content, subject=title or None)
+    row = delivery.channel_row(ctx, PROVIDER_ID, content, subject=title or None)
     return ExternalCall(
         perform=functools.partial(_perform, request, row), max_seconds=request.max_seconds, failure_row=row
     )
 
 
 def _perform(request: ProviderRequest, row: dict[str, Any], worker: WorkerContext) -> StepResult:
-    from novulite.engine.steps import channel
-
     response = deliver(worker, request)
     raw = {"provider": PROVIDER_ID, "status": response.status, "responseExcerpt": excerpt(response.body)}
     output = {"provider": PROVIDER_ID, "status": response.status}
-    return channel.delivered(
+    return delivery.delivered(
         row, worker.clock.now(), f"Push sent to the webhook {shown_url(request.request.url)}", output, raw
     )
 

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from novulite.engine.context import WorkerContext
-from novulite.engine.steps import channel
+from novulite.engine.steps import delivery
 from novulite.engine.steps.base import (
     ExternalCall,
     PermanentStepError,
@@ -77,7 +77,7 @@ def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
     provider = integration.provider_id
     phone = str(ctx.subscriber.phone or "").strip()
     if not phone:
-        return channel.skipped("sms", "the subscriber has no phone number", kind="recipient")
+        return delivery.skipped("sms", "the subscriber has no phone number", kind="recipient")
     to = phone_number(phone)
     content = render(ctx.controls.get("body"), ctx.variables, "body")
     if not content.strip():
@@ -91,7 +91,7 @@ def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
             send = _generic(ctx, credentials, to, content, timeout)
     except ValueError as exc:
         raise PermanentStepError(f"integration {integration.identifier}: {exc}", provider=provider) from exc
-    send = dataclasses.replace(send, row=channel.channel_row(ctx, provider, content))
+    send = dataclasses.replace(send, row=delivery.channel_row(ctx, provider, content))
     max_seconds = send.request.max_seconds + (send.token_request.max_seconds if send.token_request else 0)
     return ExternalCall(
         perform=functools.partial(_perform, send), max_seconds=max_seconds, failure_row=send.row
@@ -199,7 +199,7 @@ def _perform(send: _Send, worker: WorkerContext) -> StepResult:
     raw: dict[str, Any] = {"provider": send.provider, "status": response.status, "messageId": message_id}
     if sent_at is not None:
         raw["date"] = sent_at
-    return channel.delivered(
+    return delivery.delivered(
         send.row,
         now,
         f"SMS sent through {send.provider}",

@@ -37,6 +37,7 @@ from py_vapid import Vapid02, VapidException
 from pywebpush import WebPusher, WebPushException
 
 from novulite.engine.context import WorkerContext
+from novulite.engine.steps import delivery
 from novulite.engine.steps.base import (
     ExternalCall,
     PermanentStepError,
@@ -142,8 +143,6 @@ def check_credentials(credentials: dict[str, Any], active: bool, errors: list[Fi
 
 
 def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
-    from novulite.engine.steps import channel
-
     credentials = integration.credentials or {}
     try:
         private_key = vapid.load_private_key(str(credentials.get("secretKey") or ""))
@@ -162,7 +161,7 @@ def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
 
     subscriptions = subscriptions_of(ctx.subscriber.channels, integration.identifier)
     if not subscriptions:
-        return channel.skipped("push", "the subscriber has no Web Push subscription", "recipient")
+        return delivery.skipped("push", "the subscriber has no Web Push subscription", "recipient")
     settled, delivered_before = _settled_earlier(ctx.job.error)
     pending = tuple(sub for sub in subscriptions if sub.key not in settled)
 
@@ -180,7 +179,7 @@ def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
         settled=tuple(settled),
         delivered_before=delivered_before,
         notes=notes,
-        row=channel.channel_row(ctx, PROVIDER_ID, body, subject=title or None),
+        row=delivery.channel_row(ctx, PROVIDER_ID, body, subject=title or None),
     )
     max_seconds = max(len(pending), 1) * (DEFAULT_TIMEOUT_SECONDS + LOOKUP_ALLOWANCE_SECONDS)
     return ExternalCall(
@@ -347,8 +346,6 @@ def _endpoint_of(token: Any) -> str | None:
 
 def _result(send: _Send, outcomes: _Outcomes, now: dt.datetime) -> StepResult:
     """Turn the outcomes of one attempt into a result, or the StepError that retries or fails the job."""
-    from novulite.engine.steps import channel
-
     delivered = send.delivered_before + len(outcomes.delivered)
     total = len(send.settled) + len(send.subscriptions)
     removed = [sub.key for sub, _ in outcomes.gone]
@@ -410,7 +407,7 @@ def _result(send: _Send, outcomes: _Outcomes, now: dt.datetime) -> StepResult:
         "removed": len(removed),
         "failed": len(outcomes.failed),
     }
-    result = channel.delivered(send.row, now, text, output, {"provider": PROVIDER_ID, "removed": removed})
+    result = delivery.delivered(send.row, now, text, output, {"provider": PROVIDER_ID, "removed": removed})
     result.details[:0] = details
     return result
 
