@@ -8,9 +8,11 @@ provider could not send with.
 
 from __future__ import annotations
 
+from novulite.providers import chat
 from novulite.providers.base import Provider
 
 PROVIDERS: dict[str, Provider] = {}
+PROVIDERS.update(chat.PROVIDERS)
 
 
 def provider_for(provider_id: str, channel: str) -> Provider | None:

@@ -17,10 +17,12 @@ from typing import Any
 from novulite.engine.steps.base import ExternalCall, StepContext, StepResult
 from novulite.engine.steps.in_app import message_row
 from novulite.integrations import find_integration
-from novulite.providers.registry import channels_of, provider_for
 
 
 def run(ctx: StepContext) -> StepResult | ExternalCall:
+    # Imported here, because the provider modules that the registry imports use this module's helpers.
+    from novulite.providers import registry
+
     channel = ctx.job.type
     identifier = str(ctx.controls.get("integrationIdentifier") or "").strip() or None
     integration = find_integration(ctx.connection, ctx.job.environment_id, channel, identifier)
@@ -28,9 +30,9 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
         if identifier:
             return skipped(channel, f"no active {channel} integration has the identifier {identifier!r}")
         return skipped(channel, f"no {channel} provider is configured")
-    provider = provider_for(integration.provider_id, channel)
+    provider = registry.provider_for(integration.provider_id, channel)
     if provider is None:
-        served = sorted(channels_of(integration.provider_id))
+        served = sorted(registry.channels_of(integration.provider_id))
         if served:
             reason = (
                 f"the {integration.provider_id} provider of integration {integration.identifier!r} "
