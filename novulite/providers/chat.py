@@ -46,7 +46,8 @@ class ChatFormat:
     provider_id: str
     # None for plain text, which is sent as rendered.
     escape: Escape | None
-    body: Callable[[str], dict[str, Any]]
+    # Builds the request body from the content; None for the generic webhook, whose body adds ids.
+    body: Callable[[str], dict[str, Any]] | None
     # The longest content the provider accepts, checked before sending; None when it sets none.
     max_content: int | None = None
 
@@ -118,7 +119,7 @@ def prepare(chat_format: ChatFormat, ctx: StepContext, integration: Any) -> Step
             f"{chat_format.max_content}; shorten the step's body",
             provider=provider_id,
         )
-    body = _generic_body(ctx, content) if provider_id == CHAT_WEBHOOK else chat_format.body(content)
+    body = _generic_body(ctx, content) if chat_format.body is None else chat_format.body(content)
     delivery = _Delivery(
         provider_id=provider_id,
         url=url,
@@ -178,6 +179,9 @@ def check_credentials(credentials: dict[str, Any], active: bool, errors: list[Fi
     url = credentials.get("webhookUrl")
     if url is None:
         return
+    if any(character.isspace() for character in url.strip()):
+        errors.append(FieldError("credentials.webhookUrl", "must be a URL without spaces"))
+        return
     try:
         parsed = httpx.URL(url.strip())
     except httpx.InvalidURL:
@@ -203,7 +207,7 @@ FORMATS = (
     ),
     ChatFormat("msteams", chat_formats.escape_teams, chat_formats.teams_body),
     ChatFormat("mattermost", chat_formats.escape_mattermost, chat_formats.mattermost_body),
-    ChatFormat(CHAT_WEBHOOK, None, lambda content: {"content": content}),
+    ChatFormat(CHAT_WEBHOOK, None, None),
 )
 
 PROVIDERS: dict[str, Provider] = {
