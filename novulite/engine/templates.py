@@ -163,8 +163,8 @@ def render(
     """Render `source` as plain text; a missing variable renders as an empty string.
 
     With `escape_html`, the values that variables insert are HTML-escaped, for HTML bodies only.
-    With `escape`, a function of one string, each inserted value is passed through it instead;
-    pass the same function object every time, because an environment is cached per function.
+    With `escape`, a function of one string, each inserted value is passed through it instead.
+    Pass the same function object every time, because an environment is cached per function.
     A TemplateError names `field`, the control value the template came from, when given.
     """
     if not source:

@@ -41,14 +41,14 @@ CHAT_WEBHOOK = "chat-webhook"
 
 @dataclasses.dataclass(frozen=True)
 class ChatFormat:
-    """How one provider's webhook is addressed: the escape for inserted values and the body it reads."""
+    """A provider's webhook format: the escape for inserted values, and the request body."""
 
     provider_id: str
     # None for plain text, which is sent as rendered.
     escape: Escape | None
     # Builds the request body from the content; None for the generic webhook, whose body adds ids.
     body: Callable[[str], dict[str, Any]] | None
-    # The longest content the provider accepts, checked before sending; None when it sets none.
+    # The maximum content length in characters, checked before sending; None when the provider sets none.
     max_content: int | None = None
 
 
@@ -56,7 +56,7 @@ class ChatFormat:
 class _Delivery:
     provider_id: str
     url: str
-    # Who set the URL: "subscriber" or "integration".
+    # The origin of the URL: "subscriber" or "integration".
     source: str
     body: dict[str, Any]
     secret_key: str | None
@@ -155,17 +155,17 @@ def _perform(delivery: _Delivery, worker: WorkerContext) -> StepResult:
     # The URL is parsed here, so that an invalid one fails the job with its message row kept.
     request = _request(delivery)
     response = http.deliver(worker, request)
-    shown = http.shown_url(request.request.url)
+    redacted_url = http.shown_url(request.request.url)
     raw = {
         "provider": delivery.provider_id,
-        "url": shown,
+        "url": redacted_url,
         "status": response.status,
         "webhookSource": delivery.source,
     }
     return channel.delivered(
         delivery.row,
         worker.clock.now(),
-        f"Message sent to the {delivery.source}'s {delivery.provider_id} webhook at {shown}",
+        f"Message sent to the {delivery.source}'s {delivery.provider_id} webhook at {redacted_url}",
         {"provider": delivery.provider_id, "status": response.status, "webhookSource": delivery.source},
         raw,
     )

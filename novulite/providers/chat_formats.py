@@ -1,4 +1,4 @@
-"""What each chat webhook reads: how inserted values are escaped, and the JSON body it accepts.
+"""Chat webhook formats: the escaping of inserted values, and the JSON body each webhook accepts.
 
 An escape function makes a value that a template inserts show as typed, so that a
 subscriber's name or a payload field cannot add formatting, links or mentions. The
@@ -15,11 +15,11 @@ DISCORD_ALLOWED_MENTIONS: dict[str, Any] = {"parse": ["users"]}
 # Discord rejects a message whose content is longer than this.
 DISCORD_MAX_CONTENT = 2000
 ADAPTIVE_CARD_TYPE = "application/vnd.microsoft.card.adaptive"
-# Version 1.4 renders in Teams desktop, web and mobile clients.
+# The Adaptive Card schema version that the card declares.
 ADAPTIVE_CARD_VERSION = "1.4"
 
-# Discord's parser treats a backslash before any punctuation as a literal, so every character
-# that starts formatting, a link, a mention (<@id>, @everyone) or a timestamp (<t:...>) is escaped.
+# A backslash makes Discord show a markdown character as typed, so every character that starts
+# formatting, a link, a mention (<@id>, @everyone) or a timestamp (<t:...>) gets one.
 _DISCORD_SPECIALS = re.compile(r"([\\*_~`|<>#\-\[\]()@])")
 # CommonMark punctuation that Mattermost's and Teams' markdown give a meaning, and & that starts an entity.
 _MARKDOWN_SPECIALS = re.compile(r"([\\*_~`|<>#\-+!\[\]()&])")
@@ -46,8 +46,9 @@ def escape_discord(value: str) -> str:
 def escape_mattermost(value: str) -> str:
     """Escape a value for Mattermost markdown, and keep @channel, @all and @here from notifying.
 
-    Mattermost finds mentions in the raw text, where a backslash ends a word, so a
-    zero-width space after the @ breaks the mention instead.
+    Mattermost looks for mentions in the message text apart from its markdown, so a backslash
+    is not relied on there: a zero-width space after the @ breaks the mention word instead.
+    NOTE: not checked against a Mattermost server.
     """
     escaped = _ORDERED_LIST.sub(r"\1\\.", _MARKDOWN_SPECIALS.sub(r"\\\1", value))
     return _WORD_START_AT.sub("@" + ZERO_WIDTH_SPACE, escaped)
@@ -56,8 +57,7 @@ def escape_mattermost(value: str) -> str:
 def escape_teams(value: str) -> str:
     """Escape a value for the markdown of an Adaptive Card TextBlock, which has no HTML.
 
-    NOTE: checked against CommonMark's backslash escapes, which the Adaptive Cards renderers
-    follow; not checked against a Teams client.
+    NOTE: the escapes follow CommonMark's backslash escapes and are not checked against a Teams client.
     """
     return _ORDERED_LIST.sub(r"\1\\.", _MARKDOWN_SPECIALS.sub(r"\\\1", value))
 
