@@ -324,6 +324,19 @@ def test_invalid_subscriber_url_fails(api: httpx.Client, allowed_server: ServerP
     assert message["content"] == "**Order** z"
 
 
+def test_empty_message_fails(api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub) -> None:
+    path = f"/{unique('empty')}"
+    identifier = create_integration(api, "slack", {"webhookUrl": stub.url(path)})
+    workflow_id = chat_workflow(api, [identifier], body="{{ payload.missing }}")
+    transaction_id = trigger(api, workflow_id, create_subscriber(api))
+
+    assert finished_jobs(allowed_server, transaction_id, 1)["chat0"].status == "failed"
+    error = job_rows(allowed_server, transaction_id)["chat0"]["error"]
+    assert error["message"] == "body: the message is empty after rendering; set the step's body"
+    assert error["retryable"] is False
+    assert stub.received(path) == []
+
+
 def test_discord_content_limit(api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub) -> None:
     path = f"/{unique('long')}"
     identifier = create_integration(api, "discord", {"webhookUrl": stub.url(path)})
