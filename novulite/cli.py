@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import uvicorn
 from novulite import __version__
 from novulite.config import Settings, default_data_dir
 from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
+from novulite.providers.vapid import SUBJECT_PATTERN, generate_key_pair
 from novulite.rate_limits import BULK_COST_HELP, SPEC_HELP, parse_rate_limits
 
 logger = logging.getLogger("novulite")
@@ -288,3 +290,31 @@ def serve(
         lifespan="on",
     )
     _GracefulServer(config).run()
+
+
+def _vapid_subject(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not SUBJECT_PATTERN.match(value):
+        raise click.BadParameter(f"{value!r} must be a mailto: address or an https: URL")
+    return value
+
+
+@main.command("vapid-keys")
+@click.option(
+    "--subject",
+    required=True,
+    callback=_vapid_subject,
+    help="Contact for push services, sent as the VAPID `sub` claim: mailto:you@example.com or an https: URL.",
+)
+def vapid_keys(subject: str) -> None:
+    """Generate a VAPID key pair for a webpush integration, and print it with its credentials JSON.
+
+    Give the public key to browsers as the `applicationServerKey` of pushManager.subscribe(),
+    and send the credentials object in POST /v1/integrations with providerId webpush and
+    channel push. The private key is printed once and stored nowhere else.
+    """
+    public_key, private_key = generate_key_pair()
+    credentials = {"apiKey": public_key, "secretKey": private_key, "from": subject}
+    click.echo(f"public key (applicationServerKey): {public_key}")
+    click.echo(f"private key:                       {private_key}")
+    click.echo("integration credentials:")
+    click.echo(json.dumps(credentials, indent=2))

@@ -27,6 +27,9 @@ SECRET_CREDENTIALS = frozenset(
         "clientSecret",
     }
 )
+# Fields that a provider uses for public values, shown unmasked. A webpush integration's apiKey is
+# its VAPID public key, which every subscribing page embeds as its applicationServerKey.
+PUBLIC_CREDENTIALS: dict[str, frozenset[str]] = {"webpush": frozenset({"apiKey"})}
 
 _integrations = table(Integration)
 
@@ -66,8 +69,10 @@ def mask_secret(value: Any) -> Any:
     return "*" * (len(value) - 4) + value[-4:]
 
 
-def masked_credentials(credentials: dict[str, Any]) -> dict[str, Any]:
+def masked_credentials(credentials: dict[str, Any], provider_id: str | None = None) -> dict[str, Any]:
     """Return the credentials as an API response shows them: secret fields masked, others as stored."""
+    public = PUBLIC_CREDENTIALS.get(provider_id or "", frozenset())
     return {
-        key: mask_secret(value) if key in SECRET_CREDENTIALS else value for key, value in credentials.items()
+        key: mask_secret(value) if key in SECRET_CREDENTIALS and key not in public else value
+        for key, value in credentials.items()
     }

@@ -205,17 +205,6 @@ CHANNEL_TYPES = ("in_app", "email", "sms", "chat", "push", "tool")
 IN_APP_PROVIDER_ID = "novu"
 
 
-def message_provider_id(message: Any) -> str | None:
-    """Return the provider id of the integration that sent `message`, or "novu" for in-app messages.
-
-    It is the id as configured (smtp, nodemailer, twilio ...), because MessageResponseDto takes any
-    string there, unlike the closed list of the activity feed's jobs.
-    """
-    if message.provider_id:
-        return str(message.provider_id)
-    return IN_APP_PROVIDER_ID if message.channel == "in_app" else None
-
-
 def to_message_response(
     message: Any, subscriber: Any, workflow: Any, payload: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -226,7 +215,7 @@ def to_message_response(
         _feedId=None,
         templateIdentifier=workflow.workflow_id,
         lastSeenDate=isoformat(message.seen_at),
-        providerId=message_provider_id(message),
+        providerId=IN_APP_PROVIDER_ID if message.channel == "in_app" else message.provider_id,
         payload=payload or {},
         subscriber=to_response(subscriber),
     )

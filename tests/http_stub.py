@@ -28,8 +28,8 @@ class Received:
     # Header names in lower case.
     headers: dict[str, str]
     body: bytes
-    # time.monotonic() when the request arrived.
-    at: float = 0.0
+    # time.monotonic() when the request body had arrived, to measure the gaps between retries.
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -55,7 +55,7 @@ class HttpStub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                reply = stub._record(Received(self.command, self.path, headers, body, time.monotonic()))
+                reply = stub._record(Received(self.command, self.path, headers, body))
                 if reply.hold is not None:
                     reply.hold.wait(timeout=30)
                 elif reply.delay:

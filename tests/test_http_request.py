@@ -339,4 +339,4 @@ def test_retry_after_is_a_floor(api: httpx.Client, allowed_server: ServerProcess
     assert jobs["call"].status == "completed"
     first, second = stub.wait_for("/limited", 2)
     # Full jitter alone would draw the first wait from 0 to 2 s; Retry-After makes 2 s the least.
-    assert second.at - first.at >= 2.0
+    assert second.received_at - first.received_at >= 2.0

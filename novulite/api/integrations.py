@@ -46,7 +46,7 @@ def integration_body(integration: Integration) -> dict[str, Any]:
         "providerId": integration.provider_id,
         "channel": integration.channel,
         "kind": "delivery",
-        "credentials": masked_credentials(integration.credentials or {}),
+        "credentials": masked_credentials(integration.credentials or {}, integration.provider_id),
         "active": bool(integration.active),
         "deleted": False,
         "primary": bool(integration.primary),

@@ -237,7 +237,8 @@ CONTROL_CHECKS: dict[str, dict[str, Check]] = {
         "disableOutputSanitization": _boolean,
         "integrationIdentifier": _nullable_string,
     },
-    "sms": {"body": _template, "integrationIdentifier": _nullable_string},
+    # `timeout` is novulite's own: the seconds an sms provider has to respond.
+    "sms": {"body": _template, "integrationIdentifier": _nullable_string, "timeout": _timeout},
     "push": {"subject": _template, "body": _template, "integrationIdentifier": _nullable_string},
     "chat": {"body": _template, "integrationIdentifier": _nullable_string},
     "http_request": {

@@ -7,6 +7,7 @@ from typing import Any
 from novulite.api.body import json_type
 from novulite.credentials import PROVIDER_IDS, STRING_CREDENTIALS, ChannelUpdate
 from novulite.errors import FieldError
+from novulite.providers import vapid
 from novulite.subscribers import PROFILE_FIELDS
 
 # The subscriber_id column's length.
@@ -104,6 +105,28 @@ def _credentials(value: Any, errors: list[FieldError]) -> dict[str, Any] | None:
                 FieldError("credentials.deviceTokens", "must be an array of non-empty strings", tokens)
             )
             valid = False
-        else:
+        elif _check_web_push_tokens(tokens, errors):
             credentials["deviceTokens"] = list(dict.fromkeys(tokens))
+        else:
+            valid = False
     return credentials if valid else None
+
+
+def _check_web_push_tokens(tokens: list[str], errors: list[FieldError]) -> bool:
+    """Check the tokens meant as Web Push subscriptions (JSON objects with an endpoint); others pass."""
+    valid = True
+    for index, token in enumerate(tokens):
+        if not vapid.looks_like_subscription(token):
+            continue
+        try:
+            vapid.parse_subscription(token)
+        except vapid.InvalidKey as exc:
+            errors.append(
+                FieldError(
+                    f"credentials.deviceTokens[{index}]",
+                    f"is not a valid Web Push subscription: {exc}; "
+                    "send JSON.stringify(subscription) of the browser's PushSubscription",
+                )
+            )
+            valid = False
+    return valid

@@ -8,9 +8,15 @@ provider could not send with.
 
 from __future__ import annotations
 
+from novulite.providers import chat, push_webhook, sms, webpush
 from novulite.providers.base import Provider
 
-PROVIDERS: dict[str, Provider] = {}
+PROVIDERS: dict[str, Provider] = {
+    **sms.PROVIDERS,
+    **chat.PROVIDERS,
+    **push_webhook.PROVIDERS,
+    **webpush.PROVIDERS,
+}
 
 
 def provider_for(provider_id: str, channel: str) -> Provider | None:

@@ -6,18 +6,16 @@ one, or with a provider this server cannot deliver the channel through, the step
 skipped with the reason, as a step blocked by preferences is, and the chain goes on.
 
 Providers build the delivery in `prepare`, inside the job store's transaction, and
-send it in an ExternalCall after the claim has committed. The helpers below give
-every provider the same message row, output and details.
+send it in an ExternalCall after the claim has committed. The helpers in
+engine/steps/delivery.py give every provider the same message row, output and details.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from novulite.engine.steps.base import ExternalCall, StepContext, StepResult
-from novulite.engine.steps.in_app import message_row
+from novulite.engine.steps.delivery import skipped
 from novulite.integrations import find_integration
-from novulite.providers.registry import channels_of, provider_for
+from novulite.providers import registry
 
 
 def run(ctx: StepContext) -> StepResult | ExternalCall:
@@ -28,9 +26,9 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
         if identifier:
             return skipped(channel, f"no active {channel} integration has the identifier {identifier!r}")
         return skipped(channel, f"no {channel} provider is configured")
-    provider = provider_for(integration.provider_id, channel)
+    provider = registry.provider_for(integration.provider_id, channel)
     if provider is None:
-        served = sorted(channels_of(integration.provider_id))
+        served = sorted(registry.channels_of(integration.provider_id))
         if served:
             reason = (
                 f"the {integration.provider_id} provider of integration {integration.identifier!r} "
@@ -40,31 +38,3 @@ def run(ctx: StepContext) -> StepResult | ExternalCall:
             reason = f"the {channel} provider {integration.provider_id!r} is not supported by this server"
         return skipped(channel, reason)
     return provider.prepare(ctx, integration)
-
-
-def skipped(channel: str, reason: str, kind: str = "provider") -> StepResult:
-    """Return a skipped step whose output and details give `reason`; `kind` is provider or recipient."""
-    return StepResult(
-        status="skipped",
-        output={"skipped": reason},
-        details=[(reason, "Warning", {"reason": kind, "channel": channel})],
-    )
-
-
-def channel_row(
-    ctx: StepContext, provider_id: str, content: str, subject: str | None = None
-) -> dict[str, Any]:
-    """Return the job's message row for a delivery through `provider_id`, before its status is known."""
-    return message_row(ctx, ctx.job.type, subject=subject, content=content, provider_id=provider_id)
-
-
-def delivered(
-    row: dict[str, Any],
-    now: Any,
-    detail: str,
-    output: dict[str, Any],
-    raw: dict[str, Any] | None = None,
-) -> StepResult:
-    """Return a completed delivery: the message row as sent, `output` for later steps, and one detail."""
-    message = dict(row, status="sent", created_at=now, updated_at=now)
-    return StepResult(output=output, details=[(detail, "Success", raw)], messages=[message])
