@@ -1,9 +1,11 @@
-"""Benchmark delivery through the whole pipeline: trigger over HTTP, job, then an email or a webhook.
+"""Benchmark delivery through the whole pipeline: trigger over HTTP, job, then an email, chat or webhook.
 
 It starts the server with --outbound-allow 127.0.0.1, an aiosmtpd server and an HTTP
-stub, each in its own process, and an smtp integration pointing at the SMTP server.
-For each part it sends TRIGGERS triggers of a one-step workflow: an email step, or an
-http_request step that POSTs to the stub. The triggers go out over keep-alive
+stub, each in its own process, an smtp integration pointing at the SMTP server and a
+slack integration whose webhookUrl is the stub. For each part it sends TRIGGERS
+triggers of a one-step workflow: an email step (part "email"), a chat step through
+the slack provider (part "chat"), or an http_request step that POSTs JSON to the
+stub (part "webhook"). The triggers go out over keep-alive
 connections, all at once by default, or paced with --rate. Each receiver prints the
 trigger's sequence number and its arrival time for every message it receives.
 
@@ -13,7 +15,7 @@ receipt (p50, p99, max). With all triggers sent at once the latency is mostly ti
 spent queued, so use --rate for the latency of a steady load.
 
 Usage (from the repository root, in the project's virtualenv):
-    python bench/delivery.py [--triggers 2000] [--connections 32] [--rate 0] [--only email,webhook]
+    python bench/delivery.py [--triggers 2000] [--connections 32] [--rate 0] [--only email,chat,webhook]
 All traffic stays on 127.0.0.1.
 """
 
@@ -46,6 +48,13 @@ from tests.servers import API_KEY, ServerProcess, free_port, server_command  # n
 SUBSCRIBER = {"subscriberId": "delivery-bench", "email": "bench@example.com"}
 TIMEOUT_SECONDS = 600.0
 _SUBJECT = re.compile(rb"^Subject: bench (\d+)\r?$", re.MULTILINE)
+# Every chat and webhook body carries "bench <seq>".
+_SEQUENCE = re.compile(rb"bench (\d+)")
+PARTS = {
+    "email": ("delivery-email", "emails"),
+    "chat": ("delivery-chat", "chat messages"),
+    "webhook": ("delivery-webhook", "webhooks"),
+}
 
 
 # The receivers run as `python bench/delivery.py --serve smtp|http PORT` and print "seq time" lines.
@@ -85,7 +94,8 @@ def serve_http(port: int) -> None:
                         length = int(value)
                 body = await reader.readexactly(length) if length else b""
                 arrived = time.time()
-                sequence = json.loads(body).get("seq", -1) if body else -1
+                match = _SEQUENCE.search(body)
+                sequence = match.group(1).decode() if match else "-1"
                 sys.stdout.write(f"{sequence} {arrived:.6f}\n")
                 sys.stdout.flush()
                 writer.write(reply)
@@ -137,7 +147,7 @@ class Receiver:
         self.process.wait(timeout=10)
 
 
-def workflows(smtp_identifier: str, stub_port: int) -> list[dict[str, Any]]:
+def workflows(smtp_identifier: str, slack_identifier: str, stub_port: int) -> list[dict[str, Any]]:
     email = {
         "name": "Delivery email",
         "workflowId": "delivery-email",
@@ -154,6 +164,21 @@ def workflows(smtp_identifier: str, stub_port: int) -> list[dict[str, Any]]:
             }
         ],
     }
+    chat = {
+        "name": "Delivery chat",
+        "workflowId": "delivery-chat",
+        "steps": [
+            {
+                "name": "Chat",
+                "stepId": "chat",
+                "type": "chat",
+                "controlValues": {
+                    "body": "bench {{ payload.seq }}: order shipped",
+                    "integrationIdentifier": slack_identifier,
+                },
+            }
+        ],
+    }
     webhook = {
         "name": "Delivery webhook",
         "workflowId": "delivery-webhook",
@@ -165,12 +190,12 @@ def workflows(smtp_identifier: str, stub_port: int) -> list[dict[str, Any]]:
                 "controlValues": {
                     "method": "POST",
                     "url": f"http://127.0.0.1:{stub_port}/hook",
-                    "body": {"seq": "{{ payload.seq }}", "text": "Order shipped"},
+                    "body": {"text": "bench {{ payload.seq }}: order shipped"},
                 },
             }
         ],
     }
-    return [email, webhook]
+    return [email, chat, webhook]
 
 
 async def send_triggers(
@@ -219,9 +244,8 @@ def failed_jobs(server: ServerProcess) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
-def run_part(
-    name: str, server: ServerProcess, receiver: Receiver, workflow_id: str, args: argparse.Namespace
-) -> None:
+def run_part(name: str, server: ServerProcess, receiver: Receiver, args: argparse.Namespace) -> None:
+    workflow_id, unit = PARTS[name]
     sent = asyncio.run(send_triggers(server.port, workflow_id, args.triggers, args.connections, args.rate))
     acknowledged = time.time()
     try:
@@ -233,7 +257,6 @@ def run_part(
     latencies = [(arrivals[sequence] - sent[sequence]) * 1000 for sequence in range(args.triggers)]
     first, last = min(sent), max(arrivals.values())
     wall = last - first
-    unit = "emails" if name == "email" else "webhooks"
     print(f"{name}:")
     print(f"  triggers acknowledged:  {args.triggers} in {acknowledged - first:.2f} s")
     print(f"  delivered:              {len(arrivals)} in {wall:.2f} s: {args.triggers / wall:,.0f} {unit}/s")
@@ -241,7 +264,8 @@ def run_part(
         f"  trigger -> receipt:     p50 {percentile(latencies, 0.5):.1f} ms, "
         f"p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
     )
-    receiver.arrivals = {}
+    with receiver.changed:
+        receiver.arrivals = {}
 
 
 def main() -> int:
@@ -253,7 +277,7 @@ def main() -> int:
     parser.add_argument(
         "--rate", type=float, default=0.0, help="triggers per second; 0 sends them all at once"
     )
-    parser.add_argument("--only", default="email,webhook", help="comma-separated parts: email, webhook")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -261,8 +285,8 @@ def main() -> int:
         (serve_smtp if kind == "smtp" else serve_http)(int(port))
         return 0
     parts = [part.strip() for part in args.only.split(",") if part.strip()]
-    if unknown := [part for part in parts if part not in ("email", "webhook")]:
-        parser.error(f"unknown part {', '.join(unknown)}; choose from email, webhook")
+    if unknown := [part for part in parts if part not in PARTS]:
+        parser.error(f"unknown part {', '.join(unknown)}; choose from {', '.join(PARTS)}")
 
     print(f"machine:  {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     mode = f"at {args.rate:g}/s" if args.rate > 0 else "all at once"
@@ -281,25 +305,34 @@ def main() -> int:
         with httpx.Client(
             base_url=server.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=30
         ) as api:
-            integration = {
-                "providerId": "smtp",
-                "channel": "email",
-                "name": "Bench SMTP",
-                "identifier": "bench-smtp",
-                "active": True,
-                "credentials": {
-                    "host": "127.0.0.1",
-                    "port": str(smtp_receiver.port),
-                    "from": "shop@example.com",
+            integrations = [
+                {
+                    "providerId": "smtp",
+                    "channel": "email",
+                    "name": "Bench SMTP",
+                    "identifier": "bench-smtp",
+                    "active": True,
+                    "credentials": {
+                        "host": "127.0.0.1",
+                        "port": str(smtp_receiver.port),
+                        "from": "shop@example.com",
+                    },
                 },
-            }
-            api.post("/v1/integrations", json=integration).raise_for_status()
-            for workflow in workflows("bench-smtp", http_receiver.port):
+                {
+                    "providerId": "slack",
+                    "channel": "chat",
+                    "name": "Bench Slack",
+                    "identifier": "bench-slack",
+                    "active": True,
+                    "credentials": {"webhookUrl": f"http://127.0.0.1:{http_receiver.port}/slack"},
+                },
+            ]
+            for integration in integrations:
+                api.post("/v1/integrations", json=integration).raise_for_status()
+            for workflow in workflows("bench-smtp", "bench-slack", http_receiver.port):
                 api.post("/v2/workflows", json=workflow).raise_for_status()
-        if "email" in parts:
-            run_part("email", server, smtp_receiver, "delivery-email", args)
-        if "webhook" in parts:
-            run_part("webhook", server, http_receiver, "delivery-webhook", args)
+        for part in parts:
+            run_part(part, server, smtp_receiver if part == "email" else http_receiver, args)
     finally:
         server.stop()
         smtp_receiver.stop()
