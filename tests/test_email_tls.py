@@ -215,6 +215,7 @@ def test_unverified_certificate_fails_before_sending(
     assert reason in job["error"]["message"]
     assert "credentials.tlsOptions.ca" in job["error"]["message"]
     assert SMTP_PASSWORD not in json.dumps(job["error"])
+    assert SMTP_PASSWORD not in module_server.log()
     assert handler.auth_attempts == 0
     assert handler.mail_commands == 0
     assert handler.received(f"{name}@example.com") == []
@@ -234,6 +235,7 @@ def test_require_tls_without_starttls_fails(
     assert "does not offer STARTTLS" in job["error"]["message"]
     assert "requireTls" in job["error"]["message"]
     assert SMTP_PASSWORD not in json.dumps(job["error"])
+    assert SMTP_PASSWORD not in module_server.log()
     assert handler.auth_attempts == 0
     assert handler.mail_commands == 0
     assert handler.received("no-starttls@example.com") == []
