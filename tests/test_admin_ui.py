@@ -277,17 +277,24 @@ def test_failed_job_listed_with_error(server: ServerProcess, api: httpx.Client, 
     assert page.locator("h1 .count").inner_text() == "1"
     rows = page.locator("tbody tr")
     assert rows.count() == 1
-    cells = rows.first.locator("td")
-    assert cells.nth(1).inner_text() == "broken-total"
-    assert cells.nth(2).inner_text() == "carol"
-    assert "(in_app)" in cells.nth(3).inner_text()
-    assert cells.nth(4).inner_text() == "1 of 3"
-    error = cells.nth(5)
-    assert error.locator("strong").inner_text() == "TemplateError"
+    row = rows.first
+
+    def cell(label: str) -> Any:
+        return row.locator(f'td[data-label="{label}"]')
+
+    assert cell("Workflow").inner_text() == "broken-total"
+    assert cell("Subscriber").inner_text() == "carol"
+    assert "(in_app)" in cell("Step").inner_text()
+    assert cell("Attempts").inner_text() == "1 of 3"
+    error = cell("Error")
+    assert "TemplateError" in error.locator("dd").all_inner_texts()
     assert "divided_by: can't divide by 0" in error.inner_text()
     assert "<b>Total</b>" in error.inner_text()
     assert error.locator("b").count() == 0
-    assert "not retryable" in error.inner_text()
+    assert "no more retries" in error.inner_text()
+    actions = cell("Actions")
+    assert "No retry:" in actions.inner_text()
+    assert actions.get_by_role("button", name="Retry").count() == 0
 
 
 @needs_chromium
