@@ -205,7 +205,8 @@ def test_client_error_fails_with_cause(
     assert error["service"] == "json"
     assert error["status"] == 404
     assert error["retryable"] is False
-    assert error["reason"]
+    assert "error=404" in error["reason"]
+    assert "no such hook" in error["responseExcerpt"]
     assert "HTTP 404" in error["message"]
     assert len(stub.received("/gone")) == 1
     assert message_of(allowed_server, transaction_id)["status"] == "error"

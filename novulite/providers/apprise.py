@@ -225,10 +225,7 @@ def _perform(
     policy = policy_for(worker.settings.outbound_allow)
     for target in targets:
         plugin = target.plugin
-        # novulite spaces the sends (see prepare) and retries failed jobs itself, so the plugin
-        # must neither sleep between requests nor retry.
-        plugin.request_rate_per_sec = 0
-        plugin.retry = 0
+        apprise_call.limit_plugin(plugin)
         # NOTE: with several URLs, a retry after a later URL failed sends to the earlier ones again.
         apprise_call.notify(plugin, target.scheme, title, body, policy, target.url)
     services = sorted({target.scheme for target in targets})

@@ -5,6 +5,7 @@ guarded HTTP client. Instead, while a call runs in a thread, this module:
 
 - checks the host that the URL names against the outbound policy before the
   plugin runs, for plugins whose URL carries the host (json://, ntfy://host ...);
+  plugins that do not send with requests (email, MQTT ...) get only this check;
 - checks every request that `requests` sends from that thread, including
   redirects and the fixed hosts of SaaS plugins, before it connects, and caps
   its timeouts at what is left of the call's time limit;
@@ -33,7 +34,7 @@ import urllib3.exceptions
 
 from novulite.engine.steps.base import PermanentStepError, TransientStepError
 from novulite.outbound import OutboundPolicy, OutboundRefused, UnknownHost, resolve
-from novulite.providers.http import TRANSIENT_STATUSES, OutcomeUnknownError, retry_after
+from novulite.providers.http import TRANSIENT_STATUSES, OutcomeUnknownError, excerpt, retry_after
 
 PROVIDER_ID = "apprise"
 # Timeouts of each request a plugin sends, in seconds, as requests' (connect, read) pair.
@@ -57,6 +58,8 @@ class CallRecord:
     deadline: float
     statuses: list[int] = dataclasses.field(default_factory=list)
     retry_after: str | None = None
+    # The start of the first non-2xx response's body.
+    response_excerpt: str | None = None
     errors: list[requests.RequestException] = dataclasses.field(default_factory=list)
     refused: list[OutboundRefused] = dataclasses.field(default_factory=list)
     log: list[str] = dataclasses.field(default_factory=list)
@@ -102,12 +105,32 @@ def _guarded_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any,
     call.statuses.append(response.status_code)
     if response.headers.get("Retry-After"):
         call.retry_after = response.headers["Retry-After"]
+    # A streamed body belongs to the plugin, which reads it later; reading it here would consume it.
+    failed = not 200 <= response.status_code < 300
+    if failed and call.response_excerpt is None and not kwargs.get("stream"):
+        call.response_excerpt = excerpt(response.content)
     return response
 
 
 # Installed once per process. Requests from threads without an active call pass through unchanged.
 requests.adapters.HTTPAdapter.send = _guarded_send  # type: ignore[method-assign]
 logging.getLogger(apprise.logger.name).addFilter(_CaptureFilter())
+
+
+def limit_plugin(plugin: Any) -> None:
+    """Stop a plugin from sleeping between requests or retrying, and cap its socket timeouts.
+
+    novulite spaces the sends to a service itself (see providers/apprise.py) and retries
+    failed jobs with backoff. The caps lower, never raise, the timeouts that the URL's
+    `cto` and `rto` set. They bound plugins that do not send with requests, such as
+    email and MQTT, which the per-request limits here do not reach.
+    """
+    plugin.request_rate_per_sec = 0
+    plugin.retry = 0
+    connect = float(plugin.socket_connect_timeout or 0) or CONNECT_TIMEOUT_SECONDS
+    read = float(plugin.socket_read_timeout or 0) or READ_TIMEOUT_SECONDS
+    plugin.socket_connect_timeout = min(connect, CONNECT_TIMEOUT_SECONDS)
+    plugin.socket_read_timeout = min(read, READ_TIMEOUT_SECONDS)
 
 
 def check_host(policy: OutboundPolicy, host: str, port: int) -> None:
@@ -200,6 +223,8 @@ def failure(call: CallRecord, service: str, info: dict[str, Any], secret: str) -
     bad_status = next((status for status in call.statuses if not 200 <= status < 300), None)
     if bad_status is not None:
         failed["status"] = bad_status
+        if call.response_excerpt:
+            failed["responseExcerpt"] = call.response_excerpt.replace(secret, "(the Apprise URL)")
         message = f"{where} returned HTTP {bad_status}: {failed['reason']}"
         if bad_status in TRANSIENT_STATUSES or bad_status >= 500:
             wait = retry_after(call.retry_after)
