@@ -65,7 +65,7 @@ class ServiceSlots:
     """The next time each service may be sent to, shared by this process's workers.
 
     NOTE: the times live in this process only, so servers that share one database
-    space their sends to a service apart from each other.
+    each space their sends on their own.
     """
 
     # Entries whose time has passed are dropped once this many are kept.
@@ -117,7 +117,7 @@ def _instantiate(url: str) -> Any:
 
 
 def check_credentials(credentials: dict[str, Any], active: bool, errors: list[FieldError]) -> None:
-    """Add a FieldError when `webhookUrl` is missing, or holds a URL Apprise cannot use.
+    """Add a FieldError when `webhookUrl` is missing, or contains a URL that Apprise cannot use.
 
     The errors name the URL's position and scheme, never the URL, which is a secret.
     """

@@ -40,7 +40,7 @@ PROVIDER_ID = "apprise"
 # Timeouts of each request a plugin sends, in seconds, as requests' (connect, read) pair.
 CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 10.0
-# The longest one Apprise URL may take; no request starts after it, and none may run past it.
+# The maximum time one Apprise URL may take. No request starts after it, and none may run past it.
 # NOTE: a read timeout bounds each socket read, not the whole response, so a server that
 # trickles bytes can hold one request somewhat past this limit.
 CALL_SECONDS = 30.0
@@ -52,7 +52,7 @@ _local = threading.local()
 
 @dataclasses.dataclass
 class CallRecord:
-    """What one plugin call did: its responses, request exceptions, refusals and log lines."""
+    """The outcome of one plugin call: its responses, request exceptions, refusals and log lines."""
 
     policy: OutboundPolicy
     deadline: float
@@ -85,6 +85,7 @@ def _guarded_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any,
     call: CallRecord | None = getattr(_local, "call", None)
     if call is None:
         return _original_send(self, request, *args, **kwargs)
+
     target = urllib.parse.urlsplit(request.url)
     host = target.hostname or ""
     port = target.port or (443 if target.scheme == "https" else 80)
@@ -93,15 +94,19 @@ def _guarded_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any,
     except OutboundRefused as exc:
         call.refused.append(exc)
         raise
+
     remaining = call.deadline - time.monotonic()
     if remaining <= 0:
         raise requests.exceptions.ConnectTimeout(f"the Apprise call used up its {CALL_SECONDS:.0f} s")
-    kwargs["timeout"] = (min(CONNECT_TIMEOUT_SECONDS, remaining), min(READ_TIMEOUT_SECONDS, remaining))
+    connect, read = _timeouts(kwargs.get("timeout"))
+    kwargs["timeout"] = (min(connect, remaining), min(read, remaining))
+
     try:
         response = _original_send(self, request, *args, **kwargs)
     except requests.RequestException as exc:
         call.errors.append(exc)
         raise
+
     call.statuses.append(response.status_code)
     if response.headers.get("Retry-After"):
         call.retry_after = response.headers["Retry-After"]
@@ -110,6 +115,18 @@ def _guarded_send(self: requests.adapters.HTTPAdapter, request: Any, *args: Any,
     if failed and call.response_excerpt is None and not kwargs.get("stream"):
         call.response_excerpt = excerpt(response.content)
     return response
+
+
+def _timeouts(given: Any) -> tuple[float, float]:
+    """Return the plugin's (connect, read) timeouts, capped at this module's limits."""
+    if isinstance(given, tuple) and len(given) == 2:
+        connect, read = given
+    else:
+        connect = read = given
+    return (
+        min(float(connect or CONNECT_TIMEOUT_SECONDS), CONNECT_TIMEOUT_SECONDS),
+        min(float(read or READ_TIMEOUT_SECONDS), READ_TIMEOUT_SECONDS),
+    )
 
 
 # Installed once per process. Requests from threads without an active call pass through unchanged.
