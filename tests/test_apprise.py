@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -378,3 +379,52 @@ def test_email_channel_rejected(api: httpx.Client) -> None:
     )
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "channel"
+
+
+def test_masked_url_sent_back_is_kept(
+    api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub
+) -> None:
+    created = api.post(
+        "/v1/integrations",
+        json={
+            "providerId": "apprise",
+            "channel": "chat",
+            "active": True,
+            "credentials": {"webhookUrl": json_url(stub, "/kept")},
+        },
+    )
+    assert created.status_code == 201, created.text
+    integration = created.json()["data"]
+    masked = integration["credentials"]["webhookUrl"]
+    assert masked != json_url(stub, "/kept")
+
+    updated = api.put(
+        f"/v1/integrations/{integration['_id']}",
+        json={"name": "Renamed", "credentials": {"webhookUrl": masked}},
+    )
+    assert updated.status_code == 200, updated.text
+    workflow_id = create_workflow(
+        api, "chat", {"body": "still here"}, integrationIdentifier=integration["identifier"]
+    )
+    transaction_id = trigger(api, workflow_id, f"sub-{next(_numbers)}")
+    assert finished_jobs(allowed_server, transaction_id, 1)["send"].status == "completed"
+    assert stub.wait_for("/kept", 1)[0].json()["message"] == "still here"
+
+
+def test_missing_reply_is_outcome_unknown(
+    api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub
+) -> None:
+    # The stub reads the request and never replies, so the read timeout ends the call.
+    release = threading.Event()
+    stub.route("/silent", Reply(hold=release))
+    try:
+        transaction_id = send(api, "chat", json_url(stub, "/silent"), {"body": "x"})
+        jobs = finished_jobs(allowed_server, transaction_id, 1, timeout=40)
+    finally:
+        release.set()
+    assert jobs["send"].status == "failed"
+    error = job_of(allowed_server, transaction_id)["error"]
+    assert error["outcome"] == "unknown"
+    assert error["exceptionType"] == "ReadTimeout"
+    assert error["retryable"] is False
+    assert len(stub.received("/silent")) == 1
