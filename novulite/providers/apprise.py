@@ -171,7 +171,10 @@ def _targets(text: str, source: str) -> list[_Target]:
 
 def _service_key(target: _Target) -> str:
     """Return a key for the account a URL sends to, hashed because the URL's parts are secrets."""
-    identifier = getattr(target.plugin, "url_identifier", None) or target.url
+    try:
+        identifier = target.plugin.url_identifier or target.url
+    except (AttributeError, NotImplementedError):
+        identifier = target.url
     return hashlib.sha256(f"{type(target.plugin).__name__}:{identifier!r}".encode()).hexdigest()
 
 
