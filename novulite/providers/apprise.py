@@ -29,7 +29,7 @@ from apprise.manager_plugins import NotificationManager
 from apprise.utils.parse import parse_urls
 
 from novulite.engine.context import WorkerContext
-from novulite.engine.steps import channel as channel_step
+from novulite.engine.steps import delivery
 from novulite.engine.steps.base import ExternalCall, PermanentStepError, StepContext, StepResult
 from novulite.engine.templates import render
 from novulite.errors import FieldError
@@ -213,7 +213,7 @@ def prepare(ctx: StepContext, integration: Any) -> StepResult | ExternalCall:
                 details=[(text, "Pending", {"provider": PROVIDER_ID, "services": services})],
             )
 
-    row = channel_step.channel_row(ctx, PROVIDER_ID, body, subject=title or None)
+    row = delivery.channel_row(ctx, PROVIDER_ID, body, subject=title or None)
     max_seconds = len(targets) * (apprise_call.CALL_SECONDS + LOOKUP_ALLOWANCE_SECONDS)
     return ExternalCall(
         perform=functools.partial(_perform, targets, title, body, row),
@@ -232,7 +232,7 @@ def _perform(
         # NOTE: with several URLs, a retry after a later URL failed sends to the earlier ones again.
         apprise_call.notify(plugin, target.scheme, title, body, policy, target.url)
     services = sorted({target.scheme for target in targets})
-    return channel_step.delivered(
+    return delivery.delivered(
         row,
         worker.clock.now(),
         f"Sent through Apprise ({', '.join(services)})",

@@ -8,7 +8,7 @@ provider could not send with.
 
 from __future__ import annotations
 
-from novulite.providers import chat, push_webhook, sms, webpush
+from novulite.providers import apprise, chat, push_webhook, sms, webpush
 from novulite.providers.base import Provider
 
 PROVIDERS: dict[str, Provider] = {
@@ -16,6 +16,7 @@ PROVIDERS: dict[str, Provider] = {
     **chat.PROVIDERS,
     **push_webhook.PROVIDERS,
     **webpush.PROVIDERS,
+    **apprise.PROVIDERS,
 }
 
 
