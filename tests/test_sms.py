@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import read_rows
+from tests.helpers import admin_session, read_rows
 from tests.http_stub import HttpStub, Received, Reply
 from tests.pipeline import finished_jobs, trigger
 from tests.servers import API_KEY, ServerProcess, free_port, server_command
@@ -218,6 +219,21 @@ def test_client_error_fails_at_once(api: httpx.Client, sms_server: ServerProcess
     assert message["providerId"] == "twilio"
     assert message["status"] == "error"
 
+    job_id = job_row(sms_server, transaction_id)["id"]
+    fetched = api.get(f"/v1/jobs/{job_id}").json()["data"]
+    assert fetched["providerId"] == "twilio"
+    assert fetched["error"]["status"] == 400
+    assert "invalid sender id" in fetched["error"]["responseExcerpt"]
+    with admin_session(sms_server.base_url) as admin:
+        page = admin.get("/admin/failed-jobs").text
+    row = re.search(rf'<tr id="job-{job_id}">(.*?)</tr>', page, re.S)
+    assert row, "the failed job is not on the failed-jobs page"
+    assert "<dt>Provider</dt><dd>twilio</dd>" in row.group(1)
+    assert "<dt>HTTP status</dt><dd>400</dd>" in row.group(1)
+    assert "invalid sender id" in row.group(1)
+    assert "<dt>Next retry</dt><dd>no more retries</dd>" in row.group(1)
+    assert "No retry: the provider rejected the request with HTTP 400" in row.group(1)
+
 
 def test_server_error_retried(api: httpx.Client, sms_server: ServerProcess, stub: HttpStub) -> None:
     workflow_id, path = twilio_setup(api, stub, Reply(503, {"error": "busy"}), Reply(201, {"sid": "SM0002"}))
@@ -324,6 +340,12 @@ def test_stalled_provider_names_exception(
     error = job_row(sms_server, transaction_id)["error"]
     assert error["exceptionType"] in ("TimeoutError", "ReadTimeout")
     assert error["message"].strip()
+    with admin_session(sms_server.base_url) as admin:
+        page = admin.get("/admin/failed-jobs").text
+    row = re.search(rf'<tr id="job-{job_row(sms_server, transaction_id)["id"]}">(.*?)</tr>', page, re.S)
+    assert row, "the failed job is not on the failed-jobs page"
+    assert f"<dt>Exception</dt><dd>{error['exceptionType']}</dd>" in row.group(1)
+    assert "{}" not in row.group(1)
     assert "twilio" in error["message"]
     assert jobs["sms"].error
     assert TOKEN not in json.dumps(error)
