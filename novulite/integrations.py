@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from typing import Any
 
 from novulite.db.fast import fetch
@@ -35,12 +36,19 @@ _integrations = table(Integration)
 
 
 def find_integration(
-    raw: sqlite3.Connection, environment_id: str, channel: str, identifier: str | None = None
+    raw: sqlite3.Connection,
+    environment_id: str,
+    channel: str,
+    identifier: str | None = None,
+    provider_ids: Collection[str] | None = None,
 ) -> Any | None:
     """Return the active integration a step of `channel` uses, or None when there is none.
 
-    A step that names an integration identifier gets that one. Otherwise the channel's
-    primary integration wins, then the most recently created active one.
+    A step that names an integration identifier gets that one, whatever its provider.
+    Otherwise only integrations of `provider_ids` (when given), the providers this
+    server can deliver the channel through, are candidates: the primary one wins, then
+    the most recently created one. Novu's clients may store integrations of providers
+    this server cannot send with, and those must not stand in the way of one it can.
     """
     if identifier:
         rows = fetch(
@@ -50,11 +58,16 @@ def find_integration(
             _integrations,
         )
         return rows[0] if rows else None
+    sql = "SELECT * FROM integration WHERE environment_id = ? AND channel = ? AND active = 1"
+    parameters: list[Any] = [environment_id, channel]
+    if provider_ids is not None:
+        providers = sorted(provider_ids)
+        sql += f" AND provider_id IN ({', '.join('?' for _ in providers)})"
+        parameters.extend(providers)
     rows = fetch(
         raw,
-        "SELECT * FROM integration WHERE environment_id = ? AND channel = ? AND active = 1 "
-        'ORDER BY "primary" DESC, created_at DESC, id DESC LIMIT 1',
-        [environment_id, channel],
+        sql + ' ORDER BY "primary" DESC, created_at DESC, id DESC LIMIT 1',
+        parameters,
         _integrations,
     )
     return rows[0] if rows else None

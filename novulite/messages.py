@@ -184,7 +184,7 @@ def to_raw_entity(message: Any, subscriber: Any, workflow: Any) -> dict[str, Any
         "lastReadDate": isoformat(message.read_at),
         "firstSeenDate": isoformat(message.seen_at),
         "archivedAt": isoformat(message.archived_at),
-        "deliveredAt": [isoformat(message.created_at)],
+        "deliveredAt": [] if message.status == "error" else [isoformat(message.created_at)],
         "createdAt": isoformat(message.created_at),
         "updatedAt": isoformat(message.updated_at),
         "tags": message.tags or [],
@@ -216,6 +216,9 @@ def to_message_response(
         templateIdentifier=workflow.workflow_id,
         lastSeenDate=isoformat(message.seen_at),
         providerId=IN_APP_PROVIDER_ID if message.channel == "in_app" else message.provider_id,
+        # Novu's names for why a message failed: the error's type and its message.
+        errorId=(message.error or {}).get("type") if message.status == "error" else None,
+        errorText=(message.error or {}).get("message") if message.status == "error" else None,
         payload=payload or {},
         subscriber=to_response(subscriber),
     )

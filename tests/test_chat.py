@@ -381,6 +381,29 @@ def test_unavailable_retried_then_delivered(
     assert message["status"] == "sent"
 
 
+def test_unsupported_provider_not_chosen(
+    api: httpx.Client, allowed_server: ServerProcess, stub: HttpStub
+) -> None:
+    path = f"/{unique('fallback')}"
+    create_integration(api, "slack", {"webhookUrl": stub.url(path)})
+    # Newer and active, but of a provider this server cannot send with, as Novu's clients may store.
+    create_integration(api, "carrier-pigeon", {"webhookUrl": stub.url("/never")})
+    workflow_id = unique("chat")
+    steps = [{"name": "Chat", "stepId": "chat0", "type": "chat", "controlValues": {"body": "hi"}}]
+    response = api.post(
+        "/v2/workflows", json={"name": workflow_id, "workflowId": workflow_id, "steps": steps}
+    )
+    assert response.status_code == 201, response.text
+
+    transaction_id = trigger(api, workflow_id, create_subscriber(api))
+
+    jobs = finished_jobs(allowed_server, transaction_id, 1)
+    assert jobs["chat0"].status == "completed"
+    (request,) = stub.wait_for(path, 1)
+    assert request.json() == {"text": "hi"}
+    assert stub.received("/never") == []
+
+
 def test_guard_refuses_before_connecting(tmp_path: Path, stub: HttpStub) -> None:
     """Without --outbound-allow, loopback and private webhooks are refused, and nothing connects."""
     server = start_server(tmp_path)

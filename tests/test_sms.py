@@ -218,6 +218,9 @@ def test_client_error_fails_at_once(api: httpx.Client, sms_server: ServerProcess
     (message,) = sms_messages(api, transaction_id)
     assert message["providerId"] == "twilio"
     assert message["status"] == "error"
+    assert message["errorId"] == "PermanentStepError"
+    assert "invalid sender id" in message["errorText"]
+    assert message["deliveredAt"] == []
 
     job_id = job_row(sms_server, transaction_id)["id"]
     fetched = api.get(f"/v1/jobs/{job_id}").json()["data"]

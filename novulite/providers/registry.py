@@ -32,3 +32,10 @@ def channels_of(provider_id: str) -> frozenset[str]:
     """Return the channels `provider_id` can deliver; empty when this server does not know it."""
     provider = PROVIDERS.get(provider_id)
     return provider.channels if provider else frozenset()
+
+
+def provider_ids_for(channel: str) -> frozenset[str]:
+    """Return the provider ids this server can deliver `channel` through."""
+    return frozenset(
+        provider_id for provider_id, provider in PROVIDERS.items() if channel in provider.channels
+    )

@@ -21,7 +21,8 @@ from novulite.providers import registry
 def run(ctx: StepContext) -> StepResult | ExternalCall:
     channel = ctx.job.type
     identifier = str(ctx.controls.get("integrationIdentifier") or "").strip() or None
-    integration = find_integration(ctx.connection, ctx.job.environment_id, channel, identifier)
+    supported = registry.provider_ids_for(channel)
+    integration = find_integration(ctx.connection, ctx.job.environment_id, channel, identifier, supported)
     if integration is None:
         if identifier:
             return skipped(channel, f"no active {channel} integration has the identifier {identifier!r}")

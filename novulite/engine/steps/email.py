@@ -60,7 +60,9 @@ class _Send:
 def run(ctx: StepContext) -> StepResult | ExternalCall:
     controls = ctx.controls
     identifier = str(controls.get("integrationIdentifier") or "").strip() or None
-    integration = find_integration(ctx.connection, ctx.job.environment_id, "email", identifier)
+    integration = find_integration(
+        ctx.connection, ctx.job.environment_id, "email", identifier, smtp.PROVIDER_IDS
+    )
     if integration is None:
         if identifier:
             return _skipped(f"no active email integration has the identifier {identifier!r}", "provider")
