@@ -40,6 +40,7 @@ import websockets
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.profiler import start_profiler, stop_profiler  # noqa: E402
 from bench.trigger import RssSampler, wait_drained  # noqa: E402
 from novulite.security import subscriber_hash  # noqa: E402
 from tests.servers import API_KEY, APP_ID, ServerProcess, free_port, server_command  # noqa: E402
@@ -117,7 +118,7 @@ async def wait_for_frame(socket: Any, wanted: str, arrivals: list[float]) -> Non
             return
 
 
-async def novulite_part(count: int) -> dict[str, Any]:
+async def novulite_part(count: int, profile: str | None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="novulite-sockets-"))
     server = ServerProcess(
         data_dir=work / "data", port=free_port(), command=server_command(), log_path=work / "server.log"
@@ -146,6 +147,7 @@ async def novulite_part(count: int) -> dict[str, Any]:
             asyncio.create_task(wait_for_frame(socket, "notification_received", arrivals))
             for socket in sockets
         ]
+        profiler = start_profiler(server.process.pid, profile) if profile else None
         rss.start()
         sent = time.monotonic()
         response = await asyncio.to_thread(
@@ -156,6 +158,8 @@ async def novulite_part(count: int) -> dict[str, Any]:
         assert response.status_code == 201, response.text
         _, pending = await asyncio.wait(waiters, timeout=TIMEOUT_SECONDS)
         rss.stop()
+        if profiler is not None:
+            stop_profiler(profiler)
         for task in pending:
             task.cancel()
         received = len(arrivals)
@@ -225,9 +229,9 @@ async def bare_part(count: int) -> dict[str, Any]:
         process.wait(timeout=10)
 
 
-async def run(count: int) -> None:
+async def run(count: int, profile: str | None) -> None:
     raise_open_files_limit(count * 2 + 1000)
-    novulite = await novulite_part(count)
+    novulite = await novulite_part(count, profile)
     bare = await bare_part(count)
     ratio = novulite["elapsed"] / bare["elapsed"]
     lines = [
@@ -260,8 +264,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sockets", type=int, default=2000, help="idle inbox sockets to hold open")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the server with py-spy from the trigger until the last frame: an SVG flame graph, "
+        "else collapsed stacks",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.sockets))
+    asyncio.run(run(args.sockets, args.profile))
 
 
 if __name__ == "__main__":
