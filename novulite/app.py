@@ -222,6 +222,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             # Only the admin UI uses cookies; API calls authenticate with headers instead.
             exclude=["^/v1/", "^/v2/", "^/ws"],
         ),
+        # Browsers call /v1/inbox/* from other origins with Authorization and Novu-* headers, so preflights
+        # echo the requested headers. Credentials are not allowed, so admin cookies never go cross-origin.
         cors_config=CORSConfig(allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], max_age=86400),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,

@@ -453,9 +453,10 @@ def test_cors_actual_responses(module_server: ServerProcess, inbox_for: Any) -> 
 
     listing = inbox.get("/v1/inbox/preferences", headers=origin)
     update = inbox.patch("/v1/inbox/preferences", json={"sms": True}, headers=origin)
+    invalid = inbox.patch("/v1/inbox/preferences", json={"sms": "on"}, headers=origin)
     unauthorized = httpx.get(f"{module_server.base_url}/v1/inbox/preferences", headers=origin, timeout=10)
 
-    for response, status in ((listing, 200), (update, 200), (unauthorized, 401)):
+    for response, status in ((listing, 200), (update, 200), (invalid, 400), (unauthorized, 401)):
         assert response.status_code == status, response.text
         assert response.headers["access-control-allow-origin"] in ("*", BROWSER_ORIGIN)
 
