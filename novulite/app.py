@@ -26,6 +26,7 @@ from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
+from novulite.api.inbox_preferences import inbox_preferences_router
 from novulite.api.integrations import integrations_router
 from novulite.api.messages import messages_router
 from novulite.api.preferences import preferences_router
@@ -206,6 +207,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             jobs_router,
             session_router,
             inbox_router,
+            inbox_preferences_router,
             inbox_socket,
             admin_router,
             create_static_files_router(path="/static", directories=[resource_dir("static")]),
@@ -220,6 +222,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             # Only the admin UI uses cookies; API calls authenticate with headers instead.
             exclude=["^/v1/", "^/v2/", "^/ws"],
         ),
+        # Browsers call /v1/inbox/* from other origins with Authorization and Novu-* headers, so preflights
+        # echo the requested headers. Credentials are not allowed, so admin cookies never go cross-origin.
         cors_config=CORSConfig(allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], max_age=86400),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,

@@ -248,3 +248,95 @@ def _legacy_channel(value: Any, field: str, errors: list[FieldError]) -> dict[st
         errors.append(FieldError(f"{field}.enabled", f"is required: true or false, got {json_type(enabled)}"))
         return {}
     return {channel_type: enabled}
+
+
+def _inbox_fields(
+    body: dict[str, Any], prefix: str, allowed: tuple[str, ...], errors: list[FieldError]
+) -> tuple[dict[str, bool], bool | None]:
+    """Parse the channel booleans and `enabled` that @novu/js sends at the top level of a body."""
+    for key in body:
+        if key == "condition":
+            # NOTE: Novu can gate a workflow preference on a JSONLogic condition, which nothing here stores.
+            message = "is not supported by this server; remove it from the request"
+            errors.append(FieldError(f"{prefix}condition", message))
+        elif key == "schedule" and key not in allowed:
+            errors.append(
+                FieldError(
+                    f"{prefix}schedule",
+                    "applies to the global preference only; send it to PATCH /v1/inbox/preferences",
+                )
+            )
+        elif key not in allowed:
+            errors.append(
+                FieldError(f"{prefix}{key}", f"is not a preference field; use {', '.join(allowed)}")
+            )
+    channels: dict[str, bool] = {}
+    for channel in PREFERENCE_CHANNELS:
+        if channel not in body:
+            continue
+        value = body[channel]
+        if isinstance(value, bool):
+            channels[channel] = value
+        else:
+            errors.append(FieldError(f"{prefix}{channel}", f"must be true or false, got {json_type(value)}"))
+    enabled = None
+    if "enabled" in allowed:
+        enabled = _boolean(body, "enabled", errors)
+    return channels, enabled
+
+
+def parse_inbox_global(body: dict[str, Any], context: str) -> PreferenceUpdate:
+    """Parse PATCH /v1/inbox/preferences: channel booleans such as {email: false}, or {schedule}."""
+    errors: list[FieldError] = []
+    channels, _ = _inbox_fields(body, "", (*PREFERENCE_CHANNELS, "schedule"), errors)
+    schedule = _schedule(body.get("schedule"), errors)
+    _raise_if(errors)
+    return PreferenceUpdate(channels=channels, schedule=schedule, context=context)
+
+
+def parse_inbox_workflow(body: dict[str, Any], context: str) -> PreferenceUpdate:
+    """Parse PATCH /v1/inbox/preferences/{workflow}: channel booleans and enabled."""
+    errors: list[FieldError] = []
+    channels, enabled = _inbox_fields(body, "", (*PREFERENCE_CHANNELS, "enabled"), errors)
+    _raise_if(errors)
+    return PreferenceUpdate(channels=channels, enabled=enabled, context=context)
+
+
+def parse_inbox_bulk(body: dict[str, Any], context: str) -> list[tuple[str, PreferenceUpdate]]:
+    """Parse PATCH /v1/inbox/preferences/bulk: {preferences: [{workflowId, email?, sms?, ...}]}."""
+    errors: list[FieldError] = []
+    for key in body:
+        if key != "preferences":
+            errors.append(FieldError(key, "is not a bulk preference field; send only preferences"))
+    items = body.get("preferences")
+    if not isinstance(items, list) or not items:
+        errors.append(
+            FieldError("preferences", "is required: a non-empty array of {workflowId, email?, in_app?, ...}")
+        )
+        items = []
+    elif len(items) > MAX_BULK_PREFERENCES:
+        errors.append(
+            FieldError(
+                "preferences", f"has {len(items)} entries; send at most {MAX_BULK_PREFERENCES} per request"
+            )
+        )
+        items = []
+    updates: list[tuple[str, PreferenceUpdate]] = []
+    for index, item in enumerate(items):
+        field = f"preferences[{index}]"
+        if not isinstance(item, dict):
+            errors.append(
+                FieldError(
+                    field, f"must be an object {{workflowId, email?, in_app?, ...}}, got {json_type(item)}"
+                )
+            )
+            continue
+        reference = _workflow_reference(item.get("workflowId"), f"{field}.workflowId", errors)
+        if reference is None and "workflowId" not in item:
+            errors.append(FieldError(f"{field}.workflowId", "is required: the workflow identifier or id"))
+        fields = {key: value for key, value in item.items() if key != "workflowId"}
+        channels, _ = _inbox_fields(fields, f"{field}.", PREFERENCE_CHANNELS, errors)
+        if reference is not None:
+            updates.append((reference, PreferenceUpdate(channels=channels, context=context)))
+    _raise_if(errors)
+    return updates

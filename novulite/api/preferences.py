@@ -84,7 +84,7 @@ async def _step_types(session: AsyncSession, workflow_pks: list[str]) -> dict[st
     return types
 
 
-class _Listing:
+class Listing:
     """A subscriber's preferences with everything needed to show them for one context."""
 
     def __init__(
@@ -174,16 +174,16 @@ class _Listing:
         }
 
 
-async def _listing(
-    request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str, context: str
-) -> tuple[_Listing, list[Workflow]]:
+async def read_listing(
+    request: Request[Any, Any, Any], environment_id: str, subscriber_id: str, context: str
+) -> tuple[Listing, list[Workflow]]:
     """Read a subscriber's preferences and the environment's active workflows."""
     async with AsyncSession(services_of(request).reader) as session:
-        subscriber = await _subscriber(session, environment.id, subscriber_id)
+        subscriber = await _subscriber(session, environment_id, subscriber_id)
         workflows = list(
             await session.scalars(
                 select(Workflow)
-                .where(Workflow.environment_id == environment.id, Workflow.active.is_(True))
+                .where(Workflow.environment_id == environment_id, Workflow.active.is_(True))
                 .order_by(Workflow.created_at, Workflow.id)
             )
         )
@@ -196,10 +196,10 @@ async def _listing(
             )
         )
         step_types = await _step_types(session, [workflow.id for workflow in workflows])
-    return _Listing(subscriber, context, rows, step_types), workflows
+    return Listing(subscriber, context, rows, step_types), workflows
 
 
-def _by_criticality(workflows: list[Workflow], criticality: str) -> list[Workflow]:
+def by_criticality(workflows: list[Workflow], criticality: str) -> list[Workflow]:
     if criticality == "all":
         return workflows
     critical = criticality == "critical"
@@ -213,11 +213,11 @@ async def _preferences_body(
     criticality: str,
     context: str,
 ) -> dict[str, Any]:
-    listing, workflows = await _listing(request, environment, subscriber_id, context)
+    listing, workflows = await read_listing(request, environment.id, subscriber_id, context)
     return {
         "global": listing.global_entry(),
         "workflows": [
-            listing.workflow_entry(workflow) for workflow in _by_criticality(workflows, criticality)
+            listing.workflow_entry(workflow) for workflow in by_criticality(workflows, criticality)
         ],
     }
 
@@ -270,9 +270,9 @@ async def _store(
     )
 
 
-async def _apply(
+async def apply_updates(
     request: Request[Any, Any, Any],
-    environment: EnvironmentInfo,
+    environment_id: str,
     subscriber_id: str,
     updates: list[tuple[str | None, PreferenceUpdate]],
 ) -> dict[str, Workflow]:
@@ -280,12 +280,12 @@ async def _apply(
     services = services_of(request)
     now = services.clock.now()
     async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
-        subscriber = await _subscriber(session, environment.id, subscriber_id)
+        subscriber = await _subscriber(session, environment_id, subscriber_id)
         references = [reference for reference, _ in updates if reference is not None]
-        workflows = await _workflows_by_reference(session, environment.id, references) if references else {}
+        workflows = await _workflows_by_reference(session, environment_id, references) if references else {}
         for reference, update in updates:
             workflow = workflows[reference] if reference is not None else None
-            await _store(session, environment.id, subscriber.id, update, workflow, now)
+            await _store(session, environment_id, subscriber.id, update, workflow, now)
     return workflows
 
 
@@ -303,7 +303,7 @@ async def update_preferences(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str
 ) -> dict[str, Any]:
     workflow_reference, update = parse_update(await read_json_object(request, allow_empty=True))
-    await _apply(request, environment, subscriber_id, [(workflow_reference, update)])
+    await apply_updates(request, environment.id, subscriber_id, [(workflow_reference, update)])
     body = await _preferences_body(request, environment, subscriber_id, "nonCritical", update.context)
     return {"data": body}
 
@@ -313,8 +313,8 @@ async def bulk_update_preferences(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str
 ) -> dict[str, Any]:
     updates = parse_bulk(await read_json_object(request))
-    workflows = await _apply(request, environment, subscriber_id, list(updates))
-    listing, _ = await _listing(request, environment, subscriber_id, updates[0][1].context)
+    workflows = await apply_updates(request, environment.id, subscriber_id, list(updates))
+    listing, _ = await read_listing(request, environment.id, subscriber_id, updates[0][1].context)
     ordered = list({workflows[reference].id: workflows[reference] for reference, _ in updates}.values())
     return {"data": [listing.bulk_entry(workflow) for workflow in ordered]}
 
@@ -324,8 +324,8 @@ async def legacy_list_preferences(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str
 ) -> dict[str, Any]:
     criticality = parse_criticality(request.query_params.get("criticality"))
-    listing, workflows = await _listing(request, environment, subscriber_id, "")
-    return {"data": [listing.legacy_entry(workflow) for workflow in _by_criticality(workflows, criticality)]}
+    listing, workflows = await read_listing(request, environment.id, subscriber_id, "")
+    return {"data": [listing.legacy_entry(workflow) for workflow in by_criticality(workflows, criticality)]}
 
 
 @patch("/v1/subscribers/{subscriber_id:str}/preferences")
@@ -333,8 +333,8 @@ async def legacy_update_global(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str
 ) -> dict[str, Any]:
     update = parse_legacy_global(await read_json_object(request))
-    await _apply(request, environment, subscriber_id, [(None, update)])
-    listing, _ = await _listing(request, environment, subscriber_id, "")
+    await apply_updates(request, environment.id, subscriber_id, [(None, update)])
+    listing, _ = await read_listing(request, environment.id, subscriber_id, "")
     return {"data": {"preference": listing.global_entry()}}
 
 
@@ -343,8 +343,8 @@ async def legacy_update_workflow(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, subscriber_id: str, workflow_id: str
 ) -> dict[str, Any]:
     update = parse_legacy_workflow(await read_json_object(request))
-    workflows = await _apply(request, environment, subscriber_id, [(workflow_id, update)])
-    listing, _ = await _listing(request, environment, subscriber_id, "")
+    workflows = await apply_updates(request, environment.id, subscriber_id, [(workflow_id, update)])
+    listing, _ = await read_listing(request, environment.id, subscriber_id, "")
     return {"data": listing.legacy_entry(workflows[workflow_id])}
 
 
