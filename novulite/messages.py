@@ -18,7 +18,7 @@ from novulite.ids import ORGANIZATION_ID
 from novulite.subscribers import to_inbox_recipient, to_raw, to_response
 
 SEVERITIES = ("high", "medium", "low", "none")
-# The longest snooze the inbox accepts, sent to @novu/js as the session's maxSnoozeDurationHours.
+# Maximum snooze length in hours (90 days), sent to @novu/js as the session's maxSnoozeDurationHours.
 MAX_SNOOZE_HOURS = 90 * 24
 # Filter keys the inbox accepts, each a boolean except severity and tags.
 BOOLEAN_FILTERS = {
@@ -43,7 +43,7 @@ def inbox_scope(subscriber_pk: Any, context: Any) -> list[ColumnElement[bool]]:
 
 
 def snoozed_condition(now: dt.datetime) -> ColumnElement[bool]:
-    """Return the condition for a message snoozed now; a snooze whose time has passed has ended."""
+    """Return the condition for a message still snoozed at `now`. A snooze whose time has passed has ended."""
     return Message.snoozed_until > now
 
 
@@ -146,7 +146,7 @@ def _workflow_summary(workflow: Any) -> dict[str, Any]:
 
 
 def to_inbox(message: Any, subscriber: Any, workflow: Any, now: dt.datetime) -> dict[str, Any]:
-    """Return the InboxNotification JSON of a message at `now`; the arguments are ORM objects or Core rows."""
+    """Return the InboxNotification JSON of a message at `now`. The arguments are ORM objects or Core rows."""
     redirect = (message.cta or {}).get("data") or None
     return {
         "id": message.id,

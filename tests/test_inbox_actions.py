@@ -432,7 +432,7 @@ def test_bad_bulk_body_is_400(server: ServerProcess, path: str, body: dict[str, 
 
 
 def test_actions_send_counts_to_socket(server: ServerProcess, api: httpx.Client) -> None:
-    """Archive, snooze and delete each push new unread counts to the subscriber's socket."""
+    """Archive, snooze, delete and unsnooze each push new unread counts to the subscriber's socket."""
     with open_inbox(server, "listener") as inbox:
         first, second, third = deliver(
             api, inbox, "listener", [("billing", "a"), ("billing", "b"), ("news", "c")]
@@ -463,3 +463,34 @@ def next_unread(socket: Any, timeout: float = 10.0) -> int:
         frame = json.loads(socket.recv(timeout=max(deadline - time.monotonic(), 0.01)))
         if frame["event"] == "unread_count_changed":
             return int(frame["data"]["unreadCount"])
+
+
+def test_snooze_end_sends_counts(server: ServerProcess, api: httpx.Client) -> None:
+    """When a snooze ends the socket gets the restored unread count with no request from the client."""
+    with open_inbox(server, "sleeper") as inbox:
+        [message] = deliver(api, inbox, "sleeper", [("billing", "a")])
+        token = inbox.headers["Authorization"].removeprefix("Bearer ")
+        with connect(f"{server.ws_url}?token={token}") as socket:
+            assert next_unread(socket) == 1
+            response = inbox.patch(
+                f"{NOTIFICATIONS}/{message['id']}/snooze", json={"snoozeUntil": in_future(seconds=2)}
+            )
+            assert response.status_code == 200, response.text
+            assert next_unread(socket) == 0
+
+            assert next_unread(socket) == 1
+
+
+def test_session_offers_snooze(server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{server.base_url}/v1/inbox/session",
+        json={
+            "applicationIdentifier": APP_ID,
+            "subscriber": {"subscriberId": "offer"},
+            "subscriberHash": subscriber_hash("offer"),
+        },
+        timeout=10,
+    )
+
+    assert response.status_code == 201
+    assert response.json()["data"]["maxSnoozeDurationHours"] == 90 * 24

@@ -2,7 +2,7 @@
 
 Paths, bodies and status codes follow what @novu/js 3.19.2 sends and accepts: a
 changed notification comes back as `{data: InboxNotification}`, and a delete or a
-bulk call answers 204 with no body.
+bulk call returns 204 with no body.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ MAX_DATA_KEYS = 50
 # A key of the `data` filter becomes a JSON path, so it is limited to characters that need no quoting.
 DATA_KEY_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,100}")
 
-# A change applied to a loaded message at `now`; it returns whether the unread or unseen counts changed.
+# A change applied to a loaded message at `now`. It returns whether the unread or unseen counts changed.
 Change = Callable[[Message, dt.datetime], bool]
 
 
@@ -71,7 +71,7 @@ async def _change_one(
 
 
 def _archive(message: Message, now: dt.datetime) -> bool:
-    """Archive a message; archiving also marks it read and seen, as Novu does."""
+    """Archive a message and mark it read and seen."""
     if message.archived:
         return False
     message.archived = True
@@ -120,7 +120,7 @@ def _set_action_status(action_type: str, done: bool) -> Change:
         action["status"] = "done" if done else "pending"
         action["result"] = {"type": action_type}
         cta["action"] = action
-        # A new dict, so the JSON column sees the change.
+        # SQLAlchemy tracks a JSON column only on assignment, so the cta is replaced, not edited in place.
         message.cta = cta
         return False
 
