@@ -26,6 +26,7 @@ from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
 from novulite.api.inbox import inbox_router, session_router
+from novulite.api.inbox_actions import inbox_actions_router
 from novulite.api.inbox_preferences import inbox_preferences_router
 from novulite.api.integrations import integrations_router
 from novulite.api.messages import messages_router
@@ -207,6 +208,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             jobs_router,
             session_router,
             inbox_router,
+            inbox_actions_router,
             inbox_preferences_router,
             inbox_socket,
             admin_router,

@@ -6,9 +6,10 @@ Novu's raw message entity, which @novu/js maps to the same shape itself.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, func, select, true
+from sqlalchemy import ColumnElement, false, func, or_, select, true
 from sqlalchemy.sql import Select
 
 from novulite.clock import isoformat
@@ -17,6 +18,8 @@ from novulite.ids import ORGANIZATION_ID
 from novulite.subscribers import to_inbox_recipient, to_raw, to_response
 
 SEVERITIES = ("high", "medium", "low", "none")
+# Maximum snooze length in hours (90 days), sent to @novu/js as the session's maxSnoozeDurationHours.
+MAX_SNOOZE_HOURS = 90 * 24
 # Filter keys the inbox accepts, each a boolean except severity and tags.
 BOOLEAN_FILTERS = {
     "read": Message.read,
@@ -39,15 +42,27 @@ def inbox_scope(subscriber_pk: Any, context: Any) -> list[ColumnElement[bool]]:
     ]
 
 
-def filter_conditions(filter_: dict[str, Any]) -> list[ColumnElement[bool]]:
-    """Translate a validated inbox filter into SQL conditions."""
+def snoozed_condition(now: dt.datetime) -> ColumnElement[bool]:
+    """Return the condition for a message still snoozed at `now`. A snooze whose time has passed has ended."""
+    return Message.snoozed_until > now
+
+
+def not_snoozed_condition(now: dt.datetime) -> ColumnElement[bool]:
+    return or_(Message.snoozed_until.is_(None), Message.snoozed_until <= now)
+
+
+def is_snoozed(message: Any, now: dt.datetime) -> bool:
+    return message.snoozed_until is not None and message.snoozed_until > now
+
+
+def filter_conditions(filter_: dict[str, Any], now: dt.datetime) -> list[ColumnElement[bool]]:
+    """Translate a validated inbox filter into SQL conditions, with snoozes judged at `now`."""
     conditions: list[ColumnElement[bool]] = []
     for key, column in BOOLEAN_FILTERS.items():
         if key in filter_:
             conditions.append(column.is_(true() if filter_[key] else false()))
     if "snoozed" in filter_:
-        snoozed = Message.snoozed_until.is_not(None)
-        conditions.append(snoozed if filter_["snoozed"] else ~snoozed)
+        conditions.append(snoozed_condition(now) if filter_["snoozed"] else not_snoozed_condition(now))
     severity = filter_.get("severity")
     if isinstance(severity, str):
         conditions.append(Message.severity == severity)
@@ -56,32 +71,32 @@ def filter_conditions(filter_: dict[str, Any]) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def unread_conditions() -> list[ColumnElement[bool]]:
+def unread_conditions(now: dt.datetime) -> list[ColumnElement[bool]]:
     return [
         Message.read.is_(false()),
         Message.archived.is_(false()),
-        Message.snoozed_until.is_(None),
+        not_snoozed_condition(now),
     ]
 
 
-def unseen_conditions() -> list[ColumnElement[bool]]:
+def unseen_conditions(now: dt.datetime) -> list[ColumnElement[bool]]:
     return [
         Message.seen.is_(false()),
         Message.archived.is_(false()),
-        Message.snoozed_until.is_(None),
+        not_snoozed_condition(now),
     ]
 
 
-def unread_by_severity_query(subscriber_pk: Any, context: Any) -> Select[str, int]:
+def unread_by_severity_query(subscriber_pk: Any, context: Any, now: dt.datetime) -> Select[str, int]:
     return (
         select(Message.severity, func.count())
-        .where(*inbox_scope(subscriber_pk, context), *unread_conditions())
+        .where(*inbox_scope(subscriber_pk, context), *unread_conditions(now))
         .group_by(Message.severity)
     )
 
 
-def unseen_count_query(subscriber_pk: Any, context: Any) -> Select[Any]:
-    return select(func.count()).where(*inbox_scope(subscriber_pk, context), *unseen_conditions())
+def unseen_count_query(subscriber_pk: Any, context: Any, now: dt.datetime) -> Select[Any]:
+    return select(func.count()).where(*inbox_scope(subscriber_pk, context), *unseen_conditions(now))
 
 
 def unread_counts(rows: list[tuple[str, int]]) -> dict[str, Any]:
@@ -130,8 +145,8 @@ def _workflow_summary(workflow: Any) -> dict[str, Any]:
     }
 
 
-def to_inbox(message: Any, subscriber: Any, workflow: Any) -> dict[str, Any]:
-    """Return the InboxNotification JSON of a message; the arguments are ORM objects or Core rows."""
+def to_inbox(message: Any, subscriber: Any, workflow: Any, now: dt.datetime) -> dict[str, Any]:
+    """Return the InboxNotification JSON of a message at `now`. The arguments are ORM objects or Core rows."""
     redirect = (message.cta or {}).get("data") or None
     return {
         "id": message.id,
@@ -142,8 +157,8 @@ def to_inbox(message: Any, subscriber: Any, workflow: Any) -> dict[str, Any]:
         "isRead": message.read,
         "isSeen": message.seen,
         "isArchived": message.archived,
-        "isSnoozed": message.snoozed_until is not None,
-        "snoozedUntil": isoformat(message.snoozed_until),
+        "isSnoozed": is_snoozed(message, now),
+        "snoozedUntil": isoformat(message.snoozed_until) if is_snoozed(message, now) else None,
         "deliveredAt": [isoformat(message.created_at)],
         "createdAt": isoformat(message.created_at),
         "readAt": isoformat(message.read_at),

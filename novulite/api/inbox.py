@@ -30,6 +30,7 @@ from novulite.errors import (
 )
 from novulite.ids import ID_PATTERN
 from novulite.messages import (
+    MAX_SNOOZE_HOURS,
     SEVERITIES,
     context_key,
     filter_conditions,
@@ -131,7 +132,7 @@ async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
         "totalUnreadCount": counts["total"],
         "unreadCount": counts,
         "removeNovuBranding": True,
-        "maxSnoozeDurationHours": 0,
+        "maxSnoozeDurationHours": MAX_SNOOZE_HOURS,
         "isDevelopmentMode": False,
         "contextKeys": keys,
     }
@@ -139,9 +140,10 @@ async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 async def _unread_counts(services: Services, subject: InboxSubject) -> dict[str, Any]:
+    now = services.clock.now()
     async with services.reader.connect() as connection:
         rows = (
-            await connection.execute(unread_by_severity_query(subject.subscriber_pk, subject.context))
+            await connection.execute(unread_by_severity_query(subject.subscriber_pk, subject.context, now))
         ).all()
     return unread_counts([(row[0], row[1]) for row in rows])
 
@@ -216,7 +218,8 @@ async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubj
     filter_ = _query_filter(request, errors)
     if errors:
         raise ApiError(INVALID_QUERY, errors=errors)
-    conditions = [*inbox_scope(subject.subscriber_pk, subject.context), *filter_conditions(filter_)]
+    now = services.clock.now()
+    conditions = [*inbox_scope(subject.subscriber_pk, subject.context), *filter_conditions(filter_, now)]
     if after:
         conditions.append(Message.id < after)
     statement = select(Message).where(*conditions).order_by(Message.id.desc()).offset(offset).limit(limit + 1)
@@ -226,7 +229,7 @@ async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubj
         workflows = await _workflows(session, messages)
     page = messages[:limit]
     return {
-        "data": [to_inbox(message, subscriber, workflows[message.workflow_pk]) for message in page],
+        "data": [to_inbox(message, subscriber, workflows[message.workflow_pk], now) for message in page],
         "hasMore": len(messages) > limit,
         "filter": filter_,
     }
@@ -260,6 +263,7 @@ async def count_notifications(request: Request[Any, Any, Any], subject: InboxSub
     if errors:
         raise ApiError(INVALID_QUERY, errors=errors)
     results = []
+    now = services.clock.now()
     async with services.reader.connect() as connection:
         for filter_ in checked:
             normalised = {
@@ -269,7 +273,7 @@ async def count_notifications(request: Request[Any, Any, Any], subject: InboxSub
             count = await connection.scalar(
                 select(func.count()).where(
                     *inbox_scope(subject.subscriber_pk, subject.context),
-                    *filter_conditions(normalised),
+                    *filter_conditions(normalised, now),
                 )
             )
             results.append({"count": count or 0, "filter": filter_})
@@ -300,7 +304,7 @@ async def _mark(
         await asyncio.to_thread(
             services.queues.enqueue, COUNTS_CHANGED, subject.subscriber_pk, subject.context
         )
-    return {"data": to_inbox(message, subscriber, workflow)}
+    return {"data": to_inbox(message, subscriber, workflow, now)}
 
 
 @patch("/notifications/{message_id:str}/read")

@@ -26,11 +26,12 @@ logger = logging.getLogger("novulite.ws")
 
 
 async def _count_frames(services: Services, subject: InboxSubject) -> list[dict[str, Any]]:
+    now = services.clock.now()
     async with services.reader.connect() as connection:
         rows = (
-            await connection.execute(unread_by_severity_query(subject.subscriber_pk, subject.context))
+            await connection.execute(unread_by_severity_query(subject.subscriber_pk, subject.context, now))
         ).all()
-        unseen = await connection.scalar(unseen_count_query(subject.subscriber_pk, subject.context))
+        unseen = await connection.scalar(unseen_count_query(subject.subscriber_pk, subject.context, now))
     return [
         unread_frame(unread_counts([(row[0], row[1]) for row in rows])),
         unseen_frame(unseen or 0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 from typing import Any
@@ -14,16 +15,25 @@ from novulite.messages import to_raw_entity, unread_counts, unread_frame, unseen
 logger = logging.getLogger("novulite.ws")
 
 _INBOX = (
-    "subscriber_pk = ? AND context_key = ? AND channel = 'in_app' AND archived = 0 AND snoozed_until IS NULL"
+    "subscriber_pk = ? AND context_key = ? AND channel = 'in_app' AND archived = 0"
+    " AND (snoozed_until IS NULL OR snoozed_until <= ?)"
 )
 # The same conditions as novulite.messages.unread_conditions and unseen_conditions.
 _UNREAD_BY_SEVERITY = f"SELECT severity, count(*) FROM message WHERE {_INBOX} AND read = 0 GROUP BY severity"
 _UNSEEN = f"SELECT count(*) FROM message WHERE {_INBOX} AND seen = 0"
 
 
-def count_frames(raw: sqlite3.Connection, subscriber_pk: str, context: str) -> list[dict[str, Any]]:
-    rows = raw.execute(_UNREAD_BY_SEVERITY, (subscriber_pk, context)).fetchall()
-    unseen = raw.execute(_UNSEEN, (subscriber_pk, context)).fetchone()[0]
+def _stored_instant(instant: dt.datetime) -> str:
+    """Format an instant as SQLAlchemy stores a DateTime in SQLite, so text comparison orders it."""
+    return instant.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def count_frames(
+    raw: sqlite3.Connection, subscriber_pk: str, context: str, now: dt.datetime
+) -> list[dict[str, Any]]:
+    parameters = (subscriber_pk, context, _stored_instant(now))
+    rows = raw.execute(_UNREAD_BY_SEVERITY, parameters).fetchall()
+    unseen = raw.execute(_UNSEEN, parameters).fetchone()[0]
     return [unread_frame(unread_counts([(row[0], row[1]) for row in rows])), unseen_frame(unseen)]
 
 
@@ -38,7 +48,7 @@ def messages_created(ctx: WorkerContext, message_ids: list[str]) -> None:
     # One read transaction, so the messages and the counts come from the same snapshot.
     raw.execute("BEGIN")
     try:
-        frames = _frames(raw, _with_sockets(ctx, raw, message_ids))
+        frames = _frames(raw, _with_sockets(ctx, raw, message_ids), ctx.clock.now())
     finally:
         raw.execute("COMMIT")
     for (subscriber_pk, context), batch in frames.items():
@@ -60,7 +70,9 @@ def _with_sockets(ctx: WorkerContext, raw: sqlite3.Connection, message_ids: list
     return {message_id for message_id, subscriber_pk in rows if ctx.has_sockets(subscriber_pk)}
 
 
-def _frames(raw: sqlite3.Connection, message_ids: set[str]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _frames(
+    raw: sqlite3.Connection, message_ids: set[str], now: dt.datetime
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
     if not message_ids:
         return {}
     messages = sorted(_rows_by_id(raw, "message", message_ids, table(Message)).values(), key=lambda m: m.id)
@@ -73,10 +85,10 @@ def _frames(raw: sqlite3.Connection, message_ids: set[str]) -> dict[tuple[str, s
             {"event": "notification_received", "data": {"message": entity}}
         )
     for (subscriber_pk, context), received in frames.items():
-        received.extend(count_frames(raw, subscriber_pk, context))
+        received.extend(count_frames(raw, subscriber_pk, context, now))
     return frames
 
 
 def counts_changed(ctx: WorkerContext, subscriber_pk: str, context: str) -> None:
-    frames = count_frames(ctx.store.raw_read(), subscriber_pk, context)
+    frames = count_frames(ctx.store.raw_read(), subscriber_pk, context, ctx.clock.now())
     ctx.publish(subscriber_pk, context, frames)
