@@ -62,10 +62,18 @@ class SocketConnection:
         held, self._held = self._held or [], None
         for text in opening:
             self.offer(text)
+        repeated = 0
         for text in held:
             if sent_ids and text.startswith(_RECEIVED_PREFIX) and _message_id(text) in sent_ids:
+                repeated += 1
                 continue
             self.offer(text)
+        if repeated:
+            logger.debug(
+                "socket of subscriber %s skipped %d live messages its replay already sent",
+                self.subscriber_pk,
+                repeated,
+            )
 
     def _overflow(self) -> None:
         # Closing beats silently dropping a frame: the client reconnects and refetches counts.

@@ -28,7 +28,10 @@ PING_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def ping_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server for the module, pinging its sockets every second, with the workflow `note`."""
-    process = start_server(tmp_path_factory.mktemp("socket"), ["--ws-ping-interval", str(PING_SECONDS)])
+    process = start_server(
+        tmp_path_factory.mktemp("socket"),
+        ["--ws-ping-interval", str(PING_SECONDS)],
+    )
     with api_client(process) as api:
         create_workflow(api, "note", body="note {{ payload.n }}")
     yield process
@@ -150,7 +153,7 @@ async def _context_scope(server: ServerProcess, api: httpx.Client) -> dict[str, 
         opening = {name: await _frames_until(c, lambda f: len(f) == 2) for name, c in connections.items()}
         # Each context gets one message, then a second one that marks the end of its frames.
         for n in (1, 2):
-            for name, context in contexts.items():
+            for context in contexts.values():
                 _trigger(api, "scoped", n, context)
         frames = {}
         for name, connection in connections.items():
@@ -274,44 +277,77 @@ async def _resume(url: str, expected: list[str]) -> list[dict[str, Any]]:
         return await _frames_until(connection, lambda f: set(_received_ids(f)) >= set(expected))
 
 
+class _TriggerStream(threading.Thread):
+    """Trigger messages one after another until told to stop, so some race every step of a connect."""
+
+    def __init__(self, server: ServerProcess, subscriber_id: str, start: int) -> None:
+        super().__init__()
+        self.server = server
+        self.subscriber_id = subscriber_id
+        self.next = start
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with api_client(self.server) as client:
+                # At least five messages, and always a whole group of five.
+                while True:
+                    _trigger(client, self.subscriber_id, self.next)
+                    self.next += 1
+                    if self.stop.is_set() and self.next % 5 == 0:
+                        return
+        except BaseException as exc:
+            self.error = exc
+
+
+RACE_ROUNDS = 4
+
+
 def test_resume_replays_then_live(ping_server: ServerProcess, api: httpx.Client) -> None:
     token = _session(ping_server, "resumer")
-    for n in range(3):
+    for n in range(5):
         _trigger(api, "resumer", n)
-    since = _listed_ids(ping_server, token, 3)[0]
-    total = 3
-    for round_ in range(3):
-        # Triggers race the connect: some messages are stored before the replay reads, some during
-        # it, and some after, and each must arrive exactly once.
-        racing = threading.Thread(
-            target=lambda start=total: [_trigger_with_client(ping_server, "resumer", n) for n in range(start, start + 4)]
-        )
-        racing.start()
+    since = _listed_ids(ping_server, token, 5)[0]
+    total = 5
+    for round_ in range(RACE_ROUNDS):
+        stream = _TriggerStream(ping_server, "resumer", total)
+        stream.start()
         try:
-            url = f"{ping_server.ws_url}?token={token}&since={since}"
-            all_ids = None
-            frames: list[dict[str, Any]] = []
-
-            async def run() -> None:
-                nonlocal frames, all_ids
-                async with websockets.connect(url) as connection:
-                    await asyncio.to_thread(racing.join, 30)
-                    all_ids = await asyncio.to_thread(_listed_ids, ping_server, token, total + 4)
-                    after = [i for i in all_ids if i > since]
-                    frames = await _frames_until(connection, lambda f: set(_received_ids(f)) >= set(after))
-
-            asyncio.run(run())
+            frames, all_ids = asyncio.run(_resume_round(ping_server, token, since, stream))
         finally:
-            racing.join(30)
-        total += 4
-        assert all_ids is not None
+            stream.stop.set()
+            stream.join(30)
+        assert stream.error is None, stream.error
+        total = stream.next
         received = _received_ids(frames)
         expected = [i for i in all_ids if i > since]
         assert received == expected, f"round {round_}: received {received}, expected {expected}"
-        first_count = next(i for i, f in enumerate(frames) if f["event"] == "unread_count_changed")
-        replayed = _received_ids(frames[:first_count])
-        assert replayed == expected[: len(replayed)], "replayed messages came out of order"
         since = received[-1]
+
+
+async def _resume_round(
+    server: ServerProcess, token: str, since: str, stream: _TriggerStream
+) -> tuple[list[dict[str, Any]], list[str]]:
+    async with websockets.connect(f"{server.ws_url}?token={token}&since={since}") as connection:
+        # Messages are created before, during and after the connect; stop once the socket is live.
+        opening = await _frames_until(
+            connection, lambda f: bool(f) and f[-1]["event"] == "unseen_count_changed"
+        )
+        stream.stop.set()
+        await asyncio.to_thread(stream.join, 30)
+        all_ids = await asyncio.to_thread(_listed_ids, server, token, stream.next)
+        after = {i for i in all_ids if i > since}
+        # Read until the last message arrived and a count frame followed it, so a repeated
+        # frame still in flight would be seen.
+        rest = await _frames_until(
+            connection,
+            lambda f: (
+                after <= set(_received_ids(opening + f))
+                and (opening + f)[-1]["event"] == "unseen_count_changed"
+            ),
+        )
+        return opening + rest, all_ids
 
 
 async def _rejected(url: str) -> tuple[dict[str, Any], int]:
@@ -361,7 +397,9 @@ def test_resume_bounded_to_newest(tmp_path: Path, ping_server: ServerProcess, ap
 
     async def first_frames() -> list[dict[str, Any]]:
         async with websockets.connect(f"{ping_server.ws_url}?token={token}&since={since}") as connection:
-            return await _frames_until(connection, lambda f: any(x["event"] == "unseen_count_changed" for x in f))
+            return await _frames_until(
+                connection, lambda f: any(x["event"] == "unseen_count_changed" for x in f)
+            )
 
     frames = asyncio.run(first_frames())
     assert frames[0] == {"event": "replay_truncated", "data": {"since": since, "skipped": 5, "replayed": 100}}
