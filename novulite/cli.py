@@ -299,8 +299,11 @@ def serve(
         access_log=access_log,
         timeout_graceful_shutdown=2,
         lifespan="on",
-        # Protocol-level pings: browsers answer them on their own, so @novu/js (in either socket
+        # Protocol-level pings: browsers reply with pongs on their own, so @novu/js (in either socket
         # mode) needs no code for them, and a peer that vanished without a close frame is found.
+        # NOTE: on a missed pong uvicorn closes the transport gracefully, so a socket whose
+        # write buffer is full (a peer that stopped reading during a burst) can stay open, and
+        # counted, until the kernel gives up on the TCP connection.
         ws="websockets-sansio",
         ws_ping_interval=ws_ping_interval,
         ws_ping_timeout=ws_ping_interval,

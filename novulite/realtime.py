@@ -18,7 +18,7 @@ logger = logging.getLogger("novulite.ws")
 
 # Frames a socket may have waiting before it counts as too slow and is closed.
 MAX_BACKLOG = 1000
-# How an encoded notification_received frame starts; the replay checks held frames against it.
+# The start of every encoded notification_received frame, which `release` matches held frames against.
 _RECEIVED_PREFIX = '{"event":"notification_received"'
 WS_CLOSE_POLICY_VIOLATION = 1008
 WS_CLOSE_GOING_AWAY = 1001
@@ -41,14 +41,14 @@ class SocketConnection:
         self.context = context
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_BACKLOG)
         self.overflowed = False
-        self._held: list[str] | None = []
+        self._pending_live: list[str] | None = []
 
     def offer(self, text: str) -> None:
         if self.overflowed:
             return
-        if self._held is not None:
-            if len(self._held) < MAX_BACKLOG:
-                self._held.append(text)
+        if self._pending_live is not None:
+            if len(self._pending_live) < MAX_BACKLOG:
+                self._pending_live.append(text)
                 return
             self._overflow()
             return
@@ -59,7 +59,7 @@ class SocketConnection:
 
     def release(self, opening: list[str], sent_ids: set[str]) -> None:
         """Queue the opening frames, then the held live frames minus messages the opening already sent."""
-        held, self._held = self._held or [], None
+        held, self._pending_live = self._pending_live or [], None
         for text in opening:
             self.offer(text)
         repeated = 0
@@ -86,7 +86,7 @@ class SocketConnection:
 
     def finish(self) -> None:
         """Ask the sender to stop after the frames already queued."""
-        self._held = None
+        self._pending_live = None
         try:
             self.outbox.put_nowait(None)
         except asyncio.QueueFull:

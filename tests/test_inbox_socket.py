@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -91,7 +90,7 @@ def _open_sockets(server: ServerProcess) -> int:
 async def _frames_until(
     connection: websockets.ClientConnection, done: Any, timeout: float = 15.0
 ) -> list[dict[str, Any]]:
-    """Read frames until `done(frames)` holds and return them all."""
+    """Read frames until `done(frames)` is true and return them all."""
     frames: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
         while not done(frames):
@@ -254,7 +253,7 @@ def test_vanished_peer_is_dropped(ping_server: ServerProcess) -> None:
     raw, pending = _handshake(ping_server, token)
     try:
         poll(lambda: _open_sockets(ping_server), lambda n: n == 2, "the silent socket to open")
-        # The server pings with WebSocket control frames; this peer reads one and never answers.
+        # The server pings with WebSocket control frames; this peer reads one and never replies.
         _read_until_ping(raw, pending)
         started = time.monotonic()
         # A loose bound that catches a socket kept forever; the drop should take about one interval.
@@ -272,13 +271,8 @@ def test_vanished_peer_is_dropped(ping_server: ServerProcess) -> None:
 # --- resume with since ---
 
 
-async def _resume(url: str, expected: list[str]) -> list[dict[str, Any]]:
-    async with websockets.connect(url) as connection:
-        return await _frames_until(connection, lambda f: set(_received_ids(f)) >= set(expected))
-
-
 class _TriggerStream(threading.Thread):
-    """Trigger messages one after another until told to stop, so some race every step of a connect."""
+    """Trigger messages one after another until stopped, so some race every step of a connect."""
 
     def __init__(self, server: ServerProcess, subscriber_id: str, start: int) -> None:
         super().__init__()
@@ -385,7 +379,7 @@ def test_resume_foreign_since_rejected(ping_server: ServerProcess, api: httpx.Cl
     assert code == 1008
 
 
-def test_resume_bounded_to_newest(tmp_path: Path, ping_server: ServerProcess, api: httpx.Client) -> None:
+def test_resume_bounded_to_newest(ping_server: ServerProcess, api: httpx.Client) -> None:
     token = _session(ping_server, "backlog")
     _trigger(api, "backlog", 0)
     since = _listed_ids(ping_server, token, 1)[0]
@@ -393,7 +387,7 @@ def test_resume_bounded_to_newest(tmp_path: Path, ping_server: ServerProcess, ap
     for start in range(0, len(events), 100):
         response = api.post("/v1/events/trigger/bulk", json={"events": events[start : start + 100]})
         assert response.status_code == 201, response.text
-    _listed_ids_total(ping_server, token, 106)
+    _wait_for_count(ping_server, token, 106)
 
     async def first_frames() -> list[dict[str, Any]]:
         async with websockets.connect(f"{ping_server.ws_url}?token={token}&since={since}") as connection:
@@ -407,7 +401,7 @@ def test_resume_bounded_to_newest(tmp_path: Path, ping_server: ServerProcess, ap
     assert contents == [f"note {n}" for n in range(6, 106)]
 
 
-def _listed_ids_total(server: ServerProcess, token: str, count: int) -> None:
+def _wait_for_count(server: ServerProcess, token: str, count: int) -> None:
     def fetch() -> int:
         response = httpx.get(
             f"{server.base_url}/v1/inbox/notifications/count",
