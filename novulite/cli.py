@@ -185,6 +185,16 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     "are loopback, private, link-local or metadata addresses. [default: none]",
 )
 @click.option(
+    "--ws-ping-interval",
+    default=25.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 3600),
+    envvar="NOVULITE_WS_PING_INTERVAL",
+    show_envvar=True,
+    help="Seconds between WebSocket ping frames on each inbox socket. A socket whose peer has not "
+    "answered a ping with a pong within the same time is closed.",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=False,
     envvar="NOVULITE_ACCESS_LOG",
@@ -225,6 +235,7 @@ def serve(
     queue_workers: int,
     job_lease_seconds: float,
     outbound_allow: tuple[str, ...],
+    ws_ping_interval: float,
     access_log: bool,
     redis_url: str | None,
     rate_limits_spec: str,
@@ -288,6 +299,14 @@ def serve(
         access_log=access_log,
         timeout_graceful_shutdown=2,
         lifespan="on",
+        # Protocol-level pings: browsers reply with pongs on their own, so @novu/js (in either socket
+        # mode) needs no code for them, and a peer that vanished without a close frame is found.
+        # NOTE: on a missed pong uvicorn closes the transport gracefully, so a socket whose
+        # write buffer is full (a peer that stopped reading during a burst) can stay open, and
+        # counted, until the kernel gives up on the TCP connection.
+        ws="websockets-sansio",
+        ws_ping_interval=ws_ping_interval,
+        ws_ping_timeout=ws_ping_interval,
     )
     _GracefulServer(config).run()
 

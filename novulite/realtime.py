@@ -18,36 +18,75 @@ logger = logging.getLogger("novulite.ws")
 
 # Frames a socket may have waiting before it counts as too slow and is closed.
 MAX_BACKLOG = 1000
+# The start of every encoded notification_received frame, which `release` matches held frames against.
+_RECEIVED_PREFIX = '{"event":"notification_received"'
 WS_CLOSE_POLICY_VIOLATION = 1008
 WS_CLOSE_GOING_AWAY = 1001
 WS_CLOSE_TRY_AGAIN_LATER = 1013
 
 
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"))
+
+
 class SocketConnection:
-    """One open inbox socket and the frames waiting to be sent on it."""
+    """One open inbox socket and the frames waiting to be sent on it.
+
+    Until `release` runs, live frames are held back, so the frames a socket opens with
+    (a replay and the current counts) go out before any live one.
+    """
 
     def __init__(self, subscriber_pk: str, context: str) -> None:
         self.subscriber_pk = subscriber_pk
         self.context = context
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_BACKLOG)
         self.overflowed = False
+        self._pending_live: list[str] | None = []
 
     def offer(self, text: str) -> None:
         if self.overflowed:
             return
+        if self._pending_live is not None:
+            if len(self._pending_live) < MAX_BACKLOG:
+                self._pending_live.append(text)
+                return
+            self._overflow()
+            return
         try:
             self.outbox.put_nowait(text)
         except asyncio.QueueFull:
-            # Closing beats silently dropping a frame: the client reconnects and refetches counts.
-            self.overflowed = True
-            logger.warning(
-                "socket of subscriber %s fell %d frames behind; closing it",
+            self._overflow()
+
+    def release(self, opening: list[str], sent_ids: set[str]) -> None:
+        """Queue the opening frames, then the held live frames minus messages the opening already sent."""
+        held, self._pending_live = self._pending_live or [], None
+        for text in opening:
+            self.offer(text)
+        repeated = 0
+        for text in held:
+            if sent_ids and text.startswith(_RECEIVED_PREFIX) and _message_id(text) in sent_ids:
+                repeated += 1
+                continue
+            self.offer(text)
+        if repeated:
+            logger.debug(
+                "socket of subscriber %s skipped %d live messages its replay already sent",
                 self.subscriber_pk,
-                MAX_BACKLOG,
+                repeated,
             )
+
+    def _overflow(self) -> None:
+        # Closing beats silently dropping a frame: the client reconnects and refetches counts.
+        self.overflowed = True
+        logger.warning(
+            "socket of subscriber %s fell %d frames behind; closing it",
+            self.subscriber_pk,
+            MAX_BACKLOG,
+        )
 
     def finish(self) -> None:
         """Ask the sender to stop after the frames already queued."""
+        self._pending_live = None
         try:
             self.outbox.put_nowait(None)
         except asyncio.QueueFull:
@@ -95,7 +134,7 @@ class Hub:
         # it still gets the current counts, which every new socket receives first.
         if subscriber_pk not in self._sockets:
             return
-        texts = [json.dumps(frame, separators=(",", ":")) for frame in frames]
+        texts = [encode(frame) for frame in frames]
         try:
             loop.call_soon_threadsafe(self.deliver, subscriber_pk, context, texts)
         except RuntimeError:
@@ -113,3 +152,8 @@ class Hub:
         for connections in self._sockets.values():
             for connection in connections:
                 connection.finish()
+
+
+def _message_id(text: str) -> str | None:
+    message = json.loads(text).get("data", {}).get("message", {})
+    return message.get("_id") if isinstance(message, dict) else None

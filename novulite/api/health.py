@@ -29,6 +29,8 @@ async def health_check(request: Request[Any, Any, Any]) -> Response[Any]:
     except Exception as exc:
         queues = {"status": "down", "message": f"{type(exc).__name__}: {exc}"}
     (info if queues["status"] == "up" else error)["queues"] = queues
+    # Only a count, because the health check needs no authentication and must not name subscribers.
+    info["sockets"] = {"status": "up", "open": services.hub.connection_count}
     healthy = not error
     body = {
         "status": "ok" if healthy else "error",
