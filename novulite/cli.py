@@ -185,6 +185,16 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     "are loopback, private, link-local or metadata addresses. [default: none]",
 )
 @click.option(
+    "--inbox-session-hours",
+    default=15 * 24.0,
+    show_default=True,
+    type=click.FloatRange(0.01, 24 * 365),
+    envvar="NOVULITE_INBOX_SESSION_HOURS",
+    show_envvar=True,
+    help="Hours an inbox session token from POST /v1/inbox/session stays valid. Rotating the "
+    "secret API key ends every session at once.",
+)
+@click.option(
     "--ws-ping-interval",
     default=25.0,
     show_default=True,
@@ -235,6 +245,7 @@ def serve(
     queue_workers: int,
     job_lease_seconds: float,
     outbound_allow: tuple[str, ...],
+    inbox_session_hours: float,
     ws_ping_interval: float,
     access_log: bool,
     redis_url: str | None,
@@ -266,6 +277,7 @@ def serve(
         queue_workers=queue_workers,
         job_lease_seconds=job_lease_seconds,
         outbound_allow=outbound_allow,
+        inbox_token_ttl_seconds=max(1, round(inbox_session_hours * 3600)),
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,

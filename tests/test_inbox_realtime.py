@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
 import time
 from typing import Any
 
@@ -14,8 +15,9 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from novulite.security import TokenSigner
+from tests.conftest import start_server
 from tests.helpers import create_workflow, open_session, subscriber_hash
-from tests.servers import API_KEY, APP_ID, ServerProcess
+from tests.servers import API_KEY, APP_ID, ServerProcess, server_command
 
 SEVERITIES = {"high", "medium", "low", "none"}
 
@@ -236,3 +238,24 @@ def test_session_counts_include_severity(server: ServerProcess) -> None:
     assert data["totalUnreadCount"] == 0
     assert isinstance(data["token"], str)
     assert API_KEY not in data["token"]
+
+
+def test_session_lifetime_option(tmp_path: Any) -> None:
+    server = start_server(tmp_path, ["--inbox-session-hours", "0.5"])
+    try:
+        before = time.time()
+        session = open_session(server.base_url, "alice")
+        after = time.time()
+    finally:
+        server.stop()
+
+    expires = _claims_of(session["token"])["exp"]
+    assert int(before) + 1800 <= expires <= int(after) + 1800
+
+
+def test_session_lifetime_rejects_zero(tmp_path: Any) -> None:
+    command = [*server_command(), "--data-dir", str(tmp_path / "data"), "--inbox-session-hours", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 2
+    assert "--inbox-session-hours" in result.stderr
