@@ -1,4 +1,4 @@
-"""A bare Litestar app that holds WebSockets and sends one frame to all of them on request.
+"""A bare Litestar app that keeps WebSockets open and sends one frame to all of them on request.
 
 bench/sockets.py uses it as the floor for broadcasting to many idle sockets: no
 authentication, no job store, no queue.

@@ -110,10 +110,10 @@ async def connect_all(urls: list[str]) -> list[Any]:
     return list(await asyncio.gather(*(one(url) for url in urls)))
 
 
-async def wait_for_frame(socket: Any, wanted: str, arrivals: list[float]) -> None:
-    """Read frames until one whose event is `wanted` (or, for raw frames, any text) arrives."""
+async def wait_for_frame(socket: Any, event: str, arrivals: list[float]) -> None:
+    """Read frames until one whose event is `event` arrives; "*" takes any frame."""
     async for text in socket:
-        if wanted == "*" or json.loads(text).get("event") == wanted:
+        if event == "*" or json.loads(text).get("event") == event:
             arrivals.append(time.monotonic())
             return
 

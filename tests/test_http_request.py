@@ -16,10 +16,11 @@ import httpx
 import pytest
 from novu_py import Novu
 
+from tests.conftest import start_server
 from tests.helpers import create_workflow, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.pipeline import finished_jobs, messages_of, trigger
-from tests.servers import API_KEY, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, ServerProcess
 
 _workflow_numbers = itertools.count()
 
@@ -34,13 +35,7 @@ def stub() -> Iterator[HttpStub]:
 @pytest.fixture(scope="module")
 def allowed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("http-request")
-    process = ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        command=server_command(),
-        log_path=root / "server.log",
-        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
-    ).start()
+    process = start_server(root, env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"})
     yield process
     process.stop()
 

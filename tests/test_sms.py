@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import start_server
 from tests.helpers import admin_session, read_rows
 from tests.http_stub import HttpStub, Received, Reply
 from tests.pipeline import finished_jobs, trigger
-from tests.servers import API_KEY, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, ServerProcess
 
 TOKEN = "twilio-auth-token-5c1e9a"
 API_KEY_SECRET = "generic-api-key-77d0b2"
@@ -47,13 +48,7 @@ def stub() -> Iterator[HttpStub]:
 @pytest.fixture(scope="module")
 def sms_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("sms")
-    process = ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        command=server_command(),
-        log_path=root / "server.log",
-        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
-    ).start()
+    process = start_server(root, env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"})
     yield process
     process.stop()
 

@@ -15,7 +15,7 @@ from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
-# Attempts of a step that retries transient failures, unless its maxAttempts control says otherwise.
+# Attempts of a step that retries transient failures, unless its maxAttempts control sets another number.
 DEFAULT_ATTEMPTS = 3
 
 _jobs = table(Job)

@@ -1,4 +1,4 @@
-"""What an operator can do with a failed job: retry it, or discard it.
+"""Operator actions on failed jobs: retry and discard.
 
 A retry is offered only where it can help. Failures whose cause may pass (a
 transient error that ran out of attempts, an outcome that was never confirmed, a

@@ -453,7 +453,7 @@ def _queue_next(raw: sqlite3.Connection, parent_ids: list[str], now: dt.datetime
 
 
 def retry_delay(attempt: int, retry_after: Any = None) -> float:
-    """Return the seconds before the retry that follows `attempt`: full jitter, or what Retry-After asks.
+    """Return the seconds before the retry that follows `attempt`: full jitter, or what Retry-After requests.
 
     The wait is drawn uniformly from [0, RETRY_BASE_SECONDS * 2**(attempt-1)], so
     jobs that failed together do not retry together. A provider's Retry-After is
@@ -466,7 +466,7 @@ def retry_delay(attempt: int, retry_after: Any = None) -> float:
 
 
 def _final_failure_text(job: Any, transient: bool) -> str:
-    # A permanent failure's error says why; "retryable": false in it says that no retry follows.
+    # A permanent failure's error gives the cause, and its "retryable": false shows that no retry follows.
     if not transient or job.max_attempts == 1:
         return "Step failed"
     return f"Step failed after {job.attempt} attempts"

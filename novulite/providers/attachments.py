@@ -72,7 +72,7 @@ def _read_entry(entry: dict[str, Any], field: str) -> Attachment:
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise AttachmentError(
-            f"{field}.name is missing: set the file name the recipient sees, such as invoice.pdf"
+            f"{field}.name is missing: set the file name shown to the recipient, such as invoice.pdf"
         )
     if any(ord(character) < 32 or ord(character) == 127 for character in name):
         raise AttachmentError(f"{field}.name must not contain control characters such as line breaks")

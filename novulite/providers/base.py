@@ -1,4 +1,4 @@
-"""What a provider module offers: the channels it delivers, and how it prepares a delivery."""
+"""The interface of a provider module: the channels it delivers, and how it prepares a delivery."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from novulite.errors import FieldError
 # Builds the delivery of a claimed job from its context and the integration row: an ExternalCall
 # that sends, or a StepResult such as a skip. Runs inside the job store's transaction.
 Prepare = Callable[[StepContext, Any], StepResult | ExternalCall]
-# Adds a FieldError per problem in `credentials`; `active` says whether required fields must be set.
+# Adds a FieldError per problem in `credentials`. Required fields must be set only when `active` is true.
 CheckCredentials = Callable[[dict[str, Any], bool, list[FieldError]], None]
 
 

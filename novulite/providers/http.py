@@ -6,7 +6,7 @@ share one set of rules:
 - A 2xx response is delivered and never retried.
 - 408, 429 and 5xx responses, and a request that never reached the provider in
   full (connection refused or reset, a timeout while connecting), are transient:
-  the job is retried with backoff, no sooner than a `Retry-After` asks.
+  the job is retried with backoff, no sooner than a `Retry-After` requests.
 - Other 4xx responses, and destinations the outbound policy refuses, are permanent.
 - A request that was sent but got no response may have been delivered. It is
   recorded as "outcome unknown" and not retried, so a slow success never turns
@@ -44,7 +44,7 @@ MAX_BODY_BYTES = 16 * 1024
 # Characters of a response body kept in a failed job's error.
 EXCERPT_CHARS = 500
 TRANSIENT_STATUSES = frozenset({408, 429})
-# A Retry-After beyond this is treated as this, so one answer cannot park a job for days.
+# A longer Retry-After is cut to this, so one response cannot park a job for days.
 MAX_RETRY_AFTER_SECONDS = 3600.0
 # Seconds added to the timeout for the longest a delivery may take: DNS lookups have no timeout of their own.
 LOOKUP_ALLOWANCE_SECONDS = 30.0
@@ -197,9 +197,9 @@ def excerpt(body: bytes) -> str:
 
 
 def retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
-    """Return the seconds a `Retry-After` header asks to wait, or None when it is absent or invalid.
+    """Return the seconds a `Retry-After` header requests, or None when it is missing or invalid.
 
-    The header holds either seconds or an HTTP date (RFC 9110, section 10.2.3).
+    The header contains either seconds or an HTTP date (RFC 9110, section 10.2.3).
     """
     if not value:
         return None

@@ -1,4 +1,4 @@
-"""Which provider ids this server can deliver through, for which channels.
+"""The provider ids this server can deliver through, and the channels of each.
 
 Each provider module exports PROVIDERS, a dict from provider id to Provider; this
 module joins them. A channel step looks up its integration's provider here, and the

@@ -230,7 +230,7 @@ class FailedJobView:
     workflow_id: str
     subscriber_id: str
     retryable: bool
-    # Why a retry cannot help, shown when `retryable` is false.
+    # The reason a retry cannot help, shown when `retryable` is false.
     reason: str
 
 

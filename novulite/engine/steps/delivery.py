@@ -1,4 +1,4 @@
-"""What every provider records for a channel step: the skip, the message row and the delivered result."""
+"""Records every provider writes for a channel step: the skip, the message row and the result."""
 
 from __future__ import annotations
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import httpx
 
-from novulite import __version__
 from novulite.engine.context import WorkerContext
 from novulite.engine.steps.base import (
     ExternalCall,
@@ -48,7 +47,13 @@ from novulite.outbound.exchange import (
     RequestNotSent,
     exchange,
 )
-from novulite.providers.http import retry_after
+from novulite.providers.http import (
+    EXCERPT_CHARS,
+    LOOKUP_ALLOWANCE_SECONDS,
+    TRANSIENT_STATUSES,
+    USER_AGENT,
+    retry_after,
+)
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
@@ -57,11 +62,8 @@ MAX_TIMEOUT_SECONDS = 120.0
 MAX_REDIRECTS = 5
 # Headers the HTTP client sets itself; a step may not set them.
 RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-TRANSIENT_STATUSES = frozenset({408, 429})
 # Response bodies above this size are cut, and stored as text.
 MAX_BODY_BYTES = 64 * 1024
-# Characters of a response body kept in a failed job's error.
-EXCERPT_CHARS = 500
 # Response headers kept in the step output.
 KEPT_HEADERS = (
     "content-type",
@@ -72,9 +74,6 @@ KEPT_HEADERS = (
     "retry-after",
     "x-request-id",
 )
-# Seconds added to the timeout for the longest the call may take: DNS lookups have no timeout of their own.
-LOOKUP_ALLOWANCE_SECONDS = 30.0
-USER_AGENT = f"novulite/{__version__}"
 
 
 class OutcomeUnknownError(PermanentStepError):
