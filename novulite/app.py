@@ -22,6 +22,7 @@ from litestar.template.config import TemplateConfig
 from novulite import __version__
 from novulite.api.activity import activity_router, jobs_router
 from novulite.api.cancel import cancel_router
+from novulite.api.environments import environments_router
 from novulite.api.events import TriggerRoute, events_router
 from novulite.api.health import health_check
 from novulite.api.idempotency import IdempotencyMiddleware
@@ -206,6 +207,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             integrations_router,
             activity_router,
             jobs_router,
+            environments_router,
             session_router,
             inbox_router,
             inbox_actions_router,

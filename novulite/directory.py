@@ -136,5 +136,9 @@ class Directory:
         self._workflows.put(cache_key, info)
         return info
 
+    def invalidate_environments(self) -> None:
+        """Forget every cached environment, after a change such as a new secret key."""
+        self._environments.clear()
+
     def invalidate_workflow(self, environment_id: str, workflow_id: str) -> None:
         self._workflows.pop((environment_id, workflow_id))

@@ -219,6 +219,14 @@ async def _live_counts(server: ServerProcess, api: httpx.Client) -> None:
         await recorder.wait_for(lambda r: len(r.received) == 4 and r.unread[-1] == 3)
         after_delivery = recorder.unread[recorder.unread.index(3) :]
         assert after_delivery == [3, 2, 3, 2, 3], "a repeated mark changed the count twice"
+
+        # Mark all read: a zero count is pushed, and the HTTP count agrees with the last frame.
+        assert (await inbox.post("/v1/inbox/notifications/read", json={})).status_code == 204
+        await recorder.wait_for(lambda r: r.unread[-1] == 0, timeout=5)
+        count = await inbox.get(
+            "/v1/inbox/notifications/count", params={"filters": '[{"read":false,"archived":false}]'}
+        )
+        assert count.json()["data"][0]["count"] == recorder.unread[-1] == 0
         await recorder.close()
     await inbox.aclose()
     log = server.log_path.read_text()

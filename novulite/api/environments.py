@@ -1,0 +1,63 @@
+"""The environment's secret API key: read it, and rotate it.
+
+Rotating replaces the key at once. The old key, subscriber hashes made with it and
+inbox session tokens issued under it stop working. Other server processes see the
+change within the directory's cache time (5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Router, get, post
+from litestar.di import Provide
+from sqlalchemy import update
+
+from novulite import security
+from novulite.api.auth import environment_from_api_key, services_of
+from novulite.db.models import Environment
+from novulite.directory import EnvironmentInfo
+
+logger = logging.getLogger("novulite.api")
+
+
+def _keys_body(key: str) -> dict[str, Any]:
+    # Novu lists one entry per key with the user who made it. This server has no API users.
+    return {"data": [{"key": key, "_userId": None}]}
+
+
+@get("/api-keys")
+async def list_api_keys(environment: EnvironmentInfo) -> dict[str, Any]:
+    return _keys_body(environment.api_key)
+
+
+@post("/api-keys/regenerate", status_code=201)
+async def regenerate_api_key(request: Request[Any, Any, Any], environment: EnvironmentInfo) -> dict[str, Any]:
+    """Replace the secret key and return the new one.
+
+    The key that authenticated this request is rejected from now on.
+    """
+    services = services_of(request)
+    new_key = security.generate_api_key()
+    async with services.writer.begin() as connection:
+        await connection.execute(
+            update(Environment)
+            .where(Environment.id == environment.id)
+            .values(
+                api_key=new_key,
+                api_key_hash=security.hash_api_key(new_key),
+                api_key_prefix=new_key[:8],
+                updated_at=services.clock.now(),
+            )
+        )
+    services.directory.invalidate_environments()
+    logger.warning("secret API key rotated environment=%s", environment.identifier)
+    return _keys_body(new_key)
+
+
+environments_router = Router(
+    path="/v1/environments",
+    route_handlers=[list_api_keys, regenerate_api_key],
+    dependencies={"environment": Provide(environment_from_api_key)},
+)
