@@ -80,6 +80,13 @@ INVALID_SUBSCRIBER_HASH = ErrorCode(
     "subscriberHash is missing or not valid for this subscriber; compute it on your server "
     "as the lowercase hex HMAC-SHA256 of the subscriberId, keyed with the secret API key",
 )
+INVALID_CONTEXT_HASH = ErrorCode(
+    40106,
+    401,
+    "contextHash is missing or not valid for this context; compute it on your server as the lowercase "
+    "hex HMAC-SHA256 of the context's canonical JSON (keys sorted, no white space), keyed with the "
+    "secret API key",
+)
 ROUTE_NOT_FOUND = ErrorCode(40401, 404, "no route matches {method} {path}")
 WORKFLOW_NOT_FOUND = ErrorCode(40402, 404, "workflow {workflow_id!r} was not found")
 NOTIFICATION_NOT_FOUND = ErrorCode(40403, 404, "notification {notification_id!r} was not found")

@@ -53,6 +53,41 @@ def verify_subscriber_hash(api_key: str, subscriber_id: str, presented: object) 
     return hmac.compare_digest(expected.encode(), presented.strip().lower().encode())
 
 
+def canonical_json(value: Any) -> str:
+    """Serialise `value` as canonical JSON, the form a contextHash is computed over.
+
+    Object keys are sorted by UTF-16 code unit, as JavaScript sorts them, with no white
+    space. Strings escape only backslash and double quote. Numbers must be integers.
+    This matches the @tufjs/canonical-json package that Novu's browser client uses.
+    """
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ",".join(canonical_json(item) for item in value) + "]"
+    if isinstance(value, dict):
+        keys = sorted(value, key=lambda key: str(key).encode("utf-16-be"))
+        members = [f"{canonical_json(str(key))}:{canonical_json(value[key])}" for key in keys]
+        return "{" + ",".join(members) + "}"
+    raise ValueError(f"{type(value).__name__} values have no canonical JSON form; use an integer or a string")
+
+
+def context_hash(api_key: str, context: dict[str, Any]) -> str:
+    """Return the contextHash an application computes for an inbox context: HMAC-SHA256, lowercase hex."""
+    return hmac.new(api_key.encode(), canonical_json(context).encode(), hashlib.sha256).hexdigest()
+
+
+def verify_context_hash(api_key: str, context: dict[str, Any], presented: object) -> bool:
+    """Check a contextHash in constant time, with the same rules as a subscriberHash."""
+    if not isinstance(presented, str) or not presented:
+        return False
+    expected = context_hash(api_key, context)
+    return hmac.compare_digest(expected.encode(), presented.strip().lower().encode())
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P)

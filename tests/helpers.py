@@ -27,6 +27,12 @@ def subscriber_hash(subscriber_id: str, key: str = API_KEY) -> str:
     return hmac.new(key.encode(), subscriber_id.encode(), hashlib.sha256).hexdigest()
 
 
+def context_hash(context: dict[str, Any], key: str = API_KEY) -> str:
+    """Return the contextHash for a context whose strings need no escaping beyond JSON's own."""
+    canonical = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hmac.new(key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
 def in_app_workflow(
     workflow_id: str, body: str = "Hello {{ subscriber.firstName }}: {{ payload.text }}"
 ) -> dict[str, Any]:

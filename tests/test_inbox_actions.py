@@ -13,7 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import api_client, start_server
-from tests.helpers import poll, subscriber_hash
+from tests.helpers import context_hash, poll, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
 
 NOTIFICATIONS = "/v1/inbox/notifications"
@@ -63,6 +63,7 @@ def open_inbox(
     }
     if context is not None:
         body["context"] = context
+        body["contextHash"] = context_hash(context)
     response = httpx.post(f"{server.base_url}/v1/inbox/session", json=body, timeout=10)
     assert response.status_code == 201, response.text
     token = response.json()["data"]["token"]

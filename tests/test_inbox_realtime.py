@@ -14,9 +14,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from novulite.security import TokenSigner
+from novulite.security import TokenSigner, canonical_json
 from tests.conftest import start_server
-from tests.helpers import create_workflow, open_session, subscriber_hash
+from tests.helpers import context_hash, create_workflow, open_session, subscriber_hash
 from tests.servers import API_KEY, APP_ID, ServerProcess, server_command
 
 SEVERITIES = {"high", "medium", "low", "none"}
@@ -58,6 +58,55 @@ def test_session_hash_rules(
     if status == 401:
         assert response.json()["statusCode"] == 401
         assert "subscriberHash" in response.json()["message"]
+
+
+TENANT = {"tenant": "acme", "team": {"id": "red", "data": {"floor": 3}}}
+
+
+@pytest.mark.parametrize(
+    ("case", "context", "hash_value", "status"),
+    [
+        ("signed context", TENANT, context_hash(TENANT), 201),
+        ("keys in another order", dict(reversed(TENANT.items())), context_hash(TENANT), 201),
+        ("upper-case hex", TENANT, context_hash(TENANT).upper(), 201),
+        ("missing hash", TENANT, None, 401),
+        ("hash of another context", {"tenant": "globex"}, context_hash(TENANT), 401),
+        ("hash keyed with another secret", TENANT, context_hash(TENANT, "other"), 401),
+        ("a number that is not an integer", {"tenant": {"id": "acme", "data": {"x": 1.5}}}, "00", 400),
+        ("empty context needs no hash", {}, None, 201),
+    ],
+)
+def test_session_context_hash_rules(
+    server: ServerProcess, case: str, context: dict[str, Any], hash_value: str | None, status: int
+) -> None:
+    body: dict[str, Any] = {
+        "applicationIdentifier": APP_ID,
+        "subscriber": {"subscriberId": "alice"},
+        "subscriberHash": subscriber_hash("alice"),
+        "context": context,
+    }
+    if hash_value is not None:
+        body["contextHash"] = hash_value
+    response = httpx.post(f"{server.base_url}/v1/inbox/session", json=body, timeout=10)
+    assert response.status_code == status, case
+    if status == 401:
+        assert "contextHash" in response.json()["message"]
+    if status == 400:
+        assert response.json()["errors"][0]["field"] == "context"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"b": 1, "a": [True, None, "x"]}, '{"a":[true,null,"x"],"b":1}'),
+        # Only backslash and double quote are escaped, so a new line and non-ASCII stay as they are.
+        ({"k": 'say "hi"\\n\nà'}, '{"k":"say \\"hi\\"\\\\n\nà"}'),
+        # Keys sort by UTF-16 code unit, so U+1F600 (surrogates D83D DE00) comes before U+FF01.
+        ({"\uff01": 1, "\U0001f600": 2}, '{"\U0001f600":2,"\uff01":1}'),
+    ],
+)
+def test_canonical_json_form(value: Any, expected: str) -> None:
+    assert canonical_json(value) == expected
 
 
 def _signing_key(server: ServerProcess) -> bytes:
@@ -220,7 +269,7 @@ async def _live_counts(server: ServerProcess, api: httpx.Client) -> None:
         after_delivery = recorder.unread[recorder.unread.index(3) :]
         assert after_delivery == [3, 2, 3, 2, 3], "a repeated mark changed the count twice"
 
-        # Mark all read: a zero count is pushed, and the HTTP count agrees with the last frame.
+        # After mark all read, a zero count is pushed and the HTTP count agrees with the last frame.
         assert (await inbox.post("/v1/inbox/notifications/read", json={})).status_code == 204
         await recorder.wait_for(lambda r: r.unread[-1] == 0, timeout=5)
         count = await inbox.get(

@@ -18,7 +18,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import api_client, start_server
-from tests.helpers import create_workflow, poll, subscriber_hash
+from tests.helpers import context_hash, create_workflow, poll, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
 
 PING_SECONDS = 1.0
@@ -51,6 +51,7 @@ def _session(server: ServerProcess, subscriber_id: str, context: dict[str, Any] 
     }
     if context is not None:
         body["context"] = context
+        body["contextHash"] = context_hash(context)
     response = httpx.post(f"{server.base_url}/v1/inbox/session", json=body, timeout=10)
     assert response.status_code == 201, response.text
     return str(response.json()["data"]["token"])

@@ -21,6 +21,7 @@ from novulite.db.models import Message, Subscriber, Workflow
 from novulite.directory import EnvironmentInfo
 from novulite.engine.triggers import context_keys
 from novulite.errors import (
+    INVALID_CONTEXT_HASH,
     INVALID_FIELDS,
     INVALID_QUERY,
     INVALID_SUBSCRIBER_HASH,
@@ -118,7 +119,8 @@ async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
             INVALID_FIELDS,
             errors=[FieldError("context", f"must be an object, got {json_type(context)}")],
         )
-    # TODO: contextHash is not checked yet, so with HMAC on, a valid subscriber can open any context.
+    if context and environment.hmac_required:
+        _check_context_hash(environment.api_key, context, body.get("contextHash"))
     keys = context_keys(context)
 
     now = services.clock.now()
@@ -137,6 +139,16 @@ async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
         "contextKeys": keys,
     }
     return Response(content={"data": data}, status_code=201)
+
+
+def _check_context_hash(api_key: str, context: dict[str, Any], presented: Any) -> None:
+    """Reject a context the application did not sign, so a subscriber cannot open another context."""
+    try:
+        valid = security.verify_context_hash(api_key, context, presented)
+    except ValueError as exc:
+        raise ApiError(INVALID_FIELDS, errors=[FieldError("context", str(exc))]) from exc
+    if not valid:
+        raise ApiError(INVALID_CONTEXT_HASH)
 
 
 async def _unread_counts(services: Services, subject: InboxSubject) -> dict[str, Any]:
