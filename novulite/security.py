@@ -58,12 +58,15 @@ def canonical_json(value: Any) -> str:
 
     Object keys are sorted by UTF-16 code unit, as JavaScript sorts them, with no white
     space. Strings escape only backslash and double quote. Numbers must be integers.
-    This matches the @tufjs/canonical-json package that Novu's browser client uses.
+    These are the rules of the @tufjs/canonical-json package, which Novu's browser client uses.
     """
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        # JavaScript has one number type, so a browser that parsed 2.0 signs it as 2.
+        return str(int(value))
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):

@@ -98,7 +98,7 @@ def test_session_context_hash_rules(
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ({"b": 1, "a": [True, None, "x"]}, '{"a":[true,null,"x"],"b":1}'),
+        ({"b": 1, "a": [True, None, "x"], "c": 2.0}, '{"a":[true,null,"x"],"b":1,"c":2}'),
         # Only backslash and double quote are escaped, so a new line and non-ASCII stay as they are.
         ({"k": 'say "hi"\\n\nà'}, '{"k":"say \\"hi\\"\\\\n\nà"}'),
         # Keys sort by UTF-16 code unit, so U+1F600 (surrogates D83D DE00) comes before U+FF01.
