@@ -420,7 +420,9 @@ def test_mark_all_stays_in_its_context(server: ServerProcess, api: httpx.Client)
         ("archive", {"tags": ["billing", 3]}, "tags[1]"),
         ("read-archive", {"data": "{not json"}, "data"),
         ("read", {"data": "[1]"}, "data"),
-        ("read", {"data": {"kind": {"nested": 1}}}, "data.kind"),
+        ("read", {"data": {"kind": {"a": {"b": 1}}}}, "data.kind.a"),
+        ("read", {"tags": {"and": [{"or": []}]}}, "tags.and[0].or"),
+        ("read", {"data": {"kind": {"or": [{"x": 1}]}}}, "data.kind"),
         ("read", {"data": {"bad key": "x"}}, "data.bad key"),
     ],
 )

@@ -8,11 +8,11 @@ from typing import Any
 
 from litestar import Request, Response, Router, get, patch, post
 from litestar.di import Provide
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from novulite import security
+from novulite import inbox_filters, security
 from novulite.api import query
 from novulite.api.auth import InboxSubject, inbox_subject, issue_inbox_token, services_of
 from novulite.api.body import json_type, read_json_object
@@ -169,11 +169,13 @@ def _parse_bool(raw: Any, field: str, errors: list[FieldError]) -> bool | None:
     return None
 
 
-def _parse_filter(raw: Any, field: str, errors: list[FieldError]) -> dict[str, Any]:
-    """Check one filter object and return it unchanged, so it can be echoed back."""
+def _parse_filter(
+    raw: Any, field: str, errors: list[FieldError]
+) -> tuple[dict[str, Any], list[ColumnElement[bool]]]:
+    """Check one filter object. Return it unchanged, for the echo, and its tag, data and time conditions."""
     if not isinstance(raw, dict):
         errors.append(FieldError(field, f"must be an object, got {json_type(raw)}"))
-        return {}
+        return {}, []
     for key in BOOLEAN_KEYS:
         if key in raw:
             _parse_bool(raw[key], f"{field}.{key}", errors)
@@ -189,10 +191,24 @@ def _parse_filter(raw: Any, field: str, errors: list[FieldError]) -> dict[str, A
             errors.append(FieldError(f"{field}.severity", f"must be one of {', '.join(SEVERITIES)}", value))
     if raw.get("read") is False and raw.get("archived") is True:
         errors.append(FieldError(field, "cannot ask for unread and archived at once; archiving marks read"))
-    return raw
+    nested: list[FieldError] = []
+    tags = inbox_filters.parse_tags(raw.get("tags"), "tags", nested)
+    data = inbox_filters.parse_data(raw.get("data"), nested)
+    created_gte = inbox_filters.parse_instant(raw.get("createdGte"), "createdGte", nested)
+    created_lte = inbox_filters.parse_instant(raw.get("createdLte"), "createdLte", nested)
+    prefix = "" if field == "filter" else f"{field}."
+    errors.extend(FieldError(prefix + error.field, error.message, error.value) for error in nested)
+    conditions = [
+        *inbox_filters.tag_conditions(tags),
+        *inbox_filters.data_conditions(data),
+        *inbox_filters.created_conditions(created_gte, created_lte),
+    ]
+    return raw, conditions
 
 
-def _query_filter(request: Request[Any, Any, Any], errors: list[FieldError]) -> dict[str, Any]:
+def _query_filter(
+    request: Request[Any, Any, Any], errors: list[FieldError]
+) -> tuple[dict[str, Any], list[ColumnElement[bool]]]:
     params = request.query_params
     filter_: dict[str, Any] = {}
     for key in BOOLEAN_KEYS:
@@ -203,7 +219,23 @@ def _query_filter(request: Request[Any, Any, Any], errors: list[FieldError]) -> 
     severities = params.getall("severity", []) + params.getall("severity[]", [])
     if severities:
         filter_["severity"] = severities if len(severities) > 1 else severities[0]
+    tags = inbox_filters.tags_from_query(params)
+    if tags is not None:
+        filter_["tags"] = tags
+    if "data" in params:
+        filter_["data"] = _json_or_text(params["data"])
+    for key in ("createdGte", "createdLte"):
+        if key in params:
+            filter_[key] = _json_or_text(params[key])
     return _parse_filter(filter_, "filter", errors)
+
+
+def _json_or_text(raw: str) -> Any:
+    """Decode a query value that @novu/js JSON-encodes; keep the text when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 def _limit(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
@@ -227,11 +259,15 @@ async def list_notifications(request: Request[Any, Any, Any], subject: InboxSubj
     after = request.query_params.get("after")
     if after and not ID_PATTERN.fullmatch(after):
         errors.append(FieldError("after", "must be the id of a notification from an earlier page", after))
-    filter_ = _query_filter(request, errors)
+    filter_, extra = _query_filter(request, errors)
     if errors:
         raise ApiError(INVALID_QUERY, errors=errors)
     now = services.clock.now()
-    conditions = [*inbox_scope(subject.subscriber_pk, subject.context), *filter_conditions(filter_, now)]
+    conditions = [
+        *inbox_scope(subject.subscriber_pk, subject.context),
+        *filter_conditions(filter_, now),
+        *extra,
+    ]
     if after:
         conditions.append(Message.id < after)
     statement = select(Message).where(*conditions).order_by(Message.id.desc()).offset(offset).limit(limit + 1)
@@ -277,7 +313,7 @@ async def count_notifications(request: Request[Any, Any, Any], subject: InboxSub
     results = []
     now = services.clock.now()
     async with services.reader.connect() as connection:
-        for filter_ in checked:
+        for filter_, extra in checked:
             normalised = {
                 k: (v == "true" if isinstance(v, str) and k in BOOLEAN_KEYS else v)
                 for k, v in filter_.items()
@@ -286,6 +322,7 @@ async def count_notifications(request: Request[Any, Any, Any], subject: InboxSub
                 select(func.count()).where(
                     *inbox_scope(subject.subscriber_pk, subject.context),
                     *filter_conditions(normalised, now),
+                    *extra,
                 )
             )
             results.append({"count": count or 0, "filter": filter_})

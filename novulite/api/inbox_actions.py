@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 from litestar import Request, Response, Router, delete, patch, post
 from litestar.di import Provide
-from sqlalchemy import ColumnElement, exists, false, func, select, true, update
+from sqlalchemy import ColumnElement, false, func, select, true, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from novulite import inbox_filters
 from novulite.api.auth import InboxSubject, inbox_subject, services_of
 from novulite.api.body import json_type, read_json_object
 from novulite.db.models import Message, Subscriber, Workflow
@@ -32,10 +31,6 @@ from novulite.services import Services
 ACTION_TYPES = ("primary", "secondary")
 # Bounds on a bulk body, so one request cannot build an unbounded SQL statement.
 MAX_NOTIFICATION_IDS = 1000
-MAX_TAGS = 100
-MAX_DATA_KEYS = 50
-# A key of the `data` filter becomes a JSON path, so it is limited to characters that need no quoting.
-DATA_KEY_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,100}")
 
 # A change applied to a loaded message at `now`. It returns whether the unread or unseen counts changed.
 Change = Callable[[Message, dt.datetime], bool]
@@ -266,73 +261,16 @@ def _notification_ids(body: dict[str, Any], errors: list[FieldError]) -> list[st
     return [value for value in raw if isinstance(value, str)]
 
 
-def _tags(body: dict[str, Any], errors: list[FieldError]) -> list[str]:
-    raw = body.get("tags")
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        errors.append(FieldError("tags", f"must be an array of strings, got {json_type(raw)}"))
-        return []
-    if len(raw) > MAX_TAGS:
-        errors.append(FieldError("tags", f"has {len(raw)} tags; send at most {MAX_TAGS}"))
-        return []
-    for index, value in enumerate(raw):
-        if not isinstance(value, str):
-            errors.append(FieldError(f"tags[{index}]", f"must be a string, got {json_type(value)}", value))
-    return [value for value in raw if isinstance(value, str)]
-
-
-def _data(body: dict[str, Any], errors: list[FieldError]) -> dict[str, Any]:
-    """Return the `data` filter: an object, or a JSON string of one as @novu/js sends it."""
-    raw = body.get("data")
-    if raw is None:
-        return {}
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            errors.append(FieldError("data", "must be a JSON object or a string of one", body["data"]))
-            return {}
-    if not isinstance(raw, dict):
-        errors.append(FieldError("data", f"must be a JSON object, got {json_type(raw)}"))
-        return {}
-    if len(raw) > MAX_DATA_KEYS:
-        errors.append(FieldError("data", f"has {len(raw)} keys; send at most {MAX_DATA_KEYS}"))
-        return {}
-    for key, value in raw.items():
-        if not DATA_KEY_PATTERN.fullmatch(key):
-            errors.append(FieldError(f"data.{key}", "is not a valid key; use letters, digits, _ and -"))
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if not isinstance(item, str | int | float | bool):
-                problem = f"must be a string, number, boolean or an array of them, got {json_type(item)}"
-                errors.append(FieldError(f"data.{key}", problem))
-    return raw
-
-
-def _tags_and_data_conditions(tags: list[str], data: dict[str, Any]) -> list[ColumnElement[bool]]:
-    """Return conditions for messages with any of `tags` and, for each `data` key, an equal value."""
-    conditions: list[ColumnElement[bool]] = []
-    if tags:
-        tag_values = func.json_each(Message.tags).table_valued("value")
-        conditions.append(exists(select(1).select_from(tag_values).where(tag_values.c.value.in_(tags))))
-    for key, value in data.items():
-        stored = func.json_extract(Message.data, f'$."{key}"')
-        values = value if isinstance(value, list) else [value]
-        conditions.append(stored.in_(values))
-    return conditions
-
-
 async def _bulk_filter(request: Request[Any, Any, Any]) -> tuple[list[str] | None, list[ColumnElement[bool]]]:
     """Read a bulk body: the optional `notificationIds` and the tags/data conditions."""
     body = await read_json_object(request, allow_empty=True)
     errors: list[FieldError] = []
     ids = _notification_ids(body, errors)
-    tags = _tags(body, errors)
-    data = _data(body, errors)
+    tags = inbox_filters.parse_tags(body.get("tags"), "tags", errors)
+    data = inbox_filters.parse_data(body.get("data"), errors)
     if errors:
         raise ApiError(INVALID_FIELDS, errors=errors)
-    conditions = _tags_and_data_conditions(tags, data)
+    conditions = [*inbox_filters.tag_conditions(tags), *inbox_filters.data_conditions(data)]
     if ids is not None:
         conditions.append(Message.id.in_(ids))
     return ids, conditions
