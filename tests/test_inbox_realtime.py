@@ -77,7 +77,7 @@ TENANT = {"tenant": "acme", "team": {"id": "red", "data": {"floor": 3}}}
     ],
 )
 def test_session_context_hash_rules(
-    server: ServerProcess, case: str, context: dict[str, Any], hash_value: str | None, status: int
+    shared_server: ServerProcess, case: str, context: dict[str, Any], hash_value: str | None, status: int
 ) -> None:
     body: dict[str, Any] = {
         "applicationIdentifier": APP_ID,
@@ -87,7 +87,7 @@ def test_session_context_hash_rules(
     }
     if hash_value is not None:
         body["contextHash"] = hash_value
-    response = httpx.post(f"{server.base_url}/v1/inbox/session", json=body, timeout=10)
+    response = httpx.post(f"{shared_server.base_url}/v1/inbox/session", json=body, timeout=10)
     assert response.status_code == status, case
     if status == 401:
         assert "contextHash" in response.json()["message"]
