@@ -20,7 +20,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, WebSocketRoute, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    WebSocketRoute,
+    sync_playwright,
+)
 
 from tests.helpers import create_workflow, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
@@ -188,10 +196,14 @@ def open_page(browser: Browser, server: ServerProcess, page_origin: str) -> Iter
     context.add_init_script(f"window.NOVU_OPTIONS = {json.dumps(options)};")
     errors: list[str] = []
 
+    def record_console_error(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
     def open_path(path: str) -> Page:
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.on("console", record_console_error)
         page.on(
             "requestfailed",
             lambda request: errors.append(f"{request.method} {request.url}: {request.failure}"),
@@ -206,7 +218,7 @@ def open_page(browser: Browser, server: ServerProcess, page_origin: str) -> Iter
 
 
 def _events(page: Page, name: str) -> list[dict[str, Any]]:
-    return page.evaluate("(name) => window.inbox.events.filter((event) => event.name === name)", name)  # type: ignore[no-any-return]
+    return page.evaluate("(name) => window.inbox.events.filter((event) => event.name === name)", name)
 
 
 def _wait_for_event(page: Page, name: str, count: int = 1) -> list[dict[str, Any]]:
@@ -220,11 +232,11 @@ def _wait_for_event(page: Page, name: str, count: int = 1) -> list[dict[str, Any
     return _events(page, name)
 
 
-def _create_inbox_workflow(api: httpx.Client) -> None:
-    """Create the subscriber with a first name and the in-app workflow WORKFLOW_ID."""
+def _create_inbox_workflow(api: httpx.Client) -> str:
+    """Create the subscriber with a first name and the workflow WORKFLOW_ID, and return the workflow's id."""
     response = api.post("/v2/subscribers", json={"subscriberId": SUBSCRIBER_ID, "firstName": FIRST_NAME})
     assert response.status_code == 201, response.text
-    create_workflow(api, WORKFLOW_ID)
+    return str(create_workflow(api, WORKFLOW_ID)["_id"])
 
 
 def _trigger(api: httpx.Client, text: str) -> None:
@@ -306,7 +318,7 @@ def test_client_list_count_read_archive(
 def test_inbox_ui_bell_and_popover(
     open_page: Callable[[str], Page], api: httpx.Client, tmp_path: Path
 ) -> None:
-    _create_inbox_workflow(api)
+    workflow_pk = _create_inbox_workflow(api)
     page = open_page("/inbox.html")
 
     # The first count frame shows that the socket is open, so the trigger below arrives live.
@@ -329,3 +341,22 @@ def test_inbox_ui_bell_and_popover(
     page.wait_for_selector(".nv-bellDot", state="detached", timeout=WAIT_MS)
     counts = _wait_for_event(page, "unread_count_changed", 3)
     assert counts[-1]["counts"]["total"] == 0
+
+    # The preferences view lists the workflow, and its in-app switch saves through the inbox API.
+    page.click(".nv-preferences__button")
+    page.get_by_text(f"Workflow {WORKFLOW_ID}").click()
+    switch = page.locator(f"#channel-{workflow_pk}-in_app")
+    assert switch.is_checked()
+    with page.expect_response(lambda response: response.request.method == "PATCH") as patch:
+        page.click(f"label:has(#channel-{workflow_pk}-in_app)")
+    assert patch.value.status == 200, patch.value.text()
+    assert patch.value.url.endswith(f"/v1/inbox/preferences/{workflow_pk}")
+    page.wait_for_function(f"() => !document.getElementById('channel-{workflow_pk}-in_app').checked")
+    preferences = api.get(f"/v2/subscribers/{SUBSCRIBER_ID}/preferences")
+    assert preferences.status_code == 200, preferences.text
+    entry = next(
+        item
+        for item in preferences.json()["data"]["workflows"]
+        if item["workflow"]["identifier"] == WORKFLOW_ID
+    )
+    assert entry["channels"] == {"in_app": False}

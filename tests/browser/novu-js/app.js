@@ -1,4 +1,4 @@
-// Test page for tests/test_novu_js.py: renders the inbox of one subscriber through @novu/js.
+// Renders one subscriber's inbox through @novu/js for tests/test_novu_js.py.
 // The test sets window.NOVU_OPTIONS before this script runs and reads window.inbox.
 (function () {
   const novu = new window.NovuJs.Novu(window.NOVU_OPTIONS);
@@ -36,7 +36,7 @@
 
   // Each call returns {data, error} as @novu/js does, with errors flattened to their message
   // so that page.evaluate can return them.
-  function plain(result) {
+  function toPlainResult(result) {
     return { data: result.data, error: result.error ? String(result.error.message || result.error) : null };
   }
 
@@ -111,12 +111,12 @@
     events,
     refresh,
     async read(id) {
-      const result = plain(await (await findNotification(id)).read());
+      const result = toPlainResult(await (await findNotification(id)).read());
       result.data = result.data && summarize(result.data);
       return result;
     },
     async archive(id) {
-      const result = plain(await (await findNotification(id)).archive());
+      const result = toPlainResult(await (await findNotification(id)).archive());
       result.data = result.data && summarize(result.data);
       return result;
     },
