@@ -17,101 +17,99 @@
   const PAGE_SIZE = 10;
   // The filter of the unread badge; it matches the socket's unread_count_changed frames.
   const UNREAD_FILTER = { read: false, archived: false, snoozed: false };
-  // Reconnect delays: exponential from BACKOFF_BASE_MS, capped at BACKOFF_MAX_MS, with "equal
-  // jitter" (half the delay fixed, half random) so many widgets do not reconnect in step.
-  const BACKOFF_BASE_MS = 500;
-  const BACKOFF_MAX_MS = 30000;
   // Close code the server uses to reject a socket (bad token, or a `since` it does not accept).
   const WS_CLOSE_POLICY_VIOLATION = 1008;
 
+  // Each private --_name reads the public --novulite-name with its default, so a value set on
+  // the element or on any ancestor applies; docs/inbox-widget.md lists the public names.
   const STYLE = `
     :host {
-      --novulite-font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
-      --novulite-font-size: 14px;
-      --novulite-color-primary: #4f46e5;
-      --novulite-color-on-primary: #ffffff;
-      --novulite-color-background: #ffffff;
-      --novulite-color-text: #1f2937;
-      --novulite-color-muted: #4b5563;
-      --novulite-color-border: #d1d5db;
-      --novulite-color-unread: #eef2ff;
-      --novulite-color-badge: #dc2626;
-      --novulite-color-on-badge: #ffffff;
-      --novulite-color-focus: #2563eb;
-      --novulite-radius: 8px;
-      --novulite-panel-width: 360px;
-      --novulite-panel-max-height: 480px;
+      --_font-family: var(--novulite-font-family, system-ui, -apple-system, "Segoe UI", Roboto, sans-serif);
+      --_font-size: var(--novulite-font-size, 14px);
+      --_color-primary: var(--novulite-color-primary, #4f46e5);
+      --_color-on-primary: var(--novulite-color-on-primary, #ffffff);
+      --_color-background: var(--novulite-color-background, #ffffff);
+      --_color-text: var(--novulite-color-text, #1f2937);
+      --_color-muted: var(--novulite-color-muted, #4b5563);
+      --_color-border: var(--novulite-color-border, #d1d5db);
+      --_color-unread: var(--novulite-color-unread, #eef2ff);
+      --_color-badge: var(--novulite-color-badge, #dc2626);
+      --_color-on-badge: var(--novulite-color-on-badge, #ffffff);
+      --_color-focus: var(--novulite-color-focus, #2563eb);
+      --_radius: var(--novulite-radius, 8px);
+      --_panel-width: var(--novulite-panel-width, 360px);
+      --_panel-max-height: var(--novulite-panel-max-height, 480px);
       display: inline-block;
       position: relative;
-      font-family: var(--novulite-font-family);
-      font-size: var(--novulite-font-size);
-      color: var(--novulite-color-text);
+      font-family: var(--_font-family);
+      font-size: var(--_font-size);
+      color: var(--_color-text);
     }
     *, *::before, *::after { box-sizing: border-box; }
     [hidden] { display: none !important; }
     button, a { font: inherit; }
-    :focus-visible { outline: 3px solid var(--novulite-color-focus); outline-offset: 2px; }
+    :focus-visible { outline: 3px solid var(--_color-focus); outline-offset: 2px; }
     .bell {
       position: relative; display: inline-flex; align-items: center; justify-content: center;
       width: 40px; height: 40px; padding: 0; cursor: pointer;
-      border: 1px solid var(--novulite-color-border); border-radius: var(--novulite-radius);
-      background: var(--novulite-color-background); color: var(--novulite-color-text);
+      border: 1px solid var(--_color-border); border-radius: var(--_radius);
+      background: var(--_color-background); color: var(--_color-text);
     }
     .bell svg { width: 22px; height: 22px; }
     .badge {
       position: absolute; top: -6px; right: -6px; min-width: 20px; height: 20px; padding: 0 5px;
       border-radius: 10px; font-size: 12px; font-weight: 700; line-height: 20px; text-align: center;
-      background: var(--novulite-color-badge); color: var(--novulite-color-on-badge);
+      background: var(--_color-badge); color: var(--_color-on-badge);
     }
     .badge[data-count="0"] { display: none; }
     .panel {
       position: absolute; right: 0; top: calc(100% + 8px); z-index: 1000;
-      width: min(var(--novulite-panel-width), calc(100vw - 16px));
-      max-height: var(--novulite-panel-max-height); display: flex; flex-direction: column;
-      background: var(--novulite-color-background); color: var(--novulite-color-text);
-      border: 1px solid var(--novulite-color-border); border-radius: var(--novulite-radius);
+      width: min(var(--_panel-width), calc(100vw - 16px));
+      max-height: var(--_panel-max-height); display: flex; flex-direction: column;
+      background: var(--_color-background); color: var(--_color-text);
+      border: 1px solid var(--_color-border); border-radius: var(--_radius);
       box-shadow: 0 10px 30px rgb(0 0 0 / 0.15);
     }
     .panel:focus { outline: none; }
-    .panel:focus-visible { outline: 3px solid var(--novulite-color-focus); }
+    .panel:focus-visible { outline: 3px solid var(--_color-focus); }
     .header {
       display: flex; align-items: center; justify-content: space-between; gap: 8px;
-      padding: 10px 12px; border-bottom: 1px solid var(--novulite-color-border);
+      padding: 10px 12px; border-bottom: 1px solid var(--_color-border);
     }
     .title { margin: 0; font-size: 1.05em; }
-    .status { margin: 0; padding: 6px 12px; color: var(--novulite-color-muted); font-size: 0.9em; }
+    .status { margin: 0; padding: 6px 12px; color: var(--_color-muted); font-size: 0.9em; }
     .list { list-style: none; margin: 0; padding: 0; overflow-y: auto; }
-    .item { border-bottom: 1px solid var(--novulite-color-border); padding: 10px 12px; }
-    .item[data-read="false"] { background: var(--novulite-color-unread); }
+    .item { border-bottom: 1px solid var(--_color-border); padding: 10px 12px; }
+    .item[data-read="false"] { background: var(--_color-unread); }
     .main {
       display: block; width: 100%; padding: 0; text-align: left; cursor: pointer;
       border: 0; background: none; color: inherit;
     }
     .dot {
       display: inline-block; width: 8px; height: 8px; margin-right: 6px; border-radius: 50%;
-      background: var(--novulite-color-primary); vertical-align: middle;
+      background: var(--_color-primary); vertical-align: middle;
     }
     .item[data-read="true"] .dot { visibility: hidden; }
     .subject { font-weight: 600; }
     .item[data-read="false"] .subject { font-weight: 800; }
-    .body { display: block; margin-top: 2px; color: var(--novulite-color-muted); white-space: pre-wrap;
+    .body { display: block; margin-top: 2px; color: var(--_color-muted); white-space: pre-wrap;
       overflow-wrap: anywhere; }
-    .time { display: block; margin-top: 4px; font-size: 0.8em; color: var(--novulite-color-muted); }
+    .time { display: block; margin-top: 4px; font-size: 0.8em; color: var(--_color-muted); }
     .actions { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; margin-top: 8px; }
     .action, .secondary, .archive, .mark-all, .more {
-      padding: 4px 10px; cursor: pointer; border-radius: calc(var(--novulite-radius) / 2);
-      border: 1px solid var(--novulite-color-border); background: var(--novulite-color-background);
-      color: var(--novulite-color-text);
+      padding: 4px 10px; cursor: pointer; border-radius: calc(var(--_radius) / 2);
+      border: 1px solid var(--_color-border); background: var(--_color-background);
+      color: var(--_color-text);
     }
     .action.primary {
-      background: var(--novulite-color-primary); border-color: var(--novulite-color-primary);
-      color: var(--novulite-color-on-primary);
+      background: var(--_color-primary); border-color: var(--_color-primary);
+      color: var(--_color-on-primary);
     }
     .action[aria-disabled="true"] { opacity: 0.6; cursor: default; }
-    .link { color: var(--novulite-color-primary); }
+    .link { color: var(--_color-primary); }
     .archive { margin-left: auto; }
     .mark-all:disabled { opacity: 0.6; cursor: default; }
-    .empty { margin: 0; padding: 24px 12px; text-align: center; color: var(--novulite-color-muted); }
+    .empty { margin: 0; padding: 24px 12px; text-align: center; color: var(--_color-muted); }
     .more { margin: 8px 12px; }
     .sr-only {
       position: absolute; width: 1px; height: 1px; margin: -1px; padding: 0; overflow: hidden;
@@ -180,9 +178,13 @@
     };
   }
 
-  /** Return the delay before reconnect number `attempt` (0-based), in milliseconds. */
-  function backoffDelay(attempt) {
-    const capped = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 16));
+  /**
+   * Return the delay before reconnect number `attempt` (0-based), in milliseconds: exponential
+   * from `base`, capped at `max`, with "equal jitter" (half fixed, half random) so that many
+   * widgets dropped at once do not reconnect in step.
+   */
+  function backoffDelay(attempt, base, max) {
+    const capped = Math.min(max, base * 2 ** Math.min(attempt, 30));
     return capped / 2 + Math.random() * (capped / 2);
   }
 
@@ -194,6 +196,11 @@
   }
 
   class NovuliteInbox extends HTMLElement {
+    /** Reconnect delay before the first retry, in milliseconds, before jitter halves it at most. */
+    static reconnectBaseMs = 500;
+    /** Maximum reconnect delay, in milliseconds. */
+    static reconnectMaxMs = 30000;
+
     static get observedAttributes() {
       return ["server-url", "application-identifier", "subscriber-id", "subscriber-hash", "context"];
     }
@@ -213,6 +220,7 @@
       this._unreadCount = 0;
       this._countVersion = 0; // incremented by each count frame, so an older GET result is dropped
       this._connectedOnce = false;
+      this._listLoaded = false; // set once the first page and count loaded, so retries only reconnect
       this._restartQueued = false;
       this._receivedDuringLoad = null;
       this._onDocumentClick = this._onDocumentClick.bind(this);
@@ -327,22 +335,29 @@
       this._token = null;
       this._lastId = null;
       this._connectedOnce = false;
+      this._listLoaded = false;
       if (!retrying) this._attempt = 0;
       this._notifications.clear();
       this._renderList();
       try {
         this._settings = this._config();
-        if (!this._settings.applicationIdentifier || !this._settings.subscriberId) {
-          this._setStatus("Set the application-identifier and subscriber-id attributes.");
-          return;
-        }
+      } catch (error) {
+        this._reportError(error);
+        return;
+      }
+      if (!this._settings.applicationIdentifier || !this._settings.subscriberId) {
+        this._setStatus("Set the application-identifier and subscriber-id attributes.");
+        return;
+      }
+      try {
         await this._loadFirstPage(generation);
         await this._refreshCount(generation);
+        this._listLoaded = true;
         this._connectSocket(generation);
       } catch (error) {
         if (generation !== this._generation) return;
         this._reportError(error);
-        this._scheduleReconnect(generation);
+        if (!error.sessionRejected) this._scheduleReconnect(generation);
       }
     }
 
@@ -359,7 +374,13 @@
         body: JSON.stringify(body),
       });
       const payload = await response.json().catch(() => ({}));
-      if (!response.ok) throw new HttpError(response.status, errorMessage(payload, response.status, "open a session"));
+      if (!response.ok) {
+        const error = new HttpError(response.status, errorMessage(payload, response.status, "open a session"));
+        // A rejected identifier or hash stays rejected, so retrying would only load the server.
+        // 408 and 429 are transient and retried.
+        error.sessionRejected = response.status >= 400 && response.status < 500 && ![408, 429].includes(response.status);
+        throw error;
+      }
       this._token = payload.data.token;
       return this._token;
     }
@@ -442,7 +463,7 @@
       } catch (error) {
         if (generation !== this._generation) return;
         this._reportError(error);
-        this._scheduleReconnect(generation);
+        if (!error.sessionRejected) this._scheduleReconnect(generation);
         return;
       }
       if (generation !== this._generation) return;
@@ -550,12 +571,12 @@
     _scheduleReconnect(generation) {
       if (generation !== this._generation) return;
       this._clearReconnectTimer();
-      const delay = backoffDelay(this._attempt);
+      const delay = backoffDelay(this._attempt, NovuliteInbox.reconnectBaseMs, NovuliteInbox.reconnectMaxMs);
       this._attempt += 1;
       this._dispatch("novulite-connection", { state: "reconnecting", attempt: this._attempt, delayMs: delay });
       this._reconnectTimer = setTimeout(() => {
         this._reconnectTimer = null;
-        if (!this._connectedOnce && this._notifications.size === 0) {
+        if (!this._listLoaded) {
           this._start(true);
         } else {
           this._connectSocket(generation);

@@ -348,3 +348,108 @@ def test_reconnect_resumes_once(page: Page, api: httpx.Client, server: ServerPro
     expect(item_with(page, "After the drop")).to_have_count(1, timeout=DELIVERY_TIMEOUT_MS)
     expect(items(page)).to_have_count(3)
     expect(badge(page)).to_have_text("3")
+
+
+# Records the widget's connection and error events from the first moment, and shortens the
+# reconnect delays so a test sees several retries in well under a second.
+RECORD_EVENTS = """
+window.widgetEvents = [];
+for (const type of ["novulite-connection", "novulite-error"]) {
+  document.addEventListener(type, (event) => window.widgetEvents.push({ type, ...event.detail }));
+}
+customElements.whenDefined("novulite-inbox").then((inbox) => {
+  inbox.reconnectBaseMs = 40;
+  inbox.reconnectMaxMs = 160;
+});
+"""
+RETRIES = 6
+
+
+def is_socket_url(url: str) -> bool:
+    return urlsplit(url).path == "/ws"
+
+
+def test_reconnect_backoff_grows_and_caps(page: Page) -> None:
+    page.add_init_script(RECORD_EVENTS)
+    refusing = True
+
+    def route(socket: WebSocketRoute) -> None:
+        if refusing:
+            socket.close(code=1011, reason="refused by the test")
+        else:
+            socket.connect_to_server()
+
+    page.route_web_socket(is_socket_url, route)
+    page.goto(demo_url("patient"))
+    page.wait_for_function(
+        f"widgetEvents.filter((event) => event.state === 'reconnecting').length >= {RETRIES}"
+    )
+    refusing = False
+    page.wait_for_function("document.querySelector('novulite-inbox').connectionState === 'open'")
+
+    events = page.evaluate("widgetEvents")
+    delays = [event["delayMs"] for event in events if event.get("state") == "reconnecting"][:RETRIES]
+    for attempt, delay in enumerate(delays):
+        full = min(160, 40 * 2**attempt)
+        assert full / 2 <= delay <= full, f"retry {attempt} waited {delay} ms, outside [{full / 2}, {full}]"
+    capped = delays[2:]
+    assert len(set(capped)) == len(capped), f"retries at the cap have no jitter: {capped}"
+    expect(badge(page)).to_have_text("0")
+
+
+def test_rejected_since_reloads_list(page: Page, api: httpx.Client, server: ServerProcess) -> None:
+    page.add_init_script(RECORD_EVENTS)
+    open_inbox(page, "deleter")
+    bell(page).click()
+    trigger(api, "deleter", "Soon deleted")
+    expect(item_with(page, "Soon deleted")).to_be_visible(timeout=DELIVERY_TIMEOUT_MS)
+    [message] = wait_for_messages(server, "deleter", 1)
+    token = open_session(server.base_url, "deleter")["token"]
+    response = httpx.delete(
+        f"{server.base_url}/v1/inbox/notifications/{message['id']}/delete",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 204, response.text
+
+    # The socket resumes after the deleted message, which the server rejects with 404;
+    # the widget then connects without `since` and reloads the list.
+    page.evaluate("document.querySelector('novulite-inbox').reconnect()")
+    expect(item_with(page, "Soon deleted")).to_have_count(0)
+    errors = [event for event in page.evaluate("widgetEvents") if event["type"] == "novulite-error"]
+    assert [error["status"] for error in errors] == [404]
+    page.wait_for_function("document.querySelector('novulite-inbox').connectionState === 'open'")
+
+    trigger(api, "deleter", "After the rejection")
+    expect(item_with(page, "After the rejection")).to_be_visible(timeout=DELIVERY_TIMEOUT_MS)
+    expect(badge(page)).to_have_text("1")
+
+
+def test_wrong_hash_shows_error_once(page: Page) -> None:
+    page.add_init_script(RECORD_EVENTS)
+    query = urlencode(
+        {"applicationIdentifier": APP_ID, "subscriberId": "guesser", "subscriberHash": "0" * 64}
+    )
+    page.goto(f"{DEMO_PATH}?{query}")
+    status = page.locator("novulite-inbox .status")
+    bell(page).click()
+    expect(status).to_contain_text("could not open a session (HTTP 401)")
+    events = page.evaluate("widgetEvents")
+    assert [event["status"] for event in events if event["type"] == "novulite-error"] == [401]
+    assert [event for event in events if event.get("state") == "reconnecting"] == []
+
+
+def test_css_custom_properties_theme(page: Page) -> None:
+    open_inbox(page, "stylist")
+    page.evaluate("document.body.style.setProperty('--novulite-color-badge', 'rgb(0, 128, 0)')")
+    page.evaluate(
+        "document.querySelector('novulite-inbox').style.setProperty('--novulite-panel-width', '420px')"
+    )
+    bell(page).click()
+
+    expect(badge(page)).to_have_css("background-color", "rgb(0, 128, 0)")
+    box = page.locator("novulite-inbox .panel").bounding_box()
+    assert box is not None
+    assert box["width"] == 420
+    # The demo page styles its own buttons with `padding: 6px 14px`; the shadow root keeps them out.
+    expect(page.get_by_role("button", name="Show inbox")).to_have_css("padding", "6px 14px")
+    expect(page.locator("novulite-inbox .mark-all")).to_have_css("padding", "4px 10px")
