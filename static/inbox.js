@@ -15,13 +15,13 @@
   const SCRIPT_ORIGIN = SCRIPT && SCRIPT.src ? new URL(SCRIPT.src, location.href).origin : location.origin;
 
   const PAGE_SIZE = 10;
-  // The filter of the unread badge; it matches the socket's unread_count_changed frames.
+  // The filter of the unread badge, the same as the one behind the socket's unread_count_changed frames.
   const UNREAD_FILTER = { read: false, archived: false, snoozed: false };
   // Close code the server uses to reject a socket (bad token, or a `since` it does not accept).
   const WS_CLOSE_POLICY_VIOLATION = 1008;
 
   // Each private --_name reads the public --novulite-name with its default, so a value set on
-  // the element or on any ancestor applies; docs/inbox-widget.md lists the public names.
+  // the element or on any ancestor applies. docs/inbox-widget.md lists the public names.
   const STYLE = `
     :host {
       --_font-family: var(--novulite-font-family, system-ui, -apple-system, "Segoe UI", Roboto, sans-serif);
@@ -448,7 +448,7 @@
       const version = this._countVersion;
       const filters = encodeURIComponent(JSON.stringify([UNREAD_FILTER]));
       const payload = await this._api("GET", `/notifications/count?filters=${filters}`);
-      // A count frame that arrived meanwhile is at least as new as this answer.
+      // A count frame that arrived meanwhile is at least as new as this response.
       if (generation !== this._generation || version !== this._countVersion) return;
       this._setUnreadCount(payload.data[0].count);
     }
@@ -498,8 +498,8 @@
         if (this._socket !== socket) return;
         this._socket = null;
         if (event.code === WS_CLOSE_POLICY_VIOLATION || (rejected && rejected.statusCode === 401)) {
-          // The token expired or the server rejected `since`: open a new session, and
-          // reload the list when the resume point is no longer accepted.
+          // The token expired or the server rejected `since`, so open a new session. When
+          // the resume point is rejected, connect without it, which reloads the list.
           this._token = null;
           if (rejected && (rejected.statusCode === 400 || rejected.statusCode === 404)) this._lastId = null;
         }
@@ -533,7 +533,7 @@
           this._setUnreadCount(data.unreadCount);
           break;
         case "replay_truncated":
-          // Older missed messages were not replayed; the list endpoint has them.
+          // The server skipped older missed messages, so reload them from the list endpoint.
           this._loadFirstPage(this._generation).catch((error) => this._reportError(error));
           break;
         case "error":
@@ -729,7 +729,9 @@
     }
 
     _renderList() {
-      const items = [...this._notifications.values()].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+      // Ids sort in creation order, so a descending id sort shows the newest first.
+      const items = [...this._notifications.values()];
+      items.sort(newestFirst);
       const focusedId = this._focusedItemId();
       this._list.replaceChildren(...items.map((notification) => this._renderItem(notification)));
       this._empty.hidden = items.length > 0;
@@ -850,6 +852,11 @@
   function errorMessage(payload, status, what) {
     const detail = payload && (payload.message || (payload.error && payload.error.message));
     return `could not ${what} (HTTP ${status})${detail ? `: ${Array.isArray(detail) ? detail.join("; ") : detail}` : ""}`;
+  }
+
+  function newestFirst(a, b) {
+    if (a.id === b.id) return 0;
+    return a.id < b.id ? 1 : -1;
   }
 
   function formatTime(iso) {

@@ -38,6 +38,7 @@ DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "inbox-widget.png"
 UPDATE_SCREENSHOTS_VARIABLE = "NOVULITE_UPDATE_SCREENSHOTS"
 # Long enough for a trigger to pass the job queue on a busy 2-vCPU machine.
 DELIVERY_TIMEOUT_MS = 15_000
+PAGE_SIZE = 10  # notifications per page in inbox.js
 
 
 def _workflow() -> dict[str, Any]:
@@ -137,7 +138,7 @@ def item_with(page: Page, text: str) -> Locator:
 
 
 def wait_for_messages(server: ServerProcess, subscriber_id: str, count: int) -> list[dict[str, Any]]:
-    """Return the subscriber's inbox, newest first, once it holds `count` messages."""
+    """Return the subscriber's inbox, newest first, once it contains `count` messages."""
     token = open_session(server.base_url, subscriber_id)["token"]
     return poll(
         lambda: inbox_messages(server.base_url, token),
@@ -222,6 +223,24 @@ def test_new_unread_after_mark_all(page: Page, api: httpx.Client) -> None:
     )
     expect(badge(page)).to_have_text("1")
     expect(item_with(page, "Before mark all")).to_have_attribute("data-read", "true")
+
+
+def test_load_more_pages(page: Page, api: httpx.Client, server: ServerProcess) -> None:
+    for n in range(PAGE_SIZE + 2):
+        trigger(api, "collector", f"Message number {n}")
+    wait_for_messages(server, "collector", PAGE_SIZE + 2)
+    open_inbox(page, "collector")
+    bell(page).click()
+    more = page.get_by_role("button", name="Load more")
+
+    expect(items(page)).to_have_count(PAGE_SIZE)
+    expect(items(page).first).to_contain_text(f"Message number {PAGE_SIZE + 1}")
+    expect(more).to_be_visible()
+    more.click()
+    expect(items(page)).to_have_count(PAGE_SIZE + 2)
+    expect(items(page).last).to_contain_text("Message number 0")
+    expect(more).to_be_hidden()
+    expect(badge(page)).to_have_text(str(PAGE_SIZE + 2))
 
 
 def test_keyboard_operation(page: Page, api: httpx.Client, server: ServerProcess) -> None:
@@ -411,8 +430,8 @@ def test_rejected_since_reloads_list(page: Page, api: httpx.Client, server: Serv
     )
     assert response.status_code == 204, response.text
 
-    # The socket resumes after the deleted message, which the server rejects with 404;
-    # the widget then connects without `since` and reloads the list.
+    # The socket resumes after the deleted message, which the server rejects with 404.
+    # The widget then connects without `since` and reloads the list.
     page.evaluate("document.querySelector('novulite-inbox').reconnect()")
     expect(item_with(page, "Soon deleted")).to_have_count(0)
     errors = [event for event in page.evaluate("widgetEvents") if event["type"] == "novulite-error"]
@@ -450,6 +469,6 @@ def test_css_custom_properties_theme(page: Page) -> None:
     box = page.locator("novulite-inbox .panel").bounding_box()
     assert box is not None
     assert box["width"] == 420
-    # The demo page styles its own buttons with `padding: 6px 14px`; the shadow root keeps them out.
+    # The demo page styles its own buttons with `padding: 6px 14px`, and the shadow root keeps that out.
     expect(page.get_by_role("button", name="Show inbox")).to_have_css("padding", "6px 14px")
     expect(page.locator("novulite-inbox .mark-all")).to_have_css("padding", "4px 10px")
