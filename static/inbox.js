@@ -467,7 +467,7 @@
         return;
       }
       if (generation !== this._generation) return;
-      const url = new URL("/ws", this._settings.serverUrl);
+      const url = new URL(`${this._settings.serverUrl}/ws`);
       url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
       url.searchParams.set("token", token);
       const resumeFrom = this._lastId;
