@@ -202,7 +202,7 @@
     static reconnectMaxMs = 30000;
 
     static get observedAttributes() {
-      return ["server-url", "application-identifier", "subscriber-id", "subscriber-hash", "context"];
+      return ["server-url", "application-identifier", "subscriber-id", "subscriber-hash", "context", "context-hash"];
     }
 
     constructor() {
@@ -314,6 +314,7 @@
         subscriberId: this.getAttribute("subscriber-id") || "",
         subscriberHash: this.getAttribute("subscriber-hash") || undefined,
         context,
+        contextHash: this.getAttribute("context-hash") || undefined,
       };
     }
 
@@ -364,10 +365,12 @@
     // --- HTTP -------------------------------------------------------------------------------
 
     async _openSession() {
-      const { serverUrl, applicationIdentifier, subscriberId, subscriberHash, context } = this._settings;
+      const { serverUrl, applicationIdentifier, subscriberId, subscriberHash, context, contextHash } =
+        this._settings;
       const body = { applicationIdentifier, subscriber: { subscriberId } };
       if (subscriberHash) body.subscriberHash = subscriberHash;
       if (context !== undefined) body.context = context;
+      if (contextHash) body.contextHash = contextHash;
       const response = await fetch(`${serverUrl}/v1/inbox/session`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },

@@ -24,7 +24,7 @@ from playwright.sync_api import (
 )
 
 from tests.conftest import api_client, start_server
-from tests.helpers import inbox_messages, open_session, poll, subscriber_hash
+from tests.helpers import context_hash, inbox_messages, open_session, poll, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
 from tests.test_admin_ui import CHROMIUM, CHROMIUM_ARGS, _loopback_only, needs_chromium
 
@@ -455,6 +455,42 @@ def test_wrong_hash_shows_error_once(page: Page) -> None:
     events = page.evaluate("widgetEvents")
     assert [event["status"] for event in events if event["type"] == "novulite-error"] == [401]
     assert [event for event in events if event.get("state") == "reconnecting"] == []
+
+
+def test_context_needs_its_hash(page: Page, api: httpx.Client, server: ServerProcess) -> None:
+    tenant = {"tenant": "acme"}
+    query = {
+        "applicationIdentifier": APP_ID,
+        "subscriberId": "tenant-user",
+        "subscriberHash": subscriber_hash("tenant-user"),
+        "context": json.dumps(tenant),
+    }
+    page.goto(f"{DEMO_PATH}?{urlencode(query)}")
+    bell(page).click()
+    expect(page.locator("novulite-inbox .status")).to_contain_text("could not open a session (HTTP 401)")
+
+    page.goto(f"{DEMO_PATH}?{urlencode({**query, 'contextHash': context_hash(tenant)})}")
+    page.wait_for_function("document.querySelector('novulite-inbox')?.connectionState === 'open'")
+    bell(page).click()
+    outside = {
+        "name": WORKFLOW_ID,
+        "to": "tenant-user",
+        "payload": {"subject": "Hi", "text": "outside any context"},
+    }
+    assert api.post("/v1/events/trigger", json=outside).status_code == 201
+    wait_for_messages(server, "tenant-user", 1)
+    inside = {
+        "name": WORKFLOW_ID,
+        "to": "tenant-user",
+        "payload": {"subject": "Hi", "text": "in acme"},
+        "context": tenant,
+    }
+    assert api.post("/v1/events/trigger", json=inside).status_code == 201
+
+    expect(item_with(page, "in acme")).to_have_count(1)
+    expect(badge(page)).to_have_text("1")
+    # The message outside the context was created first, and never shows.
+    expect(item_with(page, "outside any context")).to_have_count(0)
 
 
 def test_css_custom_properties_theme(page: Page) -> None:
