@@ -88,6 +88,11 @@ def parse_tags(raw: Any, field: str, errors: list[FieldError]) -> TagGroups:
     return groups
 
 
+def is_indexed_tag(key: str) -> bool:
+    """Return whether a query parameter is `tags[N][]`, one group of an AND of tag groups."""
+    return _INDEXED_TAG.fullmatch(key) is not None
+
+
 def tags_from_query(params: Any) -> Any:
     """Return the tags filter of a query string in its JSON form, or None when it has none.
 

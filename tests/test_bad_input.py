@@ -106,6 +106,28 @@ CASES = [
         BadRequest("/v2/subscribers", 400, "body", content=DEEP_OBJECT), id="deeply-nested-subscriber"
     ),
     pytest.param(
+        BadRequest(TRIGGER_PATH, 400, "context.project", trigger(context={"project": "p1,tenant:acme"})),
+        id="context-id-with-comma",
+    ),
+    pytest.param(
+        BadRequest(TRIGGER_PATH, 400, "context.a:b", trigger(context={"a:b": "x"})),
+        id="context-type-with-colon",
+    ),
+    pytest.param(
+        BadRequest(
+            SESSION_PATH, 400, "context.project", session(context={"project": "p1,tenant:acme"}), headers={}
+        ),
+        id="session-context-id-with-comma",
+    ),
+    pytest.param(
+        BadRequest(SESSION_PATH, 400, "context.t", session(context={"t": None}), headers={}),
+        id="session-context-null-id",
+    ),
+    pytest.param(
+        BadRequest(SESSION_PATH, 400, "context.t", session(context={"t": {"x": 1}}), headers={}),
+        id="session-context-object-without-id",
+    ),
+    pytest.param(
         BadRequest(SESSION_PATH, 401, None, session(subscriberHash="0" * 64), headers={}),
         id="wrong-subscriber-hash",
     ),
@@ -118,6 +140,10 @@ CASES = [
             SESSION_PATH, 400, "applicationIdentifier", session(applicationIdentifier="nope"), headers={}
         ),
         id="unknown-application",
+    ),
+    pytest.param(
+        BadRequest(SESSION_PATH, 400, "applicationIdentifier", session(applicationIdentifier=5), headers={}),
+        id="application-identifier-number",
     ),
 ]
 

@@ -189,6 +189,8 @@ def test_count_created_window(inbox: httpx.Client, messages: dict[str, dict[str,
     ("path", "params", "field"),
     [
         (NOTIFICATIONS, {"createdGte": "yesterday"}, "createdGte"),
+        (NOTIFICATIONS, {"colour": "red"}, "colour"),
+        (f"{NOTIFICATIONS}/count", {"filters": '[{"colour": "red"}]'}, "filters[0].colour"),
         (NOTIFICATIONS, {"data": "{not json"}, "data"),
         (NOTIFICATIONS, {"data": '{"kind": {"or": [{"x": 1}]}}'}, "data.kind"),
         (f"{NOTIFICATIONS}/count", {"filters": '[{"tags": "ops"}]'}, "filters[0].tags"),

@@ -16,7 +16,7 @@ from novulite import inbox_filters, security
 from novulite.api import query
 from novulite.api.auth import InboxSubject, inbox_subject, issue_inbox_token, services_of
 from novulite.api.body import json_type, read_json_object
-from novulite.api.triggers_validation import validate_recipients
+from novulite.api.triggers_validation import validate_context, validate_recipients
 from novulite.db.models import Message, Subscriber, Workflow
 from novulite.directory import EnvironmentInfo
 from novulite.engine.triggers import context_keys
@@ -46,18 +46,21 @@ from novulite.subscribers import upsert_subscriber
 
 MAX_LIMIT = 100
 BOOLEAN_KEYS = ("read", "archived", "seen", "snoozed")
+FILTER_KEYS = (*BOOLEAN_KEYS, "severity", "tags", "data", "createdGte", "createdLte")
+LIST_PARAMETERS = (*FILTER_KEYS, "severity[]", "tags[]", "limit", "offset", "after")
 
 
 async def _environment_for_session(services: Services, body: dict[str, Any]) -> EnvironmentInfo:
     identifier = body.get("applicationIdentifier")
-    if not isinstance(identifier, str) or not identifier:
+    if identifier is None or identifier == "":
         raise ApiError(
             INVALID_FIELDS,
             errors=[FieldError("applicationIdentifier", "is required: the application identifier string")],
         )
-    environment = None
-    if isinstance(identifier, str) and identifier:
-        environment = await services.directory.environment_by_identifier(identifier)
+    if not isinstance(identifier, str):
+        problem = f"must be the application identifier string, got {json_type(identifier)}"
+        raise ApiError(INVALID_FIELDS, errors=[FieldError("applicationIdentifier", problem, identifier)])
+    environment = await services.directory.environment_by_identifier(identifier)
     if environment is None:
         raise ApiError(
             INVALID_FIELDS,
@@ -114,11 +117,9 @@ async def create_session(request: Request[Any, Any, Any]) -> Response[Any]:
         raise ApiError(INVALID_SUBSCRIBER_HASH)
 
     context = body.get("context")
-    if context is not None and not isinstance(context, dict):
-        raise ApiError(
-            INVALID_FIELDS,
-            errors=[FieldError("context", f"must be an object, got {json_type(context)}")],
-        )
+    context_errors: list[FieldError] = []
+    if context is not None and not validate_context(context, context_errors):
+        raise ApiError(INVALID_FIELDS, errors=context_errors)
     if context and environment.hmac_required:
         _check_context_hash(environment.api_key, context, body.get("contextHash"))
     keys = context_keys(context)
@@ -176,6 +177,10 @@ def _parse_filter(
     if not isinstance(raw, dict):
         errors.append(FieldError(field, f"must be an object, got {json_type(raw)}"))
         return {}, []
+    for key in raw:
+        if key not in FILTER_KEYS:
+            name = key if field == "filter" else f"{field}.{key}"
+            errors.append(FieldError(name, f"is not a filter; use {', '.join(FILTER_KEYS)}"))
     for key in BOOLEAN_KEYS:
         if key in raw:
             _parse_bool(raw[key], f"{field}.{key}", errors)
@@ -210,6 +215,11 @@ def _query_filter(
     request: Request[Any, Any, Any], errors: list[FieldError]
 ) -> tuple[dict[str, Any], list[ColumnElement[bool]]]:
     params = request.query_params
+    for key in params:
+        if key not in LIST_PARAMETERS and not inbox_filters.is_indexed_tag(key):
+            errors.append(
+                FieldError(key, f"is not a parameter of this list; use {', '.join(LIST_PARAMETERS)}")
+            )
     filter_: dict[str, Any] = {}
     for key in BOOLEAN_KEYS:
         if key in params:

@@ -149,9 +149,10 @@ def _snooze_until(body: dict[str, Any], now: dt.datetime) -> dt.datetime:
     try:
         until = dt.datetime.fromisoformat(raw)
     except ValueError:
+        example = (now + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise ApiError(
             INVALID_FIELDS,
-            errors=[FieldError(field, "is not an ISO 8601 time such as 2030-01-31T09:00:00Z", raw)],
+            errors=[FieldError(field, f"is not an ISO 8601 time such as {example}", raw)],
         ) from None
     if until.tzinfo is None:
         raise ApiError(

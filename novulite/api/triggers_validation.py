@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from novulite.api.body import json_type
@@ -13,6 +14,9 @@ from novulite.recipients import is_topic
 
 MAX_RECIPIENTS = 100
 MAX_ID_LENGTH = 255
+# A context entry becomes the key `type:id`, so types exclude `:` and `,`, and ids exclude `,`.
+CONTEXT_TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+MAX_CONTEXT_ID_LENGTH = 200
 
 
 @dataclasses.dataclass
@@ -238,10 +242,26 @@ def _context(body: dict[str, Any], errors: list[FieldError]) -> dict[str, Any] |
     context = body.get("context")
     if context is None:
         return None
+    return context if validate_context(context, errors) else None
+
+
+def validate_context(context: Any, errors: list[FieldError]) -> bool:
+    """Check a trigger's or an inbox session's `context` and return whether it is valid.
+
+    Each entry becomes the key `type:id`, and a set of keys is stored comma-joined, so a
+    type may not contain `:` or `,` and an id may not contain `,`. Otherwise two different
+    contexts could produce the same keys and share an inbox.
+    """
     if not isinstance(context, dict):
         errors.append(FieldError("context", f"must be an object, got {json_type(context)}", context))
-        return None
+        return False
+    count = len(errors)
     for kind, value in context.items():
+        if not CONTEXT_TYPE_PATTERN.fullmatch(kind):
+            errors.append(
+                FieldError(f"context.{kind}", "is not a valid context type; use letters, digits, _, - and .")
+            )
+            continue
         identifier = value.get("id") if isinstance(value, dict) else value
         if not isinstance(identifier, str) or not identifier.strip():
             errors.append(
@@ -251,4 +271,7 @@ def _context(body: dict[str, Any], errors: list[FieldError]) -> dict[str, Any] |
                     value,
                 )
             )
-    return context
+        elif "," in identifier or len(identifier) > MAX_CONTEXT_ID_LENGTH:
+            problem = f"must be an id of at most {MAX_CONTEXT_ID_LENGTH} characters without commas"
+            errors.append(FieldError(f"context.{kind}", problem, identifier))
+    return len(errors) == count
