@@ -239,7 +239,7 @@ def test_counts_follow_marks_live(server: ServerProcess, api: httpx.Client) -> N
 
 
 def test_session_counts_include_severity(shared_server: ServerProcess) -> None:
-    # No test of this module sends anything to dave, so the shared server holds no message for him.
+    # No test of this module sends anything to dave, so the shared server stores no message for him.
     response = _session(shared_server.base_url, "dave", subscriber_hash("dave"))
     data = response.json()["data"]
     assert data["unreadCount"]["total"] == 0
