@@ -253,13 +253,6 @@ def serve(
     rate_limit_bulk_cost: str,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
-    from novulite.app import create_asgi_app
-    from novulite.bootstrap import prepare_database
-    from novulite.clock import SystemClock
-    from novulite.db.engine import create_sync_engine
-    from novulite.db.migrate import SchemaTooNewError
-    from novulite.limiter.connect import LimiterUnavailable, check_redis
-
     try:
         rate_limits = parse_rate_limits(rate_limits_spec, rate_limit_bulk_cost)
     except ValueError as exc:
@@ -286,10 +279,20 @@ def serve(
     )
     _check_port_free(host, port)
     if settings.redis_url:
+        from novulite.limiter.connect import LimiterUnavailable, check_redis
+
         try:
             check_redis(settings.redis_url)
         except LimiterUnavailable as exc:
             raise click.ClickException(f"{exc}; start Redis or correct --redis-url") from None
+    # Imported only once the options passed their checks, because these imports take most of the
+    # start-up time and a rejected option should be reported at once.
+    from novulite.app import create_asgi_app
+    from novulite.bootstrap import prepare_database
+    from novulite.clock import SystemClock
+    from novulite.db.engine import create_sync_engine
+    from novulite.db.migrate import SchemaTooNewError
+
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

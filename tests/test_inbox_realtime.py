@@ -50,10 +50,15 @@ def _session(base_url: str, subscriber_id: str, hash_value: str | None) -> httpx
     ],
 )
 def test_session_hash_rules(
-    server: ServerProcess, case: str, subscriber_id: str, hash_of: str | None, transform: Any, status: int
+    shared_server: ServerProcess,
+    case: str,
+    subscriber_id: str,
+    hash_of: str | None,
+    transform: Any,
+    status: int,
 ) -> None:
     hash_value = None if hash_of is None else transform(subscriber_hash(hash_of))
-    response = _session(server.base_url, subscriber_id, hash_value)
+    response = _session(shared_server.base_url, subscriber_id, hash_value)
     assert response.status_code == status, case
     if status == 401:
         assert response.json()["statusCode"] == 401
@@ -132,37 +137,40 @@ async def _socket_refused(url: str) -> tuple[dict[str, Any], int]:
     return frame, closed.value.rcvd.code
 
 
-def test_expired_token_rejected(server: ServerProcess) -> None:
-    session = open_session(server.base_url, "alice")
+def test_expired_token_rejected(shared_server: ServerProcess) -> None:
+    session = open_session(shared_server.base_url, "alice")
     claims = _claims_of(session["token"])
     claims.pop("exp")
-    signer = TokenSigner(_signing_key(server), "inbox-session")
+    signer = TokenSigner(_signing_key(shared_server), "inbox-session")
     expired = signer.sign(claims, ttl_seconds=60, now=time.time() - 120)
     still_valid = signer.sign(claims, ttl_seconds=60)
 
     headers = {"Authorization": f"Bearer {expired}"}
-    response = httpx.get(f"{server.base_url}/v1/inbox/notifications", headers=headers, timeout=10)
+    response = httpx.get(f"{shared_server.base_url}/v1/inbox/notifications", headers=headers, timeout=10)
     assert response.status_code == 401
     assert response.json()["statusCode"] == 401
-    frame, code = asyncio.run(_socket_refused(f"{server.ws_url}?token={expired}"))
+    frame, code = asyncio.run(_socket_refused(f"{shared_server.ws_url}?token={expired}"))
     assert frame["event"] == "error"
     assert frame["data"]["statusCode"] == 401
     assert code == 1008
 
     headers = {"Authorization": f"Bearer {still_valid}"}
     assert (
-        httpx.get(f"{server.base_url}/v1/inbox/notifications", headers=headers, timeout=10).status_code == 200
+        httpx.get(f"{shared_server.base_url}/v1/inbox/notifications", headers=headers, timeout=10).status_code
+        == 200
     )
 
 
-def test_forged_token_rejected(server: ServerProcess) -> None:
-    session = open_session(server.base_url, "alice")
+def test_forged_token_rejected(shared_server: ServerProcess) -> None:
+    session = open_session(shared_server.base_url, "alice")
     claims = _claims_of(session["token"])
     claims.pop("exp")
     claims["sid"] = "mallory"
     forged = TokenSigner(b"not the server's key", "inbox-session").sign(claims, ttl_seconds=60)
     response = httpx.get(
-        f"{server.base_url}/v1/inbox/notifications", headers={"Authorization": f"Bearer {forged}"}, timeout=10
+        f"{shared_server.base_url}/v1/inbox/notifications",
+        headers={"Authorization": f"Bearer {forged}"},
+        timeout=10,
     )
     assert response.status_code == 401
 
@@ -287,8 +295,9 @@ def test_counts_follow_marks_live(server: ServerProcess, api: httpx.Client) -> N
     asyncio.run(_live_counts(server, api))
 
 
-def test_session_counts_include_severity(server: ServerProcess) -> None:
-    response = _session(server.base_url, "dave", subscriber_hash("dave"))
+def test_session_counts_include_severity(shared_server: ServerProcess) -> None:
+    # No test of this module sends anything to dave, so the shared server stores no message for him.
+    response = _session(shared_server.base_url, "dave", subscriber_hash("dave"))
     data = response.json()["data"]
     assert data["unreadCount"]["total"] == 0
     assert set(data["unreadCount"]["severity"]) == SEVERITIES
