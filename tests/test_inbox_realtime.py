@@ -264,6 +264,7 @@ async def _live_counts(server: ServerProcess, api: httpx.Client) -> None:
         first = listing[0]["id"]
         marks = ["read", "read", "unread", "read", "read"]
         expected = [2, 2, 3, 2, 2]
+        base = len(recorder.unread)
         for mark, unread in zip(marks, expected, strict=True):
             response = await inbox.patch(f"/v1/inbox/notifications/{first}/{mark}")
             assert response.status_code == 200
@@ -271,11 +272,15 @@ async def _live_counts(server: ServerProcess, api: httpx.Client) -> None:
                 "/v1/inbox/notifications/count", params={"filters": '[{"read":false,"archived":false}]'}
             )
             assert count.json()["data"][0]["count"] == unread
+            await recorder.wait_for(lambda r, unread=unread: r.unread[-1] == unread)
         # One more message flushes any frame still on its way, then the sequence is complete.
         api.post("/v1/events/trigger", json={"name": "counts", "to": "carol", "payload": {"n": 3}})
         await recorder.wait_for(lambda r: len(r.received) == 4 and r.unread[-1] == 3)
-        after_delivery = recorder.unread[recorder.unread.index(3) :]
-        assert after_delivery == [3, 2, 3, 2, 3], "a repeated mark changed the count twice"
+        pushed = recorder.unread[base:]
+        assert min(pushed) == 2, "a repeated mark lowered the count twice"
+        # A count frame is a snapshot, so a late job may repeat a value, but the values alternate.
+        changes = [value for index, value in enumerate(pushed) if index == 0 or pushed[index - 1] != value]
+        assert changes in ([2, 3, 2, 3], [3, 2, 3, 2, 3]), pushed
 
         # After mark all read, a zero count is pushed and the HTTP count agrees with the last frame.
         assert (await inbox.post("/v1/inbox/notifications/read", json={})).status_code == 204
