@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
 import shutil
@@ -61,6 +62,10 @@ TIMEOUT_SECONDS = 120.0
 
 def subscriber_id(index: int) -> str:
     return f"socket-{index:05d}"
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
 
 
 def raise_open_files_limit(needed: int) -> None:
@@ -134,12 +139,15 @@ async def novulite_part(count: int, profile: str | None) -> dict[str, Any]:
         assert api.post("/v2/workflows", json=WORKFLOW).status_code == 201
         create_subscribers(api, count)
         tokens = await open_tokens(server.base_url, count)
+        sessions_rss = rss.current()
 
         started = time.monotonic()
         sockets = await connect_all([f"{server.ws_url}?token={token}" for token in tokens])
+        # Each socket gets its counts on connect, the last frame it opens with; once every socket
+        # has them, the server has nothing left to do for the sockets and the trigger meets idle ones.
+        settled: list[float] = []
+        await asyncio.gather(*(wait_for_frame(socket, "unseen_count_changed", settled) for socket in sockets))
         connect_seconds = time.monotonic() - started
-        # Each socket gets its counts on connect; let them settle so the trigger meets idle sockets.
-        await asyncio.sleep(2.0)
         open_rss = rss.current()
 
         arrivals: list[float] = []
@@ -171,6 +179,7 @@ async def novulite_part(count: int, profile: str | None) -> dict[str, Any]:
             "received": received,
             "elapsed": elapsed,
             "idle_rss": idle_rss,
+            "sessions_rss": sessions_rss,
             "open_rss": open_rss,
             "peak_rss": max(rss.peak, open_rss),
         }
@@ -195,6 +204,11 @@ async def bare_part(count: int) -> dict[str, Any]:
             "warning",
             "--backlog",
             "4096",
+            # The WebSocket settings of `novulite serve`, so both servers move frames the same way.
+            "--ws",
+            "websockets-sansio",
+            "--ws-per-message-deflate",
+            "false",
         ],
         cwd=REPO,
     )
@@ -209,6 +223,7 @@ async def bare_part(count: int) -> dict[str, Any]:
                 pass
             assert time.monotonic() < deadline, "the bare app did not start"
             await asyncio.sleep(0.1)
+        idle_rss = psutil.Process(process.pid).memory_info().rss
         sockets = await connect_all([f"ws://127.0.0.1:{port}/ws"] * count)
         while httpx.get(f"{base_url}/count", timeout=5).json()["sockets"] < count:
             await asyncio.sleep(0.05)
@@ -223,7 +238,7 @@ async def bare_part(count: int) -> dict[str, Any]:
         await asyncio.wait(waiters, timeout=TIMEOUT_SECONDS)
         elapsed = (max(arrivals) - sent) if arrivals else float("nan")
         await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
-        return {"received": len(arrivals), "elapsed": elapsed, "rss": rss}
+        return {"received": len(arrivals), "elapsed": elapsed, "idle_rss": idle_rss, "rss": rss}
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -244,19 +259,27 @@ async def run(count: int, profile: str | None) -> None:
         ),
         (
             "novulite RSS",
-            f"idle {novulite['idle_rss'] / 2**20:.0f} MiB, {novulite['open_rss'] / 2**20:.0f} MiB with the "
-            f"sockets open, peak {novulite['peak_rss'] / 2**20:.0f} MiB",
+            f"idle {mib(novulite['idle_rss'])}, {mib(novulite['sessions_rss'])} with the sessions open, "
+            f"{mib(novulite['open_rss'])} with the sockets open too, peak {mib(novulite['peak_rss'])} "
+            f"({novulite['peak_rss'] / 1e6:.0f} MB)",
+        ),
+        (
+            "RSS per socket",
+            f"{(novulite['open_rss'] - novulite['sessions_rss']) / count / 1024:.1f} KiB "
+            "(with the sockets open minus with the sessions open)",
         ),
         (
             "bare Litestar",
             f"{bare['received']:,} of {count:,} frames arrived, the last "
             f"{bare['elapsed'] * 1000:.0f} ms after the broadcast request "
-            f"(RSS {bare['rss'] / 2**20:.0f} MiB)",
+            f"(RSS idle {mib(bare['idle_rss'])}, {mib(bare['rss'])} with the sockets open: "
+            f"{(bare['rss'] - bare['idle_rss']) / count / 1024:.1f} KiB per socket)",
         ),
         ("ratio novulite / bare", f"{ratio:.1f}x"),
     ]
     for label, value in lines:
         print(f"{label + ':':<24}{value}")
+    print(f"{'load average:':<24}{', '.join(f'{load:.2f}' for load in os.getloadavg())}")
 
 
 def main() -> None:
