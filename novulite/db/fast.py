@@ -138,14 +138,37 @@ def _values(plan: _InsertPlan, row: dict[str, Any]) -> list[Any]:
     return values
 
 
+# Rows per multi-row INSERT, at most; SQLite's limit on bound parameters may allow fewer.
+MAX_ROWS_PER_INSERT = 500
+
+
 def insert_rows(
     raw: sqlite3.Connection, table: Table, rows: Iterable[dict[str, Any]], suffix: str = ""
 ) -> None:
-    """Insert dict rows; a column missing from a row gets the model's default, or NULL without one."""
+    """Insert dict rows; a column missing from a row gets the model's default, or NULL without one.
+
+    The rows go in multi-row INSERT statements. The sqlite3 module releases the
+    interpreter lock for every step of a statement, so executemany gave the lock away
+    once per row. Under a burst another thread then took it each time, and the writer,
+    which holds the job store's write lock, waited for it to come back once per row.
+    """
     plan = _insert_sql(table, suffix)
     values = [_values(plan, row) for row in rows]
-    if values:
-        raw.executemany(plan.sql, values)
+    if not values:
+        return
+    per_statement = min(
+        MAX_ROWS_PER_INSERT, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(plan.names)
+    )
+    for start in range(0, len(values), per_statement):
+        chunk = values[start : start + per_statement]
+        raw.execute(_multi_row_sql(plan, len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_row_sql(plan: _InsertPlan, count: int) -> str:
+    """Return the plan's INSERT with `count` rows of placeholders in its VALUES clause."""
+    row_sql = f"({', '.join('?' * len(plan.names))})"
+    return plan.sql.replace(f"VALUES {row_sql}", "VALUES " + ", ".join([row_sql] * count), 1)
 
 
 def insert_returning(raw: sqlite3.Connection, table: Table, row: dict[str, Any], suffix: str) -> Any:
@@ -167,8 +190,7 @@ def insert_many_returning(
     if not rows:
         return []
     plan = _insert_sql(table, "")
-    row_sql = f"({', '.join('?' * len(plan.names))})"
-    sql = plan.sql.replace(f"VALUES {row_sql}", "VALUES " + ", ".join([row_sql] * len(rows))) + suffix
+    sql = _multi_row_sql(plan, len(rows)) + suffix
     parameters = [value for row in rows for value in _values(plan, row)]
     return [found[0] for found in raw.execute(sql, parameters).fetchall()]
 
