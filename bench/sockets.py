@@ -1,15 +1,16 @@
 """Benchmark 2,000 idle inbox sockets: one notification to each, and a bare broadcast beside it.
 
 Part one starts a novulite server, creates SOCKETS subscribers in a topic, opens an
-inbox session and a `/ws` socket for each, and triggers the topic once. It prints
-the time from the trigger's request until every socket got its
-notification_received frame, and the server's RSS with the sockets open and at its
-peak.
+inbox session and a `/ws` socket for each, waits until every socket has its opening
+counts, and triggers the topic once. It prints the time from the trigger's request
+until every socket got its notification_received frame, and the server's RSS with
+the sessions open, with the sockets open too, and at its peak.
 
-Part two starts a bare Litestar app under uvicorn with the same number of sockets
-(bench/broadcast_app.py), and times one POST that sends one frame to every socket
-until all of them have it. It is the floor: the time Litestar, uvicorn and this
-client need to move one frame to each socket, with no job store and no queue.
+Part two starts a bare Litestar app under uvicorn, with the WebSocket settings of
+`novulite serve`, and the same number of sockets (bench/broadcast_app.py). It
+times one POST that sends one frame to every socket until all of them have it.
+It is the floor: the time Litestar, uvicorn and this client need to move one frame
+to each socket, with no job store and no queue.
 
 The client runs in this process, on the same cores as the servers.
 
@@ -143,8 +144,8 @@ async def novulite_part(count: int, profile: str | None) -> dict[str, Any]:
 
         started = time.monotonic()
         sockets = await connect_all([f"{server.ws_url}?token={token}" for token in tokens])
-        # Each socket gets its counts on connect, the last frame it opens with; once every socket
-        # has them, the server has nothing left to do for the sockets and the trigger meets idle ones.
+        # The counts are the last frames a socket opens with. Once every socket has them, the
+        # server has no setup work left, so the trigger meets idle sockets.
         settled: list[float] = []
         await asyncio.gather(*(wait_for_frame(socket, "unseen_count_changed", settled) for socket in sockets))
         connect_seconds = time.monotonic() - started
