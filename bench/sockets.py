@@ -1,15 +1,16 @@
 """Benchmark 2,000 idle inbox sockets: one notification to each, and a bare broadcast beside it.
 
 Part one starts a novulite server, creates SOCKETS subscribers in a topic, opens an
-inbox session and a `/ws` socket for each, and triggers the topic once. It prints
-the time from the trigger's request until every socket got its
-notification_received frame, and the server's RSS with the sockets open and at its
-peak.
+inbox session and a `/ws` socket for each, waits until every socket has its opening
+counts, and triggers the topic once. It prints the time from the trigger's request
+until every socket got its notification_received frame, and the server's RSS with
+the sessions open, with the sockets open too, and at its peak.
 
-Part two starts a bare Litestar app under uvicorn with the same number of sockets
-(bench/broadcast_app.py), and times one POST that sends one frame to every socket
-until all of them have it. It is the floor: the time Litestar, uvicorn and this
-client need to move one frame to each socket, with no job store and no queue.
+Part two starts a bare Litestar app under uvicorn, with the WebSocket settings of
+`novulite serve`, and the same number of sockets (bench/broadcast_app.py). It
+times one POST that sends one frame to every socket until all of them have it.
+It is the floor: the time Litestar, uvicorn and this client need to move one frame
+to each socket, with no job store and no queue.
 
 The client runs in this process, on the same cores as the servers.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
 import shutil
@@ -61,6 +63,10 @@ TIMEOUT_SECONDS = 120.0
 
 def subscriber_id(index: int) -> str:
     return f"socket-{index:05d}"
+
+
+def mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
 
 
 def raise_open_files_limit(needed: int) -> None:
@@ -134,12 +140,15 @@ async def novulite_part(count: int, profile: str | None) -> dict[str, Any]:
         assert api.post("/v2/workflows", json=WORKFLOW).status_code == 201
         create_subscribers(api, count)
         tokens = await open_tokens(server.base_url, count)
+        sessions_rss = rss.current()
 
         started = time.monotonic()
         sockets = await connect_all([f"{server.ws_url}?token={token}" for token in tokens])
+        # The counts are the last frames a socket opens with. Once every socket has them, the
+        # server has no setup work left, so the trigger meets idle sockets.
+        settled: list[float] = []
+        await asyncio.gather(*(wait_for_frame(socket, "unseen_count_changed", settled) for socket in sockets))
         connect_seconds = time.monotonic() - started
-        # Each socket gets its counts on connect; let them settle so the trigger meets idle sockets.
-        await asyncio.sleep(2.0)
         open_rss = rss.current()
 
         arrivals: list[float] = []
@@ -171,6 +180,7 @@ async def novulite_part(count: int, profile: str | None) -> dict[str, Any]:
             "received": received,
             "elapsed": elapsed,
             "idle_rss": idle_rss,
+            "sessions_rss": sessions_rss,
             "open_rss": open_rss,
             "peak_rss": max(rss.peak, open_rss),
         }
@@ -195,6 +205,11 @@ async def bare_part(count: int) -> dict[str, Any]:
             "warning",
             "--backlog",
             "4096",
+            # The WebSocket settings of `novulite serve`, so both servers move frames the same way.
+            "--ws",
+            "websockets-sansio",
+            "--ws-per-message-deflate",
+            "false",
         ],
         cwd=REPO,
     )
@@ -209,6 +224,7 @@ async def bare_part(count: int) -> dict[str, Any]:
                 pass
             assert time.monotonic() < deadline, "the bare app did not start"
             await asyncio.sleep(0.1)
+        idle_rss = psutil.Process(process.pid).memory_info().rss
         sockets = await connect_all([f"ws://127.0.0.1:{port}/ws"] * count)
         while httpx.get(f"{base_url}/count", timeout=5).json()["sockets"] < count:
             await asyncio.sleep(0.05)
@@ -223,7 +239,7 @@ async def bare_part(count: int) -> dict[str, Any]:
         await asyncio.wait(waiters, timeout=TIMEOUT_SECONDS)
         elapsed = (max(arrivals) - sent) if arrivals else float("nan")
         await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
-        return {"received": len(arrivals), "elapsed": elapsed, "rss": rss}
+        return {"received": len(arrivals), "elapsed": elapsed, "idle_rss": idle_rss, "rss": rss}
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -244,19 +260,27 @@ async def run(count: int, profile: str | None) -> None:
         ),
         (
             "novulite RSS",
-            f"idle {novulite['idle_rss'] / 2**20:.0f} MiB, {novulite['open_rss'] / 2**20:.0f} MiB with the "
-            f"sockets open, peak {novulite['peak_rss'] / 2**20:.0f} MiB",
+            f"idle {mib(novulite['idle_rss'])}, {mib(novulite['sessions_rss'])} with the sessions open, "
+            f"{mib(novulite['open_rss'])} with the sockets open too, peak {mib(novulite['peak_rss'])} "
+            f"({novulite['peak_rss'] / 1e6:.0f} MB)",
+        ),
+        (
+            "RSS per socket",
+            f"{(novulite['open_rss'] - novulite['sessions_rss']) / count / 1024:.1f} KiB "
+            "(with the sockets open minus with the sessions open)",
         ),
         (
             "bare Litestar",
             f"{bare['received']:,} of {count:,} frames arrived, the last "
             f"{bare['elapsed'] * 1000:.0f} ms after the broadcast request "
-            f"(RSS {bare['rss'] / 2**20:.0f} MiB)",
+            f"(RSS idle {mib(bare['idle_rss'])}, {mib(bare['rss'])} with the sockets open: "
+            f"{(bare['rss'] - bare['idle_rss']) / count / 1024:.1f} KiB per socket)",
         ),
         ("ratio novulite / bare", f"{ratio:.1f}x"),
     ]
     for label, value in lines:
         print(f"{label + ':':<24}{value}")
+    print(f"{'load average:':<24}{', '.join(f'{load:.2f}' for load in os.getloadavg())}")
 
 
 def main() -> None:

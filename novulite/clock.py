@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Protocol
 
 
@@ -17,6 +18,8 @@ class SystemClock:
         return dt.datetime.now(dt.UTC)
 
 
+# Messages of one batch share their instants, so a realtime burst formats the same few values.
+@functools.lru_cache(maxsize=1024)
 def isoformat(value: dt.datetime | None) -> str | None:
     """Format an instant the way Novu's API does: UTC with milliseconds and a Z suffix."""
     if value is None:

@@ -57,7 +57,9 @@ def _session(server: ServerProcess, subscriber_id: str, context: dict[str, Any] 
     return str(response.json()["data"]["token"])
 
 
-def _trigger(api: httpx.Client, subscriber_id: str, n: int, context: dict[str, Any] | None = None) -> None:
+def _trigger(
+    api: httpx.Client, subscriber_id: str, n: int | str, context: dict[str, Any] | None = None
+) -> None:
     body: dict[str, Any] = {"name": "note", "to": subscriber_id, "payload": {"n": n}}
     if context is not None:
         body["context"] = context
@@ -413,3 +415,58 @@ def _wait_for_count(server: ServerProcess, token: str, count: int) -> None:
         return int(response.json()["data"][0]["count"])
 
     poll(fetch, lambda n: n >= count, f"{count} notifications", timeout=60)
+
+
+# --- compression and encoding ---
+
+
+async def _extensions_and_frames(url: str) -> tuple[str | None, list[dict[str, Any]]]:
+    """Connect offering permessage-deflate as browsers do; return the extensions accepted and two frames."""
+    async with websockets.connect(url, compression="deflate") as connection:
+        assert connection.response is not None
+        extensions = connection.response.headers.get("Sec-WebSocket-Extensions")
+        return extensions, await _frames_until(connection, lambda frames: len(frames) == 2)
+
+
+def test_compression_declined_by_default(ping_server: ServerProcess) -> None:
+    token = _session(ping_server, "plain-frames")
+
+    extensions, frames = asyncio.run(_extensions_and_frames(f"{ping_server.ws_url}?token={token}"))
+
+    assert extensions is None
+    assert [frame["event"] for frame in frames] == ["unread_count_changed", "unseen_count_changed"]
+
+
+def test_compression_flag_accepts_deflate(tmp_path: Any) -> None:
+    server = start_server(tmp_path, ["--ws-compression"])
+    try:
+        token = _session(server, "deflated-frames")
+
+        extensions, frames = asyncio.run(_extensions_and_frames(f"{server.ws_url}?token={token}"))
+    finally:
+        server.stop()
+
+    assert extensions is not None
+    assert extensions.startswith("permessage-deflate")
+    assert [frame["event"] for frame in frames] == ["unread_count_changed", "unseen_count_changed"]
+
+
+async def _one_message(
+    server: ServerProcess, api: httpx.Client, subscriber_id: str, n: int | str
+) -> dict[str, Any]:
+    token = _session(server, subscriber_id)
+    async with websockets.connect(f"{server.ws_url}?token={token}") as connection:
+        await _frames_until(connection, lambda frames: len(frames) == 2)
+        _trigger(api, subscriber_id, n)
+        frames = await _frames_until(
+            connection, lambda f: any(x["event"] == "unseen_count_changed" for x in f)
+        )
+    received = [frame for frame in frames if frame["event"] == "notification_received"]
+    assert len(received) == 1
+    return dict(received[0]["data"]["message"])
+
+
+def test_frame_keeps_non_ascii_text(ping_server: ServerProcess, api: httpx.Client) -> None:
+    message = asyncio.run(_one_message(ping_server, api, "unicode-frames", "Grüße ✓ \u2028 𝄞"))
+
+    assert message["content"] == "note Grüße ✓ \u2028 𝄞"

@@ -13,6 +13,7 @@ NOTE: the SQL here is SQLite's; a PostgreSQL job store needs its own versions.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -35,6 +36,8 @@ def db_datetime(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+# Rows of one batch share their instants, and datetimes are immutable, so parsed values are shared.
+@functools.lru_cache(maxsize=1024)
 def _read_datetime(text: str | None) -> dt.datetime | None:
     if text is None:
         return None
@@ -104,40 +107,74 @@ def _constant(value: Any) -> Any:
     return value
 
 
-_InsertPlan = tuple[str, tuple[str, ...], tuple[Callable[[Any], Any], ...], tuple[Callable[[], Any], ...]]
+@dataclasses.dataclass(frozen=True)
+class _InsertPlan:
+    sql: str
+    names: tuple[str, ...]
+    defaults: tuple[Callable[[], Any], ...]
+    # (position, writer) of the columns whose values need converting; the others are stored as given.
+    writers: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
 @functools.cache
 def _insert_sql(table: Table, suffix: str) -> _InsertPlan:
     names = tuple(column.name for column in table.columns)
     writers = _converters(table, reading=False)
-    defaults = tuple(_default_maker(column) for column in table.columns)
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {suffix}"
-    return sql, names, tuple(writers[name] for name in names), defaults
-
-
-def _values(plan: _InsertPlan, row: dict[str, Any]) -> tuple[Any, ...]:
-    _, names, writers, defaults = plan
-    return tuple(
-        write(row[name] if name in row else default())
-        for name, write, default in zip(names, writers, defaults, strict=True)
+    return _InsertPlan(
+        sql=f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {suffix}",
+        names=names,
+        defaults=tuple(_default_maker(column) for column in table.columns),
+        writers=tuple(
+            (position, writers[name]) for position, name in enumerate(names) if writers[name] is not _identity
+        ),
     )
+
+
+def _values(plan: _InsertPlan, row: dict[str, Any]) -> list[Any]:
+    columns = zip(plan.names, plan.defaults, strict=True)
+    values = [row[name] if name in row else default() for name, default in columns]
+    for position, write in plan.writers:
+        values[position] = write(values[position])
+    return values
+
+
+# Rows per multi-row INSERT, at most; SQLite's limit on bound parameters may allow fewer.
+MAX_ROWS_PER_INSERT = 500
 
 
 def insert_rows(
     raw: sqlite3.Connection, table: Table, rows: Iterable[dict[str, Any]], suffix: str = ""
 ) -> None:
-    """Insert dict rows; a column missing from a row gets the model's default, or NULL without one."""
+    """Insert dict rows; a column missing from a row gets the model's default, or NULL without one.
+
+    The rows go in multi-row INSERT statements. The sqlite3 module releases the
+    interpreter lock for every step of a statement, so executemany gave the lock away
+    once per row. Under a burst another thread then took it each time, and the writer,
+    which holds the job store's write lock, waited for it to come back once per row.
+    """
     plan = _insert_sql(table, suffix)
     values = [_values(plan, row) for row in rows]
-    if values:
-        raw.executemany(plan[0], values)
+    if not values:
+        return
+    per_statement = min(
+        MAX_ROWS_PER_INSERT, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(plan.names)
+    )
+    for start in range(0, len(values), per_statement):
+        chunk = values[start : start + per_statement]
+        raw.execute(_multi_row_sql(plan, len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_row_sql(plan: _InsertPlan, count: int) -> str:
+    """Return the plan's INSERT with `count` rows of placeholders in its VALUES clause."""
+    row_sql = f"({', '.join('?' * len(plan.names))})"
+    return plan.sql.replace(f"VALUES {row_sql}", "VALUES " + ", ".join([row_sql] * count), 1)
 
 
 def insert_returning(raw: sqlite3.Connection, table: Table, row: dict[str, Any], suffix: str) -> Any:
     """Insert one row with `suffix` (such as an ON CONFLICT clause plus RETURNING); return the first value."""
     plan = _insert_sql(table, suffix)
-    result = raw.execute(plan[0], _values(plan, row))
+    result = raw.execute(plan.sql, _values(plan, row))
     found = result.fetchone()
     return None if found is None else found[0]
 
@@ -153,8 +190,7 @@ def insert_many_returning(
     if not rows:
         return []
     plan = _insert_sql(table, "")
-    row_sql = f"({', '.join('?' * len(plan[1]))})"
-    sql = plan[0].replace(f"VALUES {row_sql}", "VALUES " + ", ".join([row_sql] * len(rows))) + suffix
+    sql = _multi_row_sql(plan, len(rows)) + suffix
     parameters = [value for row in rows for value in _values(plan, row)]
     return [found[0] for found in raw.execute(sql, parameters).fetchall()]
 
@@ -173,15 +209,28 @@ def fetch(
 ) -> list[SimpleNamespace]:
     """Run a query; return rows with one attribute per result column, decoded by `tables`' types."""
     cursor = raw.execute(sql, tuple(parameters))
-    names = [description[0] for description in cursor.description]
+    names = tuple(description[0] for description in cursor.description)
+    converted = _converted_columns(names, tables)
+    rows = []
+    for row in cursor.fetchall():
+        values = dict(zip(names, row, strict=True))
+        for position, name, convert in converted:
+            values[name] = convert(row[position])
+        rows.append(SimpleNamespace(**values))
+    return rows
+
+
+@functools.cache
+def _converted_columns(
+    names: tuple[str, ...], tables: tuple[Table, ...]
+) -> tuple[tuple[int, str, Callable[[Any], Any]], ...]:
+    """Return (position, name, reader) of the result columns whose stored values need decoding."""
     readers = _readers(*tables)
-    converters = [readers.get(name, _identity) for name in names]
-    return [
-        SimpleNamespace(
-            **{name: convert(value) for name, convert, value in zip(names, converters, row, strict=True)}
-        )
-        for row in cursor.fetchall()
-    ]
+    return tuple(
+        (position, name, readers[name])
+        for position, name in enumerate(names)
+        if readers.get(name, _identity) is not _identity
+    )
 
 
 def placeholders(count: int) -> str:

@@ -14,8 +14,8 @@ from novulite.engine.leases import LeaseKeeper
 from novulite.limiter import Limiter
 from novulite.queues import Queues
 
-# publish(subscriber_pk, context_key, frames): deliver frames to that subscriber's matching sockets.
-Publisher = Callable[[str, str, list[dict[str, Any]]], None]
+# publish({(subscriber_pk, context_key): frames}): deliver frames to each subscriber's matching sockets.
+Publisher = Callable[[dict[tuple[str, str], list[dict[str, Any]]]], None]
 
 
 def _assume_sockets(subscriber_pk: str) -> bool:

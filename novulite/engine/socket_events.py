@@ -14,13 +14,20 @@ from novulite.messages import to_raw_entity, unread_counts, unread_frame, unseen
 
 logger = logging.getLogger("novulite.ws")
 
-_INBOX = (
-    "subscriber_pk = ? AND context_key = ? AND channel = 'in_app' AND archived = 0"
-    " AND (snoozed_until IS NULL OR snoozed_until <= ?)"
+# Unread counts by severity and the unseen count of every inbox (subscriber and context) of a
+# batch, in one statement over ix_message_inbox, with the inboxes given as a VALUES table. The
+# conditions are those of novulite.messages.unread_conditions and unseen_conditions.
+_COUNTS = (
+    "SELECT m.subscriber_pk, m.context_key, m.severity, sum(m.read = 0), sum(m.seen = 0) "
+    "FROM message m JOIN inbox "
+    "ON m.subscriber_pk = inbox.subscriber_pk AND m.context_key = inbox.context_key "
+    "WHERE m.channel = 'in_app' AND m.archived = 0 AND (m.snoozed_until IS NULL OR m.snoozed_until <= ?) "
+    "AND (m.read = 0 OR m.seen = 0) GROUP BY m.subscriber_pk, m.context_key, m.severity"
 )
-# The same conditions as novulite.messages.unread_conditions and unseen_conditions.
-_UNREAD_BY_SEVERITY = f"SELECT severity, count(*) FROM message WHERE {_INBOX} AND read = 0 GROUP BY severity"
-_UNSEEN = f"SELECT count(*) FROM message WHERE {_INBOX} AND seen = 0"
+# Inboxes counted per statement, two bound parameters each.
+_COUNT_CHUNK = 400
+
+Inbox = tuple[str, str]
 
 
 def _stored_instant(instant: dt.datetime) -> str:
@@ -31,10 +38,31 @@ def _stored_instant(instant: dt.datetime) -> str:
 def count_frames(
     raw: sqlite3.Connection, subscriber_pk: str, context: str, now: dt.datetime
 ) -> list[dict[str, Any]]:
-    parameters = (subscriber_pk, context, _stored_instant(now))
-    rows = raw.execute(_UNREAD_BY_SEVERITY, parameters).fetchall()
-    unseen = raw.execute(_UNSEEN, parameters).fetchone()[0]
-    return [unread_frame(unread_counts([(row[0], row[1]) for row in rows])), unseen_frame(unseen)]
+    return count_frames_of(raw, [(subscriber_pk, context)], now)[(subscriber_pk, context)]
+
+
+def count_frames_of(
+    raw: sqlite3.Connection, inboxes: list[Inbox], now: dt.datetime
+) -> dict[Inbox, list[dict[str, Any]]]:
+    """Return the unread_count_changed and unseen_count_changed frames of each inbox."""
+    unread: dict[Inbox, list[tuple[str, int]]] = {inbox: [] for inbox in inboxes}
+    unseen: dict[Inbox, int] = dict.fromkeys(unread, 0)
+    distinct = list(unread)
+    for start in range(0, len(distinct), _COUNT_CHUNK):
+        chunk = distinct[start : start + _COUNT_CHUNK]
+        rows = ", ".join(["(?, ?)"] * len(chunk))
+        sql = f"WITH inbox(subscriber_pk, context_key) AS (VALUES {rows}) {_COUNTS}"
+        parameters = [value for inbox in chunk for value in inbox]
+        for subscriber_pk, context, severity, unread_count, unseen_count in raw.execute(
+            sql, [*parameters, _stored_instant(now)]
+        ):
+            inbox = (subscriber_pk, context)
+            if unread_count:
+                unread[inbox].append((severity, unread_count))
+            unseen[inbox] += unseen_count
+    return {
+        inbox: [unread_frame(unread_counts(unread[inbox])), unseen_frame(unseen[inbox])] for inbox in distinct
+    }
 
 
 def _rows_by_id(raw: sqlite3.Connection, table_name: str, ids: set[str], model_table: Any) -> dict[str, Any]:
@@ -51,8 +79,8 @@ def messages_created(ctx: WorkerContext, message_ids: list[str]) -> None:
         frames = _frames(raw, _with_sockets(ctx, raw, message_ids), ctx.clock.now())
     finally:
         raw.execute("COMMIT")
-    for (subscriber_pk, context), batch in frames.items():
-        ctx.publish(subscriber_pk, context, batch)
+    if frames:
+        ctx.publish(frames)
 
 
 def _with_sockets(ctx: WorkerContext, raw: sqlite3.Connection, message_ids: list[str]) -> set[str]:
@@ -84,11 +112,11 @@ def _frames(
         frames.setdefault((message.subscriber_pk, message.context_key), []).append(
             {"event": "notification_received", "data": {"message": entity}}
         )
-    for (subscriber_pk, context), received in frames.items():
-        received.extend(count_frames(raw, subscriber_pk, context, now))
+    for inbox, counts in count_frames_of(raw, list(frames), now).items():
+        frames[inbox].extend(counts)
     return frames
 
 
 def counts_changed(ctx: WorkerContext, subscriber_pk: str, context: str) -> None:
     frames = count_frames(ctx.store.raw_read(), subscriber_pk, context, ctx.clock.now())
-    ctx.publish(subscriber_pk, context, frames)
+    ctx.publish({(subscriber_pk, context): frames})
