@@ -22,6 +22,7 @@ logger = logging.getLogger("novulite.ws")
 MAX_BACKLOG = 1000
 # The start of every encoded notification_received frame, which `release` matches held frames against.
 _RECEIVED_PREFIX = '{"event":"notification_received"'
+WS_CLOSE_NORMAL = 1000
 WS_CLOSE_POLICY_VIOLATION = 1008
 WS_CLOSE_GOING_AWAY = 1001
 WS_CLOSE_TRY_AGAIN_LATER = 1013
@@ -45,9 +46,12 @@ class SocketConnection:
     (a replay and the current counts) go out before any live one.
     """
 
-    def __init__(self, subscriber_pk: str, context: str) -> None:
+    def __init__(self, subscriber_pk: str, context: str, environment_id: str = "") -> None:
         self.subscriber_pk = subscriber_pk
         self.context = context
+        self.environment_id = environment_id
+        # The code the socket closes with once its sender stops.
+        self.close_code = WS_CLOSE_NORMAL
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_BACKLOG)
         self.overflowed = False
         self._pending_live: list[str] | None = []
@@ -100,6 +104,13 @@ class SocketConnection:
             self.outbox.put_nowait(None)
         except asyncio.QueueFull:
             self.overflowed = True
+
+    def revoke(self, error_text: str) -> None:
+        """Send `error_text` as the last frame, then close with 1008 as a rejected handshake does."""
+        self._pending_live = None
+        self.close_code = WS_CLOSE_POLICY_VIOLATION
+        self.offer(error_text)
+        self.finish()
 
 
 class Hub:
@@ -168,6 +179,16 @@ class Hub:
         for connections in self._sockets.values():
             for connection in connections:
                 connection.finish()
+
+    def revoke_environment(self, environment_id: str, error_text: str) -> int:
+        """Close every socket of the environment with `error_text`; return how many were open."""
+        revoked = 0
+        for connections in self._sockets.values():
+            for connection in connections:
+                if connection.environment_id == environment_id:
+                    connection.revoke(error_text)
+                    revoked += 1
+        return revoked
 
 
 def _message_id(text: str) -> str | None:

@@ -57,6 +57,34 @@ def test_keys_need_secret_key(server: ServerProcess) -> None:
         assert response.json()["statusCode"] == 401
 
 
+async def _revoked_socket(
+    server: ServerProcess, api: httpx.Client, token: str
+) -> tuple[list[str], int | None]:
+    """Open a socket, rotate the key while it is open, and return its events and close code."""
+    events: list[str] = []
+    async with websockets.connect(f"{server.ws_url}?token={token}") as socket:
+        events.append(json.loads(await asyncio.wait_for(socket.recv(), 10))["event"])
+        response = await asyncio.to_thread(api.post, "/v1/environments/api-keys/regenerate")
+        assert response.status_code == 201
+        try:
+            while True:
+                frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                events.append(frame["event"])
+                if frame["event"] == "error":
+                    assert frame["data"]["statusCode"] == 401
+        except ConnectionClosed as closed:
+            return events, closed.rcvd.code if closed.rcvd else None
+    return events, None
+
+
+def test_rotation_closes_open_sockets(server: ServerProcess, api: httpx.Client) -> None:
+    session = open_session(server.base_url, "alice")
+    events, code = asyncio.run(_revoked_socket(server, api, session["token"]))
+    assert events[0] == "unread_count_changed"
+    assert events[-1] == "error"
+    assert code == 1008
+
+
 def test_rotation_retires_old_credentials(server: ServerProcess, api: httpx.Client) -> None:
     old_session = open_session(server.base_url, "alice")
     old_hash = subscriber_hash("alice")

@@ -63,6 +63,8 @@ async def inbox_subject_from_token(services: Services, token: str | None) -> Inb
     claims = services.inbox_tokens.verify(token) if token else None
     if claims is None:
         raise ApiError(INVALID_INBOX_TOKEN)
+    # NOTE: the subscriber is not looked up, so a token outlives a deleted subscriber until it
+    # expires. Its calls then find no messages, because a deleted subscriber's messages go with it.
     environment = await services.directory.environment_by_id(str(claims.get("env")))
     if environment is None or environment.api_key_hash[:16] != claims.get("key"):
         raise ApiError(INVALID_INBOX_TOKEN)

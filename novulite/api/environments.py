@@ -18,6 +18,8 @@ from novulite import security
 from novulite.api.auth import environment_from_api_key, services_of
 from novulite.db.models import Environment
 from novulite.directory import EnvironmentInfo
+from novulite.errors import INVALID_INBOX_TOKEN, error_body
+from novulite.realtime import encode
 
 logger = logging.getLogger("novulite.api")
 
@@ -52,7 +54,12 @@ async def regenerate_api_key(request: Request[Any, Any, Any], environment: Envir
             )
         )
     services.directory.invalidate_environments()
-    logger.warning("secret API key rotated environment=%s", environment.identifier)
+    # Open sockets were authenticated under the old key, so they end as a handshake with it would.
+    error = error_body(
+        INVALID_INBOX_TOKEN.status, "/ws", INVALID_INBOX_TOKEN.message, code=INVALID_INBOX_TOKEN.code
+    )
+    closed = services.hub.revoke_environment(environment.id, encode({"event": "error", "data": error}))
+    logger.warning("secret API key rotated environment=%s sockets_closed=%d", environment.identifier, closed)
     return _keys_body(new_key)
 
 

@@ -154,7 +154,7 @@ async def inbox_socket(socket: WebSocket[Any, Any, Any]) -> None:
         body = error_body(exc.status, socket.url.path, exc.message, code=exc.code, errors=exc.errors)
         await _reject(socket, body, "invalid since parameter")
         return
-    connection = SocketConnection(subject.subscriber_pk, subject.context)
+    connection = SocketConnection(subject.subscriber_pk, subject.context, subject.environment_id)
     services.hub.add(connection)
     logger.debug(
         "socket opened for subscriber %s (%d open)", subject.subscriber_id, services.hub.connection_count
@@ -175,7 +175,7 @@ async def inbox_socket(socket: WebSocket[Any, Any, Any]) -> None:
         )
     if connection.overflowed or socket.connection_state != "disconnect":
         try:
-            await socket.close()
+            await socket.close(code=connection.close_code)
         except Exception:
             logger.debug(
                 "closing the socket of subscriber %s failed; it is already gone",
