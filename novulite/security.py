@@ -58,7 +58,7 @@ def canonical_json(value: Any) -> str:
 
     Object keys are sorted by UTF-16 code unit, as JavaScript sorts them, with no white
     space. Strings escape only backslash and double quote. Numbers must be integers.
-    These are the rules of the @tufjs/canonical-json package, which Novu's browser client uses.
+    These are the rules of OLPC canonical JSON, as the @tufjs/canonical-json package applies them.
     """
     if value is None or isinstance(value, bool):
         return json.dumps(value)
