@@ -105,6 +105,17 @@ CASES = [
     pytest.param(
         BadRequest("/v2/subscribers", 400, "body", content=DEEP_OBJECT), id="deeply-nested-subscriber"
     ),
+    pytest.param(BadRequest(TRIGGER_PATH, 400, "to", trigger(to="al\x00ice")), id="to-control-character"),
+    pytest.param(
+        BadRequest(
+            SESSION_PATH,
+            400,
+            "subscriber.subscriberId",
+            session(subscriber={"subscriberId": "al\x00ice"}),
+            headers={},
+        ),
+        id="session-subscriber-control-character",
+    ),
     pytest.param(
         BadRequest(TRIGGER_PATH, 400, "context.project", trigger(context={"project": "p1,tenant:acme"})),
         id="context-id-with-comma",

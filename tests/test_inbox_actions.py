@@ -417,6 +417,8 @@ def test_mark_all_stays_in_its_context(server: ServerProcess, api: httpx.Client)
         ("seen", {"notificationIds": ["not an id"]}, "notificationIds[0]"),
         ("delete", {"notificationIds": ["x"] * 1001}, "notificationIds"),
         ("read", {"tags": "billing"}, "tags"),
+        ("read", {"tag": ["billing"]}, "tag"),
+        ("delete", {"tagz": ["billing"]}, "tagz"),
         ("archive", {"tags": ["billing", 3]}, "tags[1]"),
         ("read-archive", {"data": "{not json"}, "data"),
         ("read", {"data": "[1]"}, "data"),

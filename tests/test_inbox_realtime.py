@@ -161,6 +161,31 @@ def test_expired_token_rejected(shared_server: ServerProcess) -> None:
     )
 
 
+async def _frames_until_closed(url: str) -> tuple[list[str], int | None]:
+    """Read a socket's frames until the server closes it; return the events and the close code."""
+    events: list[str] = []
+    async with websockets.connect(url) as socket:
+        try:
+            while True:
+                frame = json.loads(await asyncio.wait_for(socket.recv(), 20))
+                events.append(frame["event"])
+        except ConnectionClosed as closed:
+            return events, closed.rcvd.code if closed.rcvd else None
+
+
+def test_socket_closes_when_token_expires(shared_server: ServerProcess) -> None:
+    session = open_session(shared_server.base_url, "alice")
+    claims = _claims_of(session["token"])
+    claims.pop("exp")
+    short_lived = TokenSigner(_signing_key(shared_server), "inbox-session").sign(claims, ttl_seconds=2)
+
+    events, code = asyncio.run(_frames_until_closed(f"{shared_server.ws_url}?token={short_lived}"))
+
+    assert events[0] == "unread_count_changed"
+    assert events[-1] == "error"
+    assert code == 1008
+
+
 def test_forged_token_rejected(shared_server: ServerProcess) -> None:
     session = open_session(shared_server.base_url, "alice")
     claims = _claims_of(session["token"])

@@ -56,6 +56,8 @@ class InboxSubject:
     subscriber_pk: str
     subscriber_id: str
     context: str
+    # When the token expires, in Unix seconds; None for a subject not read from a token.
+    expires_at: float | None = None
 
 
 async def inbox_subject_from_token(services: Services, token: str | None) -> InboxSubject:
@@ -73,6 +75,7 @@ async def inbox_subject_from_token(services: Services, token: str | None) -> Inb
         subscriber_pk=str(claims["sub"]),
         subscriber_id=str(claims["sid"]),
         context=str(claims.get("ctx", "")),
+        expires_at=float(claims["exp"]),
     )
 
 

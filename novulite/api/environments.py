@@ -16,10 +16,9 @@ from sqlalchemy import update
 
 from novulite import security
 from novulite.api.auth import environment_from_api_key, services_of
+from novulite.api.socket import invalid_token_frame
 from novulite.db.models import Environment
 from novulite.directory import EnvironmentInfo
-from novulite.errors import INVALID_INBOX_TOKEN, error_body
-from novulite.realtime import encode
 
 logger = logging.getLogger("novulite.api")
 
@@ -55,10 +54,7 @@ async def regenerate_api_key(request: Request[Any, Any, Any], environment: Envir
         )
     services.directory.invalidate_environments()
     # Open sockets were authenticated under the old key, so they end as a handshake with it would.
-    error = error_body(
-        INVALID_INBOX_TOKEN.status, "/ws", INVALID_INBOX_TOKEN.message, code=INVALID_INBOX_TOKEN.code
-    )
-    closed = services.hub.revoke_environment(environment.id, encode({"event": "error", "data": error}))
+    closed = services.hub.revoke_environment(environment.id, invalid_token_frame("/ws"))
     logger.warning("secret API key rotated environment=%s sockets_closed=%d", environment.identifier, closed)
     return _keys_body(new_key)
 

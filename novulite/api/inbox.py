@@ -48,6 +48,9 @@ MAX_LIMIT = 100
 BOOLEAN_KEYS = ("read", "archived", "seen", "snoozed")
 FILTER_KEYS = (*BOOLEAN_KEYS, "severity", "tags", "data", "createdGte", "createdLte")
 LIST_PARAMETERS = (*FILTER_KEYS, "severity[]", "tags[]", "limit", "offset", "after")
+REPEATABLE_PARAMETERS = ("severity", "severity[]", "tags", "tags[]")
+# Each filter is one COUNT query, so one request may not start an unbounded number of them.
+MAX_COUNT_FILTERS = 50
 
 
 async def _environment_for_session(services: Services, body: dict[str, Any]) -> EnvironmentInfo:
@@ -215,11 +218,7 @@ def _query_filter(
     request: Request[Any, Any, Any], errors: list[FieldError]
 ) -> tuple[dict[str, Any], list[ColumnElement[bool]]]:
     params = request.query_params
-    for key in params:
-        if key not in LIST_PARAMETERS and not inbox_filters.is_indexed_tag(key):
-            errors.append(
-                FieldError(key, f"is not a parameter of this list; use {', '.join(LIST_PARAMETERS)}")
-            )
+    _unknown_or_repeated(params, LIST_PARAMETERS, errors)
     filter_: dict[str, Any] = {}
     for key in BOOLEAN_KEYS:
         if key in params:
@@ -249,15 +248,24 @@ def _json_or_text(raw: str) -> Any:
 
 
 def _limit(request: Request[Any, Any, Any], errors: list[FieldError]) -> int:
-    raw = request.query_params.get("limit", "10")
-    try:
-        limit = int(float(raw))
-    except ValueError:
-        errors.append(FieldError("limit", "must be a whole number", raw))
-        return 10
-    if not 1 <= limit <= MAX_LIMIT:
-        errors.append(FieldError("limit", f"must be between 1 and {MAX_LIMIT}", raw))
+    count = len(errors)
+    limit = query.whole_number(request.query_params, "limit", 10, 1, errors)
+    if len(errors) == count and limit > MAX_LIMIT:
+        errors.append(
+            FieldError("limit", f"must be between 1 and {MAX_LIMIT}", request.query_params["limit"])
+        )
     return limit
+
+
+def _unknown_or_repeated(params: Any, known: tuple[str, ...], errors: list[FieldError]) -> None:
+    """Report query parameters this endpoint does not take, and single-valued ones given twice."""
+    for key in params:
+        if inbox_filters.is_indexed_tag(key) and "tags[]" in known:
+            continue
+        if key not in known:
+            errors.append(FieldError(key, f"is not a parameter of this endpoint; use {', '.join(known)}"))
+        elif key not in REPEATABLE_PARAMETERS and len(params.getall(key)) > 1:
+            errors.append(FieldError(key, "is given more than once; send it once"))
 
 
 @get("/notifications")
@@ -308,6 +316,9 @@ async def count_notifications(request: Request[Any, Any, Any], subject: InboxSub
     services = services_of(request)
     raw = request.query_params.get("filters", "[]")
     errors: list[FieldError] = []
+    _unknown_or_repeated(request.query_params, ("filters",), errors)
+    if errors:
+        raise ApiError(INVALID_QUERY, errors=errors)
     try:
         filters = json.loads(raw)
     except ValueError:
@@ -317,6 +328,11 @@ async def count_notifications(request: Request[Any, Any, Any], subject: InboxSub
         ) from None
     if not isinstance(filters, list):
         filters = [filters]
+    if len(filters) > MAX_COUNT_FILTERS:
+        raise ApiError(
+            INVALID_QUERY,
+            errors=[FieldError("filters", f"has {len(filters)} filters; send at most {MAX_COUNT_FILTERS}")],
+        )
     checked = [_parse_filter(item, f"filters[{index}]", errors) for index, item in enumerate(filters)]
     if errors:
         raise ApiError(INVALID_QUERY, errors=errors)

@@ -31,6 +31,7 @@ from novulite.services import Services
 ACTION_TYPES = ("primary", "secondary")
 # Bounds on a bulk body, so one request cannot build an unbounded SQL statement.
 MAX_NOTIFICATION_IDS = 1000
+BULK_KEYS = ("notificationIds", "tags", "data")
 
 # A change applied to a loaded message at `now`. It returns whether the unread or unseen counts changed.
 Change = Callable[[Message, dt.datetime], bool]
@@ -266,6 +267,10 @@ async def _bulk_filter(request: Request[Any, Any, Any]) -> tuple[list[str] | Non
     """Read a bulk body: the optional `notificationIds` and the tags/data conditions."""
     body = await read_json_object(request, allow_empty=True)
     errors: list[FieldError] = []
+    # An unknown key would otherwise widen the call to the whole inbox, so a typo is an error.
+    for key in body:
+        if key not in BULK_KEYS:
+            errors.append(FieldError(key, f"is not a field of this call; use {', '.join(BULK_KEYS)}"))
     ids = _notification_ids(body, errors)
     tags = inbox_filters.parse_tags(body.get("tags"), "tags", errors)
     data = inbox_filters.parse_data(body.get("data"), errors)

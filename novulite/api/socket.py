@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from litestar import WebSocket, websocket
@@ -21,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite.api.auth import InboxSubject, inbox_subject_from_token
 from novulite.db.models import Message, Subscriber, Workflow
-from novulite.errors import INVALID_QUERY, MESSAGE_NOT_FOUND, ApiError, FieldError, error_body
+from novulite.errors import (
+    INVALID_INBOX_TOKEN,
+    INVALID_QUERY,
+    MESSAGE_NOT_FOUND,
+    ApiError,
+    FieldError,
+    error_body,
+)
 from novulite.ids import ID_PATTERN
 from novulite.messages import (
     inbox_scope,
@@ -156,6 +164,7 @@ async def inbox_socket(socket: WebSocket[Any, Any, Any]) -> None:
         return
     connection = SocketConnection(subject.subscriber_pk, subject.context, subject.environment_id)
     services.hub.add(connection)
+    expiry = _close_at_expiry(connection, subject, socket.url.path)
     logger.debug(
         "socket opened for subscriber %s (%d open)", subject.subscriber_id, services.hub.connection_count
     )
@@ -169,6 +178,8 @@ async def inbox_socket(socket: WebSocket[Any, Any, Any]) -> None:
         connection.release([encode(frame) for frame in opening], _message_ids(opening))
         await _serve(socket, connection, subject)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         services.hub.remove(connection)
         logger.debug(
             "socket closed for subscriber %s (%d open)", subject.subscriber_id, services.hub.connection_count
@@ -181,6 +192,24 @@ async def inbox_socket(socket: WebSocket[Any, Any, Any]) -> None:
                 "closing the socket of subscriber %s failed; it is already gone",
                 subject.subscriber_id,
             )
+
+
+def _close_at_expiry(
+    connection: SocketConnection, subject: InboxSubject, path: str
+) -> asyncio.TimerHandle | None:
+    """Schedule the socket's end when its session token expires, as a new handshake would then fail."""
+    if subject.expires_at is None:
+        return None
+    delay = max(0.0, subject.expires_at - time.time())
+    return asyncio.get_running_loop().call_later(delay, connection.revoke, invalid_token_frame(path))
+
+
+def invalid_token_frame(path: str) -> str:
+    """Return the error frame for a socket whose token expired or whose key was rotated."""
+    body = error_body(
+        INVALID_INBOX_TOKEN.status, path, INVALID_INBOX_TOKEN.message, code=INVALID_INBOX_TOKEN.code
+    )
+    return encode({"event": "error", "data": body})
 
 
 def _message_ids(frames: list[dict[str, Any]]) -> set[str]:

@@ -26,6 +26,9 @@ def validate_subscriber_id(value: Any, field: str, errors: list[FieldError]) -> 
     if len(trimmed) > MAX_SUBSCRIBER_ID_LENGTH:
         errors.append(FieldError(field, f"is longer than {MAX_SUBSCRIBER_ID_LENGTH} characters"))
         return None
+    if any(ord(character) < 32 or ord(character) == 127 for character in trimmed):
+        errors.append(FieldError(field, "contains a control character; use printable characters only", value))
+        return None
     return trimmed
 
 
