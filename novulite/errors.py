@@ -110,7 +110,14 @@ JOB_NOT_FOUND = ErrorCode(
 INTEGRATION_NOT_FOUND = ErrorCode(
     40420, 404, "integration {integration_id!r} was not found; list them with GET /v1/integrations"
 )
+# Paths served only as WebSockets; a plain HTTP request there gets 426, not 405.
+WEBSOCKET_PATHS = ("/ws",)
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
+WEBSOCKET_ONLY = ErrorCode(
+    42601,
+    426,
+    "{path} takes WebSocket connections only; open ws://<host>:<port>{path}?token=<inbox session token>",
+)
 TOPIC_EXISTS = ErrorCode(
     40902, 409, "topic {key!r} already exists; send the request without failIfExists=true to update it"
 )
@@ -273,6 +280,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     path = request.url.path
     if status == 404:
         error = ApiError(ROUTE_NOT_FOUND, method=request.method, path=path)
+    elif status == 405 and path in WEBSOCKET_PATHS:
+        error = ApiError(WEBSOCKET_ONLY, path=path, headers={"Upgrade": "websocket", "Connection": "Upgrade"})
     elif status == 405:
         # Litestar puts the route's methods in an Allow header, which a 405 must keep.
         error = ApiError(

@@ -470,3 +470,10 @@ def test_frame_keeps_non_ascii_text(ping_server: ServerProcess, api: httpx.Clien
     message = asyncio.run(_one_message(ping_server, api, "unicode-frames", "Grüße ✓ \u2028 𝄞"))
 
     assert message["content"] == "note Grüße ✓ \u2028 𝄞"
+
+
+def test_plain_http_on_socket_path_is_426(ping_server: ServerProcess) -> None:
+    response = httpx.get(f"{ping_server.base_url}/ws", timeout=10)
+    assert response.status_code == 426
+    assert response.headers["upgrade"] == "websocket"
+    assert "WebSocket" in response.json()["message"]
