@@ -110,7 +110,7 @@ JOB_NOT_FOUND = ErrorCode(
 INTEGRATION_NOT_FOUND = ErrorCode(
     40420, 404, "integration {integration_id!r} was not found; list them with GET /v1/integrations"
 )
-# Paths served only as WebSockets; a plain HTTP request there gets 426, not 405.
+# Paths served only as WebSockets, where a plain HTTP request gets 426 rather than 405.
 WEBSOCKET_PATHS = ("/ws",)
 METHOD_NOT_ALLOWED = ErrorCode(40501, 405, "method {method} is not allowed on {path}")
 WEBSOCKET_ONLY = ErrorCode(
