@@ -59,7 +59,8 @@ from novulite.realtime import Hub
 from novulite.resources import resource_dir
 from novulite.security import TokenSigner
 from novulite.services import Services
-from novulite.ui.pages import AdminLoginRequired, admin_router, login_redirect
+from novulite.ui import ADMIN_ROUTERS
+from novulite.ui.common import AdminLoginRequired, login_redirect
 
 logger = logging.getLogger("novulite")
 
@@ -213,7 +214,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             inbox_actions_router,
             inbox_preferences_router,
             inbox_socket,
-            admin_router,
+            *ADMIN_ROUTERS,
             create_static_files_router(path="/static", directories=[resource_dir("static")]),
         ],
         lifespan=[_lifespan(services)],

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import logging
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
@@ -28,38 +27,19 @@ from novulite.engine.failed_jobs import (
 )
 from novulite.engine.runner import WORKER_LOST_PREFIX
 from novulite.queues import RUN_JOBS
+from novulite.ui.common import (
+    PAGE_SIZE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    current_admin,
+    page_number,
+    render,
+)
 
 logger = logging.getLogger("novulite.ui")
 
-SESSION_COOKIE = "novulite_admin"
-SESSION_SECONDS = 12 * 3600
-PAGE_SIZE = 50
 # How many jobs taken over from a lost worker the dashboard lists, newest first.
 RECOVERED_JOBS_SHOWN = 10
-
-
-class AdminLoginRequired(Exception):
-    """Raised by pages that need a signed-in admin; the app responds with a redirect to sign in."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-def login_redirect(request: Request[Any, Any, Any], exc: AdminLoginRequired) -> Response[Any]:
-    return Redirect(path=f"/admin/login?next={quote(exc.next_path)}", status_code=303)
-
-
-async def current_admin(request: Request[Any, Any, Any]) -> str:
-    """Return the signed-in admin's username, or raise AdminLoginRequired."""
-    services = services_of(request)
-    token = request.cookies.get(SESSION_COOKIE)
-    claims = services.admin_sessions.verify(token) if token else None
-    if claims is None:
-        # The raw path keeps a trailing slash, which Litestar's routing drops from request.url.
-        raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-        raise AdminLoginRequired(raw_path)
-    return str(claims["user"])
 
 
 def _safe_next(next_path: str | None) -> str:
@@ -141,7 +121,6 @@ async def dashboard(request: Request[Any, Any, Any], admin: str) -> Template:
             )
         ).all()
     context = {
-        "admin": admin,
         "workflow_count": workflows or 0,
         "notification_count": notifications or 0,
         "jobs_by_status": by_status,
@@ -149,17 +128,13 @@ async def dashboard(request: Request[Any, Any, Any], admin: str) -> Template:
         "queue_depths": await asyncio.to_thread(services.queues.pending_counts),
         "socket_count": services.hub.connection_count,
     }
-    return Template("admin/dashboard.html", context=context)
-
-
-def _page_number(page: int | None) -> int:
-    return max(page or 1, 1)
+    return render(request, "admin/dashboard.html", admin, context)
 
 
 @get("/workflows", dependencies={"admin": Provide(current_admin)})
 async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int | None = None) -> Template:
     services = services_of(request)
-    number = _page_number(page)
+    number = page_number(page)
     async with AsyncSession(services.reader) as session:
         total = await session.scalar(select(func.count()).select_from(Workflow)) or 0
         rows = (
@@ -173,13 +148,12 @@ async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int 
             )
         ).all()
     context = {
-        "admin": admin,
         "workflows": [(row[0], row[1]) for row in rows],
         "page": number,
         "has_next": number * PAGE_SIZE < total,
         "total": total,
     }
-    return Template("admin/workflows.html", context=context)
+    return render(request, "admin/workflows.html", admin, context)
 
 
 @get("/failed-jobs", dependencies={"admin": Provide(current_admin)})
@@ -192,7 +166,7 @@ async def failed_jobs_page(
     discarded: int | None = None,
 ) -> Template:
     services = services_of(request)
-    number = _page_number(page)
+    number = page_number(page)
     condition = Job.status == "failed"
     async with AsyncSession(services.reader) as session:
         total = await session.scalar(select(func.count()).select_from(Job).where(condition)) or 0
@@ -209,7 +183,6 @@ async def failed_jobs_page(
             )
         ).all()
     context = {
-        "admin": admin,
         "jobs": [
             FailedJobView(
                 row[0], row[1], row[2], is_retryable(row[0].error), not_retryable_reason(row[0].error)
@@ -221,7 +194,7 @@ async def failed_jobs_page(
         "total": total,
         "notices": _action_notices(retried, refused, discarded),
     }
-    return Template("admin/failed_jobs.html", context=context)
+    return render(request, "admin/failed_jobs.html", admin, context)
 
 
 @dataclasses.dataclass(frozen=True)
