@@ -1,4 +1,4 @@
-"""What every admin page shares: the signed-in admin, flash messages, paging and rendering."""
+"""Shared parts of the admin pages: the signed-in admin, flash messages, paging and rendering."""
 
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ def flash_redirect(
 
 def _pager_prefix(request: Request[Any, Any, Any]) -> str:
     """Return the current query string without `page`, ready for `page=N` to follow."""
-    kept = [(key, value) for key, value in request.query_params.multi_items() if key != "page"]
-    return "?" + (urlencode(kept) + "&" if kept else "")
+    others = [(key, value) for key, value in request.query_params.multi_items() if key != "page"]
+    return "?" + (urlencode(others) + "&" if others else "")
 
 
 def render(
