@@ -40,6 +40,8 @@ class ServerProcess:
     # Options added after the data directory and port, and environment variables set for the server.
     args: list[str] = dataclasses.field(default_factory=list)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # How long the server may take to answer its health check after it starts.
+    startup_seconds: float = STARTUP_SECONDS
 
     @property
     def base_url(self) -> str:
@@ -70,7 +72,7 @@ class ServerProcess:
         return self
 
     def wait_healthy(self) -> None:
-        deadline = time.monotonic() + STARTUP_SECONDS
+        deadline = time.monotonic() + self.startup_seconds
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
@@ -81,7 +83,7 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"server did not become healthy within {STARTUP_SECONDS} s:\n{self.log()}")
+        raise RuntimeError(f"server did not become healthy within {self.startup_seconds} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

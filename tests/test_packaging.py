@@ -36,6 +36,7 @@ UNSHIPPED_FOLDERS = ("tests/", "bench/", "docs/", ".ci/")
 
 BUILD_SECONDS = 120
 INSTALL_SECONDS = 150
+INSTALLED_STARTUP_SECONDS = 120.0
 CSRF_FIELD = "_csrf_token"  # Litestar's CSRF middleware reads the token from this form field.
 
 
@@ -148,6 +149,8 @@ def installed_server(
         port=free_port(),
         command=[str(installed_venv / "bin" / "novulite"), "serve"],
         log_path=tmp_path / "server.log",
+        # The wheel was installed without bytecode, so the first start compiles every module it imports.
+        startup_seconds=INSTALLED_STARTUP_SECONDS,
     ).start()
     yield server
     server.stop()
