@@ -218,7 +218,7 @@ def serialize_list_item(workflow: Workflow, steps: list[Step]) -> dict[str, Any]
     }
 
 
-async def _steps_by_workflow(session: AsyncSession, workflow_pks: list[str]) -> dict[str, list[Step]]:
+async def steps_by_workflow(session: AsyncSession, workflow_pks: list[str]) -> dict[str, list[Step]]:
     grouped: dict[str, list[Step]] = {pk: [] for pk in workflow_pks}
     rows = await session.scalars(
         select(Step).where(Step.workflow_pk.in_(workflow_pks)).order_by(Step.position)
@@ -381,7 +381,7 @@ async def list_workflows(request: Request[Any, Any, Any], environment: Environme
                 .offset(offset)
             )
         )
-        steps = await _steps_by_workflow(session, [workflow.id for workflow in workflows])
+        steps = await steps_by_workflow(session, [workflow.id for workflow in workflows])
     items = [serialize_list_item(workflow, steps[workflow.id]) for workflow in workflows]
     return {"data": {"workflows": items, "totalCount": total or 0}}
 
@@ -400,7 +400,7 @@ async def get_workflow(
         )
         if workflow is None:
             raise ApiError(WORKFLOW_NOT_FOUND, workflow_id=workflow_id)
-        steps = (await _steps_by_workflow(session, [workflow.id]))[workflow.id]
+        steps = (await steps_by_workflow(session, [workflow.id]))[workflow.id]
     return {"data": serialize_workflow(workflow, steps)}
 
 
