@@ -21,6 +21,7 @@ from tests.test_admin_ui import (
     CHROMIUM,
     CHROMIUM_ARGS,
     DESKTOP_VIEWPORT,
+    PHONE_VIEWPORT,
     needs_chromium,
     open_context,
     sign_in,
@@ -410,7 +411,14 @@ def test_editor_in_browser(
     with open_context(browser, shared_server, DESKTOP_VIEWPORT) as context:
         page = context.new_page()
         assert sign_in(page, "/admin/workflows") == 200
-        run_editor_flow(page, shared_api, tmp_path)
+        workflow_pk = run_editor_flow(page, shared_api, tmp_path)
+    with open_context(browser, shared_server, PHONE_VIEWPORT) as phone:
+        page = phone.new_page()
+        assert sign_in(page, f"/admin/workflows/{workflow_pk}") == 200
+        widths = page.evaluate(
+            "() => ({scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth})"
+        )
+        assert widths["scroll"] <= widths["inner"], f"the editor scrolls sideways at 390 px: {widths}"
 
 
 def click_and_wait(page: Page, selector: str) -> None:
@@ -418,7 +426,8 @@ def click_and_wait(page: Page, selector: str) -> None:
         page.click(selector)
 
 
-def run_editor_flow(page: Page, api: httpx.Client, tmp_path: Path) -> None:
+def run_editor_flow(page: Page, api: httpx.Client, tmp_path: Path) -> str:
+    """Create, reorder, save, preview and trigger a workflow in the editor; return its database id."""
     click_and_wait(page, "text=New workflow")
     assert urlsplit(page.url).path == "/admin/workflows/new"
     page.fill("#name", "Order shipped")
@@ -453,6 +462,13 @@ def run_editor_flow(page: Page, api: httpx.Client, tmp_path: Path) -> None:
     assert "Hi Grace, order A-17 shipped." in result.inner_text()
     assert "Order A-17" in result.inner_text()
 
+    screenshot = tmp_path / "workflow-editor.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.read_bytes().startswith(b"\x89PNG")
+    if os.environ.get(UPDATE_SCREENSHOTS_VARIABLE) == "1":
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+
     page.fill("#trigger-subscriberId", "grace")
     page.fill("#trigger-payload", '{"order": "A-17"}')
     click_and_wait(page, "button:has-text('Send test trigger')")
@@ -462,13 +478,6 @@ def run_editor_flow(page: Page, api: httpx.Client, tmp_path: Path) -> None:
     transaction_id = match.group(1)
     link = page.locator(f"a[href='/admin/activity?transactionId={transaction_id}']")
     assert link.count() == 1
-
-    screenshot = tmp_path / "workflow-editor.png"
-    page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.read_bytes().startswith(b"\x89PNG")
-    if os.environ.get(UPDATE_SCREENSHOTS_VARIABLE) == "1":
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(screenshot, DOCS_SCREENSHOT)
 
     workflow = stored_workflow(api, "order-shipped-ui")
     assert workflow["_id"] == workflow_pk
@@ -487,3 +496,4 @@ def run_editor_flow(page: Page, api: httpx.Client, tmp_path: Path) -> None:
         f"the notification of transaction {transaction_id}",
     )
     assert notifications[0]["transactionId"] == transaction_id
+    return workflow_pk
