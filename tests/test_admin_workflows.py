@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.helpers import admin_session, poll
+from tests.helpers import admin_session, poll, read_rows
 from tests.servers import ServerProcess
 from tests.test_admin_ui import (
     CHROMIUM,
@@ -25,6 +25,7 @@ from tests.test_admin_ui import (
     needs_chromium,
     open_context,
     sign_in,
+    wait_for_job,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -369,6 +370,30 @@ def test_trigger_sends_notification(admin: httpx.Client, shared_api: httpx.Clien
         f"the notification of transaction {transaction_id}",
     )
     assert notifications[0]["transactionId"] == transaction_id
+
+
+def test_removed_step_keeps_its_jobs(
+    admin: httpx.Client, shared_api: httpx.Client, shared_server: ServerProcess
+) -> None:
+    workflow_pk = create_through_form(admin, "remove-after-run")
+    response = trigger(admin, workflow_pk, "frank", '{"number": 1}')
+    assert response.status_code == 303, response.text
+    (transaction_id,) = parse_qs(urlsplit(response.headers["location"]).query)["transactionId"]
+    wait_for_job(shared_server, transaction_id, "completed")
+    fields = in_app_form("remove-after-run", **{"step-0-stepId": "replacement"})
+
+    response = post_form(admin, f"/admin/workflows/{workflow_pk}", fields)
+
+    assert response.status_code == 303, error_texts(response)
+    assert [step["stepId"] for step in stored_workflow(shared_api, "remove-after-run")["steps"]] == [
+        "replacement"
+    ]
+    rows = read_rows(
+        shared_server.data_dir / "novulite.db",
+        "SELECT step_pk, status FROM job WHERE transaction_id = ?",
+        (transaction_id,),
+    )
+    assert rows == [(None, "completed")]
 
 
 @pytest.mark.parametrize(

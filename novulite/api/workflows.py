@@ -295,7 +295,7 @@ async def update_workflow(
     """Replace a stored workflow's fields and steps with validate_workflow's fields.
 
     The workflowId stays as stored. A step whose stepId is kept keeps its row, so jobs
-    still point at it; steps left out are deleted, and their jobs' step_pk becomes NULL.
+    still point at it. Steps left out are deleted, and their jobs' step_pk becomes NULL.
     Raises ApiError (404) when the workflow is gone.
     """
     async with (
@@ -319,9 +319,9 @@ async def update_workflow(
             step.step_id: step
             for step in await session.scalars(select(Step).where(Step.workflow_pk == workflow_pk))
         }
-        kept = {step["step_id"] for step in fields["steps"]}
+        kept_step_ids = {step["step_id"] for step in fields["steps"]}
         for step_id, removed in existing.items():
-            if step_id not in kept:
+            if step_id not in kept_step_ids:
                 await session.delete(removed)
         await session.flush()
         steps: list[Step] = []

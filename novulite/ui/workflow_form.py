@@ -222,7 +222,10 @@ def _count(text: str | None) -> int:
 
 
 def apply_step_action(form: WorkflowForm, action: str, new_type: str) -> bool:
-    """Add, remove or move a step as the pressed button says; return False for an unknown action."""
+    """Add, remove or move a step as the pressed button's `action` value names.
+
+    Returns False for an unknown action, which leaves the form as it was.
+    """
     if action == "add":
         step_type = new_type if new_type in SUPPORTED_STEP_TYPES else "in_app"
         number = sum(1 for step in form.steps if step.type == step_type) + 1
@@ -254,11 +257,11 @@ def _number(text: str) -> Any:
         return text
 
 
-def _json_value(text: str, field: str, errors: list[FieldError], what: str) -> Any:
+def _json_value(text: str, field: str, errors: list[FieldError], hint: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        errors.append(FieldError(field, f"is not valid JSON ({exc.msg} at line {exc.lineno}): {what}"))
+        errors.append(FieldError(field, f"is not valid JSON ({exc.msg} at line {exc.lineno}): {hint}"))
         return None
 
 

@@ -163,8 +163,10 @@ async def create_workflow_submit(
     services = services_of(request)
     environments = await _environments(services)
     known = {environment_id for environment_id, _ in environments}
-    chosen = data.get("environment", "")
-    environment_id = chosen if chosen in known else (environments[0][0] if environments else "")
+    environment_id = data.get("environment", "")
+    if environment_id not in known:
+        # The oldest environment, as the first one bootstrap creates.
+        environment_id = environments[0][0] if environments else ""
     form = form_from_data(data)
     extra = {"environments": environments, "environment_id": environment_id}
 
@@ -264,6 +266,8 @@ def _render_step(
         if not isinstance(source, str) or not source:
             continue
         # Email bodies are HTML, so the engine HTML-escapes the values that variables insert.
+        # NOTE: chat bodies render plain here; the engine escapes their values for the chat
+        # integration's markup format, which the preview does not know.
         escape_html = step["type"] == "email" and path == "body"
         try:
             preview.rendered.append((path, render_template(source, variables, path, escape_html=escape_html)))
