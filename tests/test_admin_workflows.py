@@ -109,7 +109,7 @@ def stored_workflow(api: httpx.Client, workflow_id: str) -> dict[str, Any]:
     return response.json()["data"]  # type: ignore[no-any-return]
 
 
-def error_texts(response: httpx.Response) -> str:
+def page_text(response: httpx.Response) -> str:
     return html.unescape(response.text)
 
 
@@ -187,7 +187,7 @@ def test_edit_form_round_trips(admin: httpx.Client, shared_api: httpx.Client) ->
 
     response = post_form(admin, f"/admin/workflows/{workflow_pk}", fields)
 
-    assert response.status_code == 303, error_texts(response)
+    assert response.status_code == 303, page_text(response)
     after = stored_workflow(shared_api, "round-trip")
     assert after["steps"][0]["controlValues"] == before["steps"][0]["controlValues"]
     assert after["steps"][0]["_id"] == before["steps"][0]["_id"]
@@ -218,7 +218,7 @@ def test_edit_adds_reorders_and_renames(admin: httpx.Client, shared_api: httpx.C
 
     response = post_form(admin, f"/admin/workflows/{workflow_pk}", fields)
 
-    assert response.status_code == 303, error_texts(response)
+    assert response.status_code == 303, page_text(response)
     workflow = stored_workflow(shared_api, "edited")
     assert workflow["name"] == "Edited workflow"
     assert workflow["critical"] is True
@@ -280,11 +280,12 @@ def test_bad_input_names_field(
     response = post_form(admin, "/admin/workflows/new", in_app_form("bad-input", **changes))
 
     assert response.status_code == 400, response.text
-    text = error_texts(response)
+    text = page_text(response)
     assert "The workflow was not saved" in text
     assert f"{field} {problem}" in text
-    # The form is shown again with what was typed.
-    assert 'value="Form bad-input"' in response.text or changes.get("name") == " "
+    if "name" not in changes:
+        # The form is shown again with what was typed.
+        assert 'value="Form bad-input"' in response.text
     assert shared_api.get("/v2/workflows/bad-input").status_code == 404
 
 
@@ -295,7 +296,7 @@ def test_edit_bad_input_keeps_stored(admin: httpx.Client, shared_api: httpx.Clie
     response = post_form(admin, f"/admin/workflows/{workflow_pk}", fields)
 
     assert response.status_code == 400
-    assert "steps[0].controlValues.body is required" in error_texts(response)
+    assert "steps[0].controlValues.body is required" in page_text(response)
     assert stored_workflow(shared_api, "kept-on-error")["name"] == "Form kept-on-error"
 
 
@@ -331,7 +332,7 @@ def test_preview_shows_template_error(admin: httpx.Client) -> None:
     response = preview(admin, workflow_pk, "inbox", '{"count": 3}')
 
     assert response.status_code == 200, response.text
-    text = error_texts(response)
+    text = page_text(response)
     assert "Template error" in text
     assert "body: divided_by: can't divide by 0" in text
 
@@ -342,7 +343,7 @@ def test_preview_bad_json_rejected(admin: httpx.Client) -> None:
     response = preview(admin, workflow_pk, "inbox", "{oops")
 
     assert response.status_code == 400
-    assert "payload is not valid JSON" in error_texts(response)
+    assert "payload is not valid JSON" in page_text(response)
 
 
 def trigger(admin: httpx.Client, workflow_pk: str, subscriber_id: str, payload: str) -> httpx.Response:
@@ -384,7 +385,7 @@ def test_removed_step_keeps_its_jobs(
 
     response = post_form(admin, f"/admin/workflows/{workflow_pk}", fields)
 
-    assert response.status_code == 303, error_texts(response)
+    assert response.status_code == 303, page_text(response)
     assert [step["stepId"] for step in stored_workflow(shared_api, "remove-after-run")["steps"]] == [
         "replacement"
     ]
@@ -412,7 +413,7 @@ def test_trigger_bad_input_names_field(
     response = trigger(admin, workflow_pk, subscriber_id, payload)
 
     assert response.status_code == 400
-    assert message in error_texts(response)
+    assert message in page_text(response)
 
 
 def test_trigger_inactive_reports_status(admin: httpx.Client) -> None:

@@ -320,6 +320,8 @@ async def test_trigger(
         errors.append(FieldError("subscriberId", "is required: the subscriber to send the test to"))
     payload = _json_object(trigger.payload_text, "payload", errors)
     environment = await services.directory.environment_by_id(workflow.environment_id)
+    if environment is None:
+        errors.append(FieldError("environment", "of this workflow was not found", workflow.environment_id))
     content: dict[str, Any] = {}
     if not errors and environment is not None:
         body = {
@@ -330,8 +332,9 @@ async def test_trigger(
         try:
             content, _ = await accept_trigger(services, environment, body)
         except ApiError as exc:
+            logger.info("test trigger of workflow %s was rejected: %s", workflow.workflow_id, exc.message)
             errors.extend(exc.errors or [FieldError("trigger", exc.message)])
-    if errors or environment is None:
+    if errors:
         context = _editor_context(
             form_from_stored(stored), stored, [], trigger=trigger, trigger_errors=_error_texts(errors)
         )
