@@ -20,6 +20,7 @@ from novulite.directory import EnvironmentInfo
 from novulite.engine.preferences import merged_defaults
 from novulite.errors import INVALID_FIELDS, INVALID_QUERY, WORKFLOW_NOT_FOUND, ApiError, FieldError
 from novulite.ids import new_id
+from novulite.services import Services
 
 NOVU_STEP_TYPES = (
     "in_app", "email", "sms", "chat", "push", "tool", "digest", "trigger",
@@ -88,7 +89,8 @@ def _validate_steps(steps: Any, errors: list[FieldError]) -> list[dict[str, Any]
     return result
 
 
-def _validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
+def validate_workflow(body: dict[str, Any]) -> dict[str, Any]:
+    """Check a workflow body in the /v2/workflows shape; return its stored fields or raise ApiError (400)."""
     errors: list[FieldError] = []
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -216,7 +218,7 @@ def serialize_list_item(workflow: Workflow, steps: list[Step]) -> dict[str, Any]
     }
 
 
-async def _steps_by_workflow(session: AsyncSession, workflow_pks: list[str]) -> dict[str, list[Step]]:
+async def steps_by_workflow(session: AsyncSession, workflow_pks: list[str]) -> dict[str, list[Step]]:
     grouped: dict[str, list[Step]] = {pk: [] for pk in workflow_pks}
     rows = await session.scalars(
         select(Step).where(Step.workflow_pk.in_(workflow_pks)).order_by(Step.position)
@@ -226,14 +228,30 @@ async def _steps_by_workflow(session: AsyncSession, workflow_pks: list[str]) -> 
     return grouped
 
 
-@post("/", status_code=201)
-async def create_workflow(request: Request[Any, Any, Any], environment: EnvironmentInfo) -> Response[Any]:
-    services = services_of(request)
-    fields = _validate_workflow(await read_json_object(request))
+def _step_rows(workflow_pk: str, steps: list[dict[str, Any]]) -> list[Step]:
+    return [
+        Step(
+            id=new_id(),
+            workflow_pk=workflow_pk,
+            position=position,
+            step_id=step["step_id"],
+            name=step["name"],
+            type=step["type"],
+            active=True,
+            control_values=step["controls"],
+        )
+        for position, step in enumerate(steps)
+    ]
+
+
+async def insert_workflow(
+    services: Services, environment_id: str, fields: dict[str, Any]
+) -> tuple[Workflow, list[Step]]:
+    """Store a new workflow from validate_workflow's fields; raise ApiError when its workflowId is taken."""
     now = services.clock.now()
     workflow = Workflow(
         id=new_id(),
-        environment_id=environment.id,
+        environment_id=environment_id,
         workflow_id=fields["workflow_id"],
         name=fields["name"],
         description=fields["description"],
@@ -247,19 +265,7 @@ async def create_workflow(request: Request[Any, Any, Any], environment: Environm
         created_at=now,
         updated_at=now,
     )
-    steps = [
-        Step(
-            id=new_id(),
-            workflow_pk=workflow.id,
-            position=position,
-            step_id=step["step_id"],
-            name=step["name"],
-            type=step["type"],
-            active=True,
-            control_values=step["controls"],
-        )
-        for position, step in enumerate(fields["steps"])
-    ]
+    steps = _step_rows(workflow.id, fields["steps"])
     try:
         async with (
             AsyncSession(services.writer, expire_on_commit=False) as session,
@@ -279,7 +285,65 @@ async def create_workflow(request: Request[Any, Any, Any], environment: Environm
                 )
             ],
         ) from None
-    services.directory.invalidate_workflow(environment.id, workflow.workflow_id)
+    services.directory.invalidate_workflow(environment_id, workflow.workflow_id)
+    return workflow, steps
+
+
+async def update_workflow(
+    services: Services, workflow_pk: str, fields: dict[str, Any]
+) -> tuple[Workflow, list[Step]]:
+    """Replace a stored workflow's fields and steps with validate_workflow's fields.
+
+    The workflowId stays as stored. A step whose stepId is kept keeps its row, so jobs
+    still point at it. Steps left out are deleted, and their jobs' step_pk becomes NULL.
+    Raises ApiError (404) when the workflow is gone.
+    """
+    async with (
+        AsyncSession(services.writer, expire_on_commit=False) as session,
+        session.begin(),
+    ):
+        workflow = await session.get(Workflow, workflow_pk)
+        if workflow is None:
+            raise ApiError(WORKFLOW_NOT_FOUND, workflow_id=workflow_pk)
+        workflow.name = fields["name"]
+        workflow.description = fields["description"]
+        workflow.tags = fields["tags"]
+        workflow.active = fields["active"]
+        workflow.critical = fields["critical"]
+        workflow.severity = fields["severity"]
+        workflow.preferences = fields["preferences"]
+        workflow.payload_schema = fields["payload_schema"]
+        workflow.validate_payload = fields["validate_payload"]
+        workflow.updated_at = services.clock.now()
+        existing = {
+            step.step_id: step
+            for step in await session.scalars(select(Step).where(Step.workflow_pk == workflow_pk))
+        }
+        kept_step_ids = {step["step_id"] for step in fields["steps"]}
+        for step_id, removed in existing.items():
+            if step_id not in kept_step_ids:
+                await session.delete(removed)
+        await session.flush()
+        steps: list[Step] = []
+        for position, step in enumerate(fields["steps"]):
+            stored = existing.get(step["step_id"])
+            if stored is None:
+                stored = _step_rows(workflow_pk, [step])[0]
+                session.add(stored)
+            row = stored
+            row.position = position
+            row.name = step["name"]
+            row.type = step["type"]
+            row.control_values = step["controls"]
+            steps.append(row)
+    services.directory.invalidate_workflow(workflow.environment_id, workflow.workflow_id)
+    return workflow, steps
+
+
+@post("/", status_code=201)
+async def create_workflow(request: Request[Any, Any, Any], environment: EnvironmentInfo) -> Response[Any]:
+    fields = validate_workflow(await read_json_object(request))
+    workflow, steps = await insert_workflow(services_of(request), environment.id, fields)
     return Response(content={"data": serialize_workflow(workflow, steps)}, status_code=201)
 
 
@@ -317,7 +381,7 @@ async def list_workflows(request: Request[Any, Any, Any], environment: Environme
                 .offset(offset)
             )
         )
-        steps = await _steps_by_workflow(session, [workflow.id for workflow in workflows])
+        steps = await steps_by_workflow(session, [workflow.id for workflow in workflows])
     items = [serialize_list_item(workflow, steps[workflow.id]) for workflow in workflows]
     return {"data": {"workflows": items, "totalCount": total or 0}}
 
@@ -336,7 +400,7 @@ async def get_workflow(
         )
         if workflow is None:
             raise ApiError(WORKFLOW_NOT_FOUND, workflow_id=workflow_id)
-        steps = (await _steps_by_workflow(session, [workflow.id]))[workflow.id]
+        steps = (await steps_by_workflow(session, [workflow.id]))[workflow.id]
     return {"data": serialize_workflow(workflow, steps)}
 
 
