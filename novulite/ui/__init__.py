@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from litestar import Router
 
+from novulite.ui.activity import activity_router
 from novulite.ui.pages import admin_router
 
 # Each admin area's router; the app registers all of them.
 ADMIN_ROUTERS: list[Router] = [admin_router]
+ADMIN_ROUTERS.append(activity_router)
