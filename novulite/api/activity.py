@@ -126,8 +126,10 @@ def _topic_filters(params: Any) -> list[ColumnElement[bool]]:
 
 
 def feed_statement(environment_id: str | None, conditions: list[ColumnElement[bool]]) -> Any:
-    """Select the notifications that meet `conditions` with their subscriber, workflow, trigger and
-    severity; in one environment, or in all of them when `environment_id` is None (the admin UI)."""
+    """Select the notifications that meet `conditions`, with their subscriber, workflow, trigger and severity.
+
+    The admin UI passes None as `environment_id` to select from every environment.
+    """
     if environment_id is not None:
         conditions = [Notification.environment_id == environment_id, *conditions]
     return (

@@ -56,9 +56,9 @@ def error_sentences(errors: list[FieldError]) -> list[str]:
 def activity_conditions(params: Any, errors: list[FieldError]) -> list[ColumnElement[bool]]:
     """Translate the page's filters into conditions, through the activity API's own filters.
 
-    `subscriberIds`, `transactionId`, `after` and `before` mean what they mean on
-    GET /v1/notifications; `workflow` is a workflow identifier, and `status` keeps the
-    notifications that have a job in that status.
+    `subscriberIds`, `transactionId`, `after` and `before` work as on GET /v1/notifications.
+    `workflow` is a workflow identifier. `status` selects the notifications that have a job
+    in that status.
     """
     conditions = feed_filters(params, errors)
     workflow = (params.get("workflow") or "").strip()
@@ -91,8 +91,8 @@ def _activity_page(
             .limit(PAGE_SIZE + 1)
         )
     )
-    shown = rows[:PAGE_SIZE]
-    jobs: dict[str, list[Job]] = {row[0].id: [] for row in shown}
+    page_rows = rows[:PAGE_SIZE]
+    jobs: dict[str, list[Job]] = {row[0].id: [] for row in page_rows}
     if jobs:
         for job in session.scalars(
             select(Job).where(Job.notification_id.in_(list(jobs))).order_by(Job.position, Job.created_at)
@@ -100,14 +100,14 @@ def _activity_page(
             jobs[job.notification_id].append(job)
     entries = [
         ActivityRow(row[0], row[1].subscriber_id, row[2].workflow_id, row[2].name, jobs[row[0].id])
-        for row in shown
+        for row in page_rows
     ]
     return entries, len(rows) > PAGE_SIZE
 
 
 @get("/activity", dependencies={"admin": Provide(current_admin)})
 async def activity_page(request: Request[Any, Any, Any], admin: str, page: int | None = None) -> Template:
-    """List notifications newest first, filtered as the form asks."""
+    """List notifications newest first, filtered by the form's query parameters."""
     params = request.query_params
     errors: list[FieldError] = []
     conditions = activity_conditions(params, errors)
@@ -139,7 +139,7 @@ class JobEntry:
     message: Message | None
     provider: str | None
     retryable: bool
-    # Why a retry cannot help, when the job failed and `retryable` is false.
+    # The reason a retry cannot help, shown when the job failed and `retryable` is false.
     reason: str
 
 

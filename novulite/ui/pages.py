@@ -164,7 +164,7 @@ async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int 
 
 # The failed-jobs page's filters: query parameters on the page, hidden fields on "Retry all matching".
 FAILED_JOB_FILTERS = ("workflow", "provider", "error", "after", "before")
-# The most failed jobs one "Retry all matching" queues; press it again for the rest.
+# The maximum number of failed jobs one "Retry all matching" queues. Pressing it again queues more.
 RETRY_MATCHING_LIMIT = 1000
 
 
@@ -182,12 +182,12 @@ def failed_job_conditions(params: Any, errors: list[FieldError]) -> list[ColumnE
     provider = (params.get("provider") or "").strip()
     if provider:
         conditions.append(func.json_extract(Job.error, "$.provider") == provider)
-    wanted = (params.get("error") or "").strip()
-    if wanted:
+    error_text = (params.get("error") or "").strip()
+    if error_text:
         conditions.append(
             or_(
                 *(
-                    func.json_extract(Job.error, f"$.{key}").icontains(wanted, autoescape=True)
+                    func.json_extract(Job.error, f"$.{key}").icontains(error_text, autoescape=True)
                     for key in ("message", "responseExcerpt", "replyExcerpt", "exceptionType")
                 )
             )
@@ -227,7 +227,7 @@ async def failed_jobs_page(
 async def _failed_jobs_response(
     request: Request[Any, Any, Any], admin: str, params: Any, number: int, notices: list[str]
 ) -> Template:
-    """Render one page of the failed jobs that match the filters in `params`; 400 on a bad filter."""
+    """Render one page of the failed jobs that match the filters in `params`, or 400 on an invalid filter."""
     errors: list[FieldError] = []
     conditions = failed_job_conditions(params, errors)
     filters = {name: params.get(name) or "" for name in FAILED_JOB_FILTERS}
@@ -320,45 +320,63 @@ async def retry_failed(
     )
 
 
+def _failed_jobs_path(filters: dict[str, str]) -> str:
+    """Return the failed-jobs page's path with the filters that have a value."""
+    query = urlencode({name: value for name, value in filters.items() if value})
+    return f"/admin/failed-jobs?{query}" if query else "/admin/failed-jobs"
+
+
+async def _retryable_job_ids(
+    request: Request[Any, Any, Any], conditions: list[ColumnElement[bool]]
+) -> list[str]:
+    """Return the ids of up to RETRY_MATCHING_LIMIT + 1 retryable failed jobs that meet `conditions`.
+
+    The oldest failures come first. One id past the limit shows that more jobs match.
+    """
+    statement = (
+        _failed_jobs_statement(conditions)
+        .where(text(RETRYABLE_SQL))
+        .with_only_columns(Job.id)
+        .order_by(Job.updated_at, Job.id)
+        .limit(RETRY_MATCHING_LIMIT + 1)
+    )
+    async with AsyncSession(services_of(request).reader) as session:
+        return list(await session.scalars(statement))
+
+
 @post("/failed-jobs/retry-matching", dependencies={"admin": Provide(current_admin)})
 async def retry_matching(
     request: Request[Any, Any, Any],
     admin: str,
     data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
 ) -> Response[Any]:
-    """Queue again the failed jobs a retry can help that match the filters, at most RETRY_MATCHING_LIMIT."""
-    services = services_of(request)
+    """Queue again the failed jobs that match the filters and that a retry can help.
+
+    One request queues at most RETRY_MATCHING_LIMIT jobs, the oldest failures first.
+    """
     filters = {name: str(data.get(name) or "").strip() for name in FAILED_JOB_FILTERS}
-    back = "/admin/failed-jobs" + (
-        "?" + urlencode({name: value for name, value in filters.items() if value})
-        if any(filters.values())
-        else ""
-    )
     errors: list[FieldError] = []
     conditions = failed_job_conditions(filters, errors)
     if errors:
         return await _failed_jobs_response(request, admin, filters, 1, [])
-    async with AsyncSession(services.reader) as session:
-        job_ids = list(
-            await session.scalars(
-                _failed_jobs_statement(conditions)
-                .where(text(RETRYABLE_SQL))
-                .with_only_columns(Job.id)
-                .order_by(Job.updated_at, Job.id)
-                .limit(RETRY_MATCHING_LIMIT + 1)
-            )
-        )
-    more = len(job_ids) > RETRY_MATCHING_LIMIT
+
+    job_ids = await _retryable_job_ids(request, conditions)
+    services = services_of(request)
     requeued = await asyncio.to_thread(
         retry_failed_jobs, services.store, services.clock, job_ids[:RETRY_MATCHING_LIMIT], admin
     )
     if requeued.job_ids:
         services.queues.enqueue(RUN_JOBS, requeued.job_ids)
+
+    back = _failed_jobs_path(filters)
     if not requeued.job_ids:
-        return flash_redirect(request, back, "No matching job could be queued again.", "info")
+        message = "No job was queued again: no failed job that matches the filters can be fixed by a retry."
+        return flash_redirect(request, back, message, "info")
     message = f"Queued {_jobs_text(len(requeued.job_ids))} matching the filters again."
-    if more:
-        message += f" At most {RETRY_MATCHING_LIMIT} go at a time; press the button again for the rest."
+    if len(job_ids) > RETRY_MATCHING_LIMIT:
+        message += (
+            f" One press queues at most {RETRY_MATCHING_LIMIT}, so press the button again for the rest."
+        )
     return flash_redirect(request, back, message)
 
 
