@@ -232,6 +232,24 @@ def test_list_filters(api: httpx.Client, server: ServerProcess, stub: HttpStub, 
     assert "Status: must be one of pending, queued" in bad_status.text
 
 
+def test_list_pages(api: httpx.Client, server: ServerProcess, admin: httpx.Client) -> None:
+    workflow_id = unique("digest-paging")
+    create_workflow(api, workflow_id)
+    # One trigger to 51 subscribers makes 51 notifications, one more than a page.
+    recipients = [{"subscriberId": f"paged-{index}"} for index in range(51)]
+    transaction_id = trigger(api, workflow_id, recipients, payload={"text": "paged"})
+    finished_jobs(server, transaction_id, 51)
+
+    first = admin.get("/admin/activity", params={"workflow": workflow_id}).text
+    second = admin.get("/admin/activity", params={"workflow": workflow_id, "page": "2"}).text
+
+    assert len(listed_transactions(first)) == 50
+    assert f'href="?workflow={workflow_id}&amp;page=2" rel="next"' in first
+    assert len(listed_transactions(second)) == 1
+    assert 'rel="next"' not in second
+    assert f'href="?workflow={workflow_id}&amp;page=1" rel="prev"' in second
+
+
 def test_detail_shows_jobs_and_message(api: httpx.Client, server: ServerProcess, admin: httpx.Client) -> None:
     workflow_id = unique("welcome")
     create_workflow(api, workflow_id, body="Hello <i>{{ payload.text }}</i>")
