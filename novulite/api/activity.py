@@ -33,7 +33,8 @@ from novulite.messages import CHANNEL_TYPES, SEVERITIES
 SEVERITY = func.coalesce(func.json_extract(TriggerEvent.overrides, "$.severity"), Workflow.severity)
 
 
-def _instant(params: Any, name: str, errors: list[FieldError]) -> dt.datetime | None:
+def parse_instant(params: Any, name: str, errors: list[FieldError]) -> dt.datetime | None:
+    """Return the parameter as an aware date-time, reading one without a zone as UTC."""
     raw = params.get(name)
     if not raw:
         return None
@@ -51,7 +52,7 @@ def _topic_keys(notification_topics: Any) -> Any:
     return func.json_each(notification_topics).table_valued("value")
 
 
-def _filters(params: Any, errors: list[FieldError]) -> list[ColumnElement[bool]]:
+def feed_filters(params: Any, errors: list[FieldError]) -> list[ColumnElement[bool]]:
     """Translate the activity feed's query filters into conditions on the joined rows."""
     conditions = [*_recipient_filters(params), *_topic_filters(params)]
 
@@ -62,10 +63,10 @@ def _filters(params: Any, errors: list[FieldError]) -> list[ColumnElement[bool]]
     if severities:
         conditions.append(SEVERITY.in_(severities))
 
-    after = _instant(params, "after", errors)
+    after = parse_instant(params, "after", errors)
     if after:
         conditions.append(Notification.created_at >= after)
-    before = _instant(params, "before", errors)
+    before = parse_instant(params, "before", errors)
     if before:
         conditions.append(Notification.created_at < before)
     return conditions
@@ -124,13 +125,19 @@ def _topic_filters(params: Any) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _feed_statement(environment_id: str, conditions: list[ColumnElement[bool]]) -> Any:
+def feed_statement(environment_id: str | None, conditions: list[ColumnElement[bool]]) -> Any:
+    """Select the notifications that meet `conditions`, with their subscriber, workflow, trigger and severity.
+
+    The admin UI passes None as `environment_id` to select from every environment.
+    """
+    if environment_id is not None:
+        conditions = [Notification.environment_id == environment_id, *conditions]
     return (
         select(Notification, Subscriber, Workflow, TriggerEvent, SEVERITY)
         .join(Subscriber, Subscriber.id == Notification.subscriber_pk)
         .join(Workflow, Workflow.id == Notification.workflow_pk)
         .join(TriggerEvent, TriggerEvent.id == Notification.trigger_id)
-        .where(Notification.environment_id == environment_id, *conditions)
+        .where(*conditions)
     )
 
 
@@ -176,7 +183,7 @@ def _activities(session: Session, environment_id: str, rows: list[Any]) -> list[
 def _feed_page(
     session: Session, environment_id: str, conditions: list[ColumnElement[bool]], page: int, limit: int
 ) -> tuple[list[dict[str, Any]], bool]:
-    statement = _feed_statement(environment_id, conditions)
+    statement = feed_statement(environment_id, conditions)
     rows = list(
         session.execute(statement.order_by(Notification.id.desc()).offset(page * limit).limit(limit + 1))
     )
@@ -190,7 +197,7 @@ async def list_activity(request: Request[Any, Any, Any], environment: Environmen
     params = request.query_params
     errors: list[FieldError] = []
     page, limit = query.page_number(params, errors)
-    conditions = _filters(params, errors)
+    conditions = feed_filters(params, errors)
     if errors:
         raise ApiError(INVALID_QUERY, errors=errors)
     async with AsyncSession(services.reader) as session:
@@ -199,7 +206,7 @@ async def list_activity(request: Request[Any, Any, Any], environment: Environmen
 
 
 def _one(session: Session, environment_id: str, notification_id: str) -> dict[str, Any]:
-    statement = _feed_statement(environment_id, [Notification.id == notification_id])
+    statement = feed_statement(environment_id, [Notification.id == notification_id])
     rows = list(session.execute(statement))
     if not rows:
         raise ApiError(NOTIFICATION_NOT_FOUND, notification_id=notification_id)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from litestar import Router
 
+from novulite.ui.activity import activity_router
 from novulite.ui.pages import admin_router
 from novulite.ui.workflows import workflows_router
 
 # Each admin area's router; the app registers all of them.
 ADMIN_ROUTERS: list[Router] = [admin_router]
 ADMIN_ROUTERS.append(workflows_router)
+ADMIN_ROUTERS.append(activity_router)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import Cookie
@@ -13,25 +14,30 @@ from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite import security
+from novulite.api.activity import parse_instant
 from novulite.api.auth import services_of
 from novulite.db.models import AdminUser, ExecutionDetail, Job, Notification, Step, Subscriber, Workflow
 from novulite.engine.failed_jobs import (
+    RETRYABLE_SQL,
     discard_failed_jobs,
     is_retryable,
     not_retryable_reason,
     retry_failed_jobs,
 )
 from novulite.engine.runner import WORKER_LOST_PREFIX
+from novulite.errors import FieldError
 from novulite.queues import RUN_JOBS
+from novulite.ui.activity import error_sentences
 from novulite.ui.common import (
     PAGE_SIZE,
     SESSION_COOKIE,
     SESSION_SECONDS,
     current_admin,
+    flash_redirect,
     page_number,
     render,
 )
@@ -156,6 +162,55 @@ async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int 
     return render(request, "admin/workflows.html", admin, context)
 
 
+# The failed-jobs page's filters: query parameters on the page, hidden fields on "Retry all matching".
+FAILED_JOB_FILTERS = ("workflow", "provider", "error", "after", "before")
+# The maximum number of failed jobs one "Retry all matching" queues. Pressing it again queues more.
+RETRY_MATCHING_LIMIT = 1000
+
+
+def failed_job_conditions(params: Any, errors: list[FieldError]) -> list[ColumnElement[bool]]:
+    """Return the conditions on failed jobs that the filter values in `params` ask for.
+
+    `workflow` is a workflow identifier, `provider` the provider the job delivered
+    through, `error` a part of the error message or the provider's response, case
+    ignored, and `after` and `before` bound when the job failed.
+    """
+    conditions: list[ColumnElement[bool]] = [Job.status == "failed"]
+    workflow = (params.get("workflow") or "").strip()
+    if workflow:
+        conditions.append(Workflow.workflow_id == workflow)
+    provider = (params.get("provider") or "").strip()
+    if provider:
+        conditions.append(func.json_extract(Job.error, "$.provider") == provider)
+    error_text = (params.get("error") or "").strip()
+    if error_text:
+        conditions.append(
+            or_(
+                *(
+                    func.json_extract(Job.error, f"$.{key}").icontains(error_text, autoescape=True)
+                    for key in ("message", "responseExcerpt", "replyExcerpt", "exceptionType")
+                )
+            )
+        )
+    after = parse_instant(params, "after", errors)
+    if after is not None:
+        conditions.append(Job.updated_at >= after)
+    before = parse_instant(params, "before", errors)
+    if before is not None:
+        conditions.append(Job.updated_at < before)
+    return conditions
+
+
+def _failed_jobs_statement(conditions: list[ColumnElement[bool]]) -> Any:
+    return (
+        select(Job, Workflow.workflow_id, Subscriber.subscriber_id)
+        .join(Notification, Notification.id == Job.notification_id)
+        .join(Workflow, Workflow.id == Notification.workflow_pk)
+        .join(Subscriber, Subscriber.id == Job.subscriber_pk)
+        .where(*conditions)
+    )
+
+
 @get("/failed-jobs", dependencies={"admin": Provide(current_admin)})
 async def failed_jobs_page(
     request: Request[Any, Any, Any],
@@ -165,35 +220,45 @@ async def failed_jobs_page(
     refused: int | None = None,
     discarded: int | None = None,
 ) -> Template:
-    services = services_of(request)
-    number = page_number(page)
-    condition = Job.status == "failed"
-    async with AsyncSession(services.reader) as session:
-        total = await session.scalar(select(func.count()).select_from(Job).where(condition)) or 0
+    notices = _action_notices(retried, refused, discarded)
+    return await _failed_jobs_response(request, admin, request.query_params, page_number(page), notices)
+
+
+async def _failed_jobs_response(
+    request: Request[Any, Any, Any], admin: str, params: Any, number: int, notices: list[str]
+) -> Template:
+    """Render one page of the failed jobs that match the filters in `params`, or 400 on an invalid filter."""
+    errors: list[FieldError] = []
+    conditions = failed_job_conditions(params, errors)
+    filters = {name: params.get(name) or "" for name in FAILED_JOB_FILTERS}
+    context: dict[str, Any] = {
+        "jobs": [],
+        "page": number,
+        "has_next": False,
+        "total": 0,
+        "notices": notices,
+        "filters": filters,
+        "filtered": any(filters.values()),
+        "errors": error_sentences(errors),
+        "retry_limit": RETRY_MATCHING_LIMIT,
+    }
+    if errors:
+        return render(request, "admin/failed_jobs.html", admin, context, status_code=400)
+    statement = _failed_jobs_statement(conditions)
+    async with AsyncSession(services_of(request).reader) as session:
+        total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
         rows = (
             await session.execute(
-                select(Job, Workflow.workflow_id, Subscriber.subscriber_id)
-                .join(Notification, Notification.id == Job.notification_id)
-                .join(Workflow, Workflow.id == Notification.workflow_pk)
-                .join(Subscriber, Subscriber.id == Job.subscriber_pk)
-                .where(condition)
-                .order_by(Job.updated_at.desc(), Job.id.desc())
+                statement.order_by(Job.updated_at.desc(), Job.id.desc())
                 .limit(PAGE_SIZE)
                 .offset((number - 1) * PAGE_SIZE)
             )
         ).all()
-    context = {
-        "jobs": [
-            FailedJobView(
-                row[0], row[1], row[2], is_retryable(row[0].error), not_retryable_reason(row[0].error)
-            )
-            for row in rows
-        ],
-        "page": number,
-        "has_next": number * PAGE_SIZE < total,
-        "total": total,
-        "notices": _action_notices(retried, refused, discarded),
-    }
+    context.update(
+        jobs=[_failed_job_view(row[0], row[1], row[2]) for row in rows],
+        has_next=number * PAGE_SIZE < total,
+        total=total,
+    )
     return render(request, "admin/failed_jobs.html", admin, context)
 
 
@@ -255,6 +320,66 @@ async def retry_failed(
     )
 
 
+def _failed_jobs_path(filters: dict[str, str]) -> str:
+    """Return the failed-jobs page's path with the filters that have a value."""
+    query = urlencode({name: value for name, value in filters.items() if value})
+    return f"/admin/failed-jobs?{query}" if query else "/admin/failed-jobs"
+
+
+async def _retryable_job_ids(
+    request: Request[Any, Any, Any], conditions: list[ColumnElement[bool]]
+) -> list[str]:
+    """Return the ids of up to RETRY_MATCHING_LIMIT + 1 retryable failed jobs that meet `conditions`.
+
+    The oldest failures come first. One id past the limit shows that more jobs match.
+    """
+    statement = (
+        _failed_jobs_statement(conditions)
+        .where(text(RETRYABLE_SQL))
+        .with_only_columns(Job.id)
+        .order_by(Job.updated_at, Job.id)
+        .limit(RETRY_MATCHING_LIMIT + 1)
+    )
+    async with AsyncSession(services_of(request).reader) as session:
+        return list(await session.scalars(statement))
+
+
+@post("/failed-jobs/retry-matching", dependencies={"admin": Provide(current_admin)})
+async def retry_matching(
+    request: Request[Any, Any, Any],
+    admin: str,
+    data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)],
+) -> Response[Any]:
+    """Queue again the failed jobs that match the filters and that a retry can help.
+
+    One request queues at most RETRY_MATCHING_LIMIT jobs, the oldest failures first.
+    """
+    filters = {name: str(data.get(name) or "").strip() for name in FAILED_JOB_FILTERS}
+    errors: list[FieldError] = []
+    conditions = failed_job_conditions(filters, errors)
+    if errors:
+        return await _failed_jobs_response(request, admin, filters, 1, [])
+
+    job_ids = await _retryable_job_ids(request, conditions)
+    services = services_of(request)
+    requeued = await asyncio.to_thread(
+        retry_failed_jobs, services.store, services.clock, job_ids[:RETRY_MATCHING_LIMIT], admin
+    )
+    if requeued.job_ids:
+        services.queues.enqueue(RUN_JOBS, requeued.job_ids)
+
+    back = _failed_jobs_path(filters)
+    if not requeued.job_ids:
+        message = "No job was queued again: no failed job that matches the filters can be fixed by a retry."
+        return flash_redirect(request, back, message, "info")
+    message = f"Queued {_jobs_text(len(requeued.job_ids))} matching the filters again."
+    if len(job_ids) > RETRY_MATCHING_LIMIT:
+        message += (
+            f" One press queues at most {RETRY_MATCHING_LIMIT}, so press the button again for the rest."
+        )
+    return flash_redirect(request, back, message)
+
+
 @post("/failed-jobs/discard", dependencies={"admin": Provide(current_admin)})
 async def discard_failed(
     request: Request[Any, Any, Any],
@@ -279,6 +404,7 @@ admin_router = Router(
         workflows_page,
         failed_jobs_page,
         retry_failed,
+        retry_matching,
         discard_failed,
     ],
     include_in_schema=False,
