@@ -146,7 +146,9 @@ async def delete_subscriber(
     subscriber_id = path_subscriber_id(subscriber_id)
     now = services.clock.now()
     async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
-        subscriber_pk, inboxes = await session.run_sync(mark_subscriber_deleted, environment.id, subscriber_id, now)
+        subscriber_pk, inboxes = await session.run_sync(
+            mark_subscriber_deleted, environment.id, subscriber_id, now
+        )
     await notify_counts_changed(services, subscriber_pk, inboxes)
     return {"data": {"acknowledged": True, "status": "deleted"}}
 
