@@ -152,8 +152,16 @@ def test_profile_masks_secrets(people_api: httpx.Client, admin: httpx.Client) ->
     response = admin.get("/admin/subscribers/profile-grace")
 
     assert response.status_code == 200
-    for shown in ["Grace", "Hopper", "grace@example.test", "+15550100", "en-US", "America/New_York", "pro"]:
-        assert shown in response.text, shown
+    for expected in [
+        "Grace",
+        "Hopper",
+        "grace@example.test",
+        "+15550100",
+        "en-US",
+        "America/New_York",
+        "pro",
+    ]:
+        assert expected in response.text, expected
     assert "slack" in response.text
     assert "webhookUrl" in response.text
     assert "deviceTokens" in response.text
@@ -253,6 +261,18 @@ def test_topic_members_add_remove(people_api: httpx.Client, admin: httpx.Client)
     assert "Removed member-one from http-members." in admin.get("/admin/topics/http-members").text
     members = people_api.get("/v2/topics/http-members/subscriptions").json()["data"]
     assert [item["subscriber"]["subscriberId"] for item in members] == ["member-two"]
+
+    not_member = post_form(
+        admin, "/admin/topics/http-members", "/admin/topics/http-members/members/remove",
+        {"subscriber_id": "member-one"},
+    )  # fmt: skip
+    assert not_member.status_code == 303
+    error_page = admin.get("/admin/topics/http-members")
+    assert 'class="flash flash-error"' in error_page.text
+    assert (
+        "no subscription of topic &#39;http-members&#39; matches subscriber &#39;member-one&#39;"
+        in error_page.text
+    )
 
     listing = admin.get("/admin/topics")
     row = re.search(r"http-members</a></td>.*?data-label=\"Members\">(\d+)<", listing.text, re.S)

@@ -191,7 +191,10 @@ async def _subscribers(
 async def add_subscriptions(
     session: AsyncSession, environment_id: str, topic: Topic, items: list[SubscriptionItem], now: dt.datetime
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Subscribe the items' subscribers to `topic`; return the subscription bodies and the per-item errors."""
+    """Subscribe the items' subscribers to `topic`.
+
+    Returns the subscriptions' bodies and one error per item that could not be subscribed.
+    """
     data: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     topic_key = topic.key

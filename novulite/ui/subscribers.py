@@ -45,7 +45,7 @@ async def admin_environment_id(request: Request[Any, Any, Any]) -> str:
             select(Environment.id).order_by(Environment.created_at, Environment.id).limit(1)
         )
     if environment_id is None:
-        raise RuntimeError("the database has no environment; start the server once to create one")
+        raise RuntimeError("the database has no environment. Start the server once to create one.")
     return environment_id
 
 
@@ -91,11 +91,11 @@ async def subscribers_page(request: Request[Any, Any, Any], admin: str, q: str |
 
 def masked_credentials(credentials: dict[str, Any]) -> list[tuple[str, str]]:
     """Return each credential's name with its value masked, since these are delivery secrets."""
-    shown = []
+    masked = []
     for name, value in credentials.items():
         values = value if isinstance(value, list) else [value]
-        shown.append((name, ", ".join(_mask(str(item)) for item in values) or "(none)"))
-    return shown
+        masked.append((name, ", ".join(_mask(str(item)) for item in values) or "(none)"))
+    return masked
 
 
 def _mask(value: str) -> str:
@@ -105,7 +105,7 @@ def _mask(value: str) -> str:
 
 
 async def _profile_context(request: Request[Any, Any, Any], subscriber_id: str, page: int) -> dict[str, Any]:
-    """Read everything the profile page shows; raise ApiError when the subscriber does not exist."""
+    """Read everything the profile page shows, raising ApiError when the subscriber does not exist."""
     environment_id = await admin_environment_id(request)
     listing, workflows = await read_listing(request, environment_id, subscriber_id, "")
     subscriber = listing.subscriber
@@ -199,6 +199,12 @@ async def update_subscriber_preferences(
     else:
         workflow = next((item for item in workflows if item.workflow_id == reference), None)
         if workflow is None:
+            logger.info(
+                "admin %s: preferences of subscriber %s name unknown workflow %r",
+                admin,
+                subscriber_id,
+                reference,
+            )
             return flash_redirect(
                 request,
                 subscriber_path(subscriber_id),
@@ -228,6 +234,7 @@ async def delete_subscriber_form(
         if context is None:
             return _not_found(request, admin, subscriber_id)
         context["delete_error"] = f"confirm must be the subscriber id {subscriber_id!r} to delete it."
+        logger.info("admin %s: deletion of subscriber %s not confirmed", admin, subscriber_id)
         return render(request, "admin/subscribers/profile.html", admin, context, status_code=400)
     errors: list[FieldError] = []
     if validate_subscriber_id(subscriber_id, "subscriberId", errors) is None:

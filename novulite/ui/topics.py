@@ -81,6 +81,7 @@ async def create_topic(
         context["form"] = {"key": data.get("key", ""), "name": data.get("name", "")}
         context["form_error"] = field_message(errors)
         context["invalid_fields"] = [error.field for error in errors]
+        logger.info("admin %s: invalid topic form: %s", admin, context["form_error"])
         return render(request, "admin/topics/list.html", admin, context, status_code=400)
 
     services = services_of(request)
@@ -172,6 +173,7 @@ async def add_members(
             return _not_found(request, admin, key)
         context["subscriber_ids"] = raw
         context["form_error"] = field_message(errors)
+        logger.info("admin %s: invalid members form for topic %s: %s", admin, key, context["form_error"])
         return render(request, "admin/topics/topic.html", admin, context, status_code=400)
 
     services = services_of(request)
@@ -181,7 +183,7 @@ async def add_members(
         if topic is None:
             return _not_found(request, admin, key)
         added, failures = await add_subscriptions(session, environment_id, topic, items, services.clock.now())
-    logger.info("admin %s added %d subscribers to topic %s", admin, len(added), key)
+    logger.info("admin %s added %d subscribers to topic %s, %d failed", admin, len(added), key, len(failures))
     message = f"Added {_count(len(added))} to {key}."
     if failures:
         message += " Not added: " + " ".join(f"{failure['message']}." for failure in failures)
@@ -209,6 +211,13 @@ async def remove_member(
         _, failures = await remove_subscriptions(session, topic, items)
     subscriber_id = items[0].subscriber_id
     if failures:
+        logger.info(
+            "admin %s: removing %s from topic %s failed: %s",
+            admin,
+            subscriber_id,
+            key,
+            failures[0]["message"],
+        )
         return flash_redirect(request, topic_path(key), f"{failures[0]['message']}.", "error")
     logger.info("admin %s removed subscriber %s from topic %s", admin, subscriber_id, key)
     return flash_redirect(request, topic_path(key), f"Removed {subscriber_id} from {key}.")
