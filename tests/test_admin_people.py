@@ -440,3 +440,43 @@ def save_screenshot(page: Page, folder: Path) -> None:
     assert screenshot.read_bytes().startswith(b"\x89PNG")
     if os.environ.get(UPDATE_SCREENSHOTS_VARIABLE) == "1":
         shutil.copyfile(screenshot, DOCS_SCREENSHOT)
+
+
+def test_special_character_id_links(people_api: httpx.Client, admin: httpx.Client) -> None:
+    subscriber_id = "ana maria+1@test.example"
+    create_subscriber(people_api, subscriber_id)
+
+    listing = admin.get("/admin/subscribers", params={"q": subscriber_id})
+    match = re.search(r'href="(/admin/subscribers/ana[^"]+)"', listing.text)
+    assert match, "the search result has no link to the subscriber"
+    profile = admin.get(match.group(1))
+    assert profile.status_code == 200
+    assert 'Subscriber <code class="identifier">ana maria+1@test.example</code>' in profile.text
+
+    created = people_api.post("/v2/topics/odd-ids/subscriptions", json={"subscriberIds": [subscriber_id]})
+    assert created.status_code == 201, created.text
+    removed = post_form(
+        admin,
+        "/admin/topics/odd-ids",
+        "/admin/topics/odd-ids/members/remove",
+        {"subscriber_id": subscriber_id},
+    )
+    assert removed.status_code == 303
+    assert "Removed ana maria+1@test.example from odd-ids." in admin.get("/admin/topics/odd-ids").text
+
+
+def test_preferences_global_and_unknown(people_api: httpx.Client, admin: httpx.Client) -> None:
+    create_workflow(people_api, "prefs-digest")
+    create_subscriber(people_api, "prefs-joan")
+    profile = "/admin/subscribers/prefs-joan"
+
+    unknown = post_form(admin, profile, f"{profile}/preferences", {"workflow": "no-such-workflow"})
+    assert unknown.status_code == 303
+    error_page = admin.get(profile)
+    assert "Workflow &#39;no-such-workflow&#39; was not found or is inactive" in error_page.text
+
+    saved = post_form(admin, profile, f"{profile}/preferences", {})
+    assert saved.status_code == 303
+    assert "Saved global preferences." in admin.get(profile).text
+    preferences = people_api.get("/v2/subscribers/prefs-joan/preferences").json()["data"]
+    assert preferences["global"]["channels"]["in_app"] is False
