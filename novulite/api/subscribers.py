@@ -146,12 +146,14 @@ async def delete_subscriber(
     subscriber_id = path_subscriber_id(subscriber_id)
     now = services.clock.now()
     async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
-        subscriber_pk, inboxes = await session.run_sync(_delete, environment.id, subscriber_id, now)
+        subscriber_pk, inboxes = await session.run_sync(
+            mark_subscriber_deleted, environment.id, subscriber_id, now
+        )
     await notify_counts_changed(services, subscriber_pk, inboxes)
     return {"data": {"acknowledged": True, "status": "deleted"}}
 
 
-def _delete(
+def mark_subscriber_deleted(
     session: Session, environment_id: str, subscriber_id: str, now: dt.datetime
 ) -> tuple[str, list[str]]:
     """Mark the subscriber deleted and remove its messages, preferences and topic subscriptions.

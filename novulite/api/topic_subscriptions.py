@@ -11,6 +11,7 @@ rest of the request goes through, as in Novu.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any
 
 from litestar import Request, Response, Router, delete, get, post
@@ -36,7 +37,7 @@ MAX_ID_LENGTH = 255
 
 
 @dataclasses.dataclass(frozen=True)
-class _Item:
+class SubscriptionItem:
     """One entry of a request's subscriberIds or subscriptions list."""
 
     subscriber_id: str | None
@@ -95,10 +96,10 @@ def _id_string(value: Any, field: str, errors: list[FieldError], maximum: int = 
     return value.strip()
 
 
-def _items(body: dict[str, Any], *, adding: bool) -> list[_Item]:
+def _items(body: dict[str, Any], *, adding: bool) -> list[SubscriptionItem]:
     """Read subscriberIds and subscriptions from a body; raise a 400 naming each bad entry."""
     errors: list[FieldError] = []
-    items: list[_Item] = []
+    items: list[SubscriptionItem] = []
     shape = "{subscriberId, identifier?, name?}" if adding else "{subscriberId?, identifier?}"
     if body.get("subscriberIds") is None and body.get("subscriptions") is None:
         errors.append(
@@ -127,10 +128,12 @@ def _items(body: dict[str, Any], *, adding: bool) -> list[_Item]:
     return items
 
 
-def _item(entry: Any, field: str, errors: list[FieldError], *, objects: bool, adding: bool) -> _Item | None:
+def _item(
+    entry: Any, field: str, errors: list[FieldError], *, objects: bool, adding: bool
+) -> SubscriptionItem | None:
     if isinstance(entry, str):
         subscriber_id = _id_string(entry, field, errors)
-        return None if subscriber_id is None else _Item(subscriber_id)
+        return None if subscriber_id is None else SubscriptionItem(subscriber_id)
     if not objects or not isinstance(entry, dict):
         kinds = "a subscriberId string or an object" if objects else "a subscriberId string"
         errors.append(FieldError(field, f"must be {kinds}, got {json_type(entry)}"))
@@ -148,10 +151,20 @@ def _item(entry: Any, field: str, errors: list[FieldError], *, objects: bool, ad
         name = validate_name(entry.get("name"), f"{field}.name", errors)
     if len(errors) > found:
         return None
-    return _Item(subscriber_id, identifier, name)
+    return SubscriptionItem(subscriber_id, identifier, name)
 
 
-def _describe(item: _Item) -> str:
+def subscriber_id_items(ids: list[str], field: str, errors: list[FieldError]) -> list[SubscriptionItem]:
+    """Return one item per subscriberId, appending a FieldError for each blank or too long id."""
+    items = []
+    for index, entry in enumerate(ids):
+        item = _item(entry, f"{field}[{index}]", errors, objects=False, adding=True)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _describe(item: SubscriptionItem) -> str:
     parts = []
     if item.identifier is not None:
         parts.append(f"identifier {item.identifier!r}")
@@ -161,7 +174,7 @@ def _describe(item: _Item) -> str:
 
 
 async def _subscribers(
-    session: AsyncSession, environment_id: str, items: list[_Item]
+    session: AsyncSession, environment_id: str, items: list[SubscriptionItem]
 ) -> dict[str, Subscriber]:
     """Return the live subscribers these items name, by subscriberId."""
     ids = list({item.subscriber_id for item in items if item.subscriber_id is not None})
@@ -173,6 +186,72 @@ async def _subscribers(
         )
     )
     return {subscriber.subscriber_id: subscriber for subscriber in rows}
+
+
+async def add_subscriptions(
+    session: AsyncSession, environment_id: str, topic: Topic, items: list[SubscriptionItem], now: dt.datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Subscribe the items' subscribers to `topic`.
+
+    Returns the subscriptions' bodies and one error per item that could not be subscribed.
+    """
+    data: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    topic_key = topic.key
+    subscribers = await _subscribers(session, environment_id, items)
+    identifiers = [
+        item.identifier or default_identifier(topic_key, str(item.subscriber_id)) for item in items
+    ]
+    existing = {
+        subscription.identifier: subscription
+        for subscription in await session.scalars(
+            select(TopicSubscription).where(
+                TopicSubscription.topic_pk == topic.id, TopicSubscription.identifier.in_(identifiers)
+            )
+        )
+    }
+    for item, identifier in zip(items, identifiers, strict=True):
+        subscriber_id = str(item.subscriber_id)
+        subscriber = subscribers.get(subscriber_id)
+        if subscriber is None:
+            failures.append(
+                _item_error(
+                    subscriber_id,
+                    "SUBSCRIBER_NOT_FOUND",
+                    f"subscriber {subscriber_id!r} was not found; create the subscriber first",
+                )
+            )
+            continue
+        subscription = existing.get(identifier)
+        if subscription is not None and subscription.subscriber_pk != subscriber.id:
+            failures.append(
+                _item_error(
+                    subscriber_id,
+                    "IDENTIFIER_IN_USE",
+                    f"identifier {identifier!r} already names another subscriber's subscription "
+                    "to this topic; choose another identifier",
+                )
+            )
+            continue
+        if subscription is None:
+            subscription = TopicSubscription(
+                id=new_id(),
+                environment_id=environment_id,
+                topic_pk=topic.id,
+                subscriber_pk=subscriber.id,
+                identifier=identifier,
+                name=item.name,
+                context_keys=[],
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(subscription)
+            existing[identifier] = subscription
+        elif item.name is not None and item.name != subscription.name:
+            subscription.name = item.name
+            subscription.updated_at = now
+        data.append(subscription_body(subscription, topic, subscriber))
+    return data, failures
 
 
 @post("/", status_code=201)
@@ -194,66 +273,12 @@ async def create_subscriptions(
     items = _items(body, adding=True)
 
     now = services.clock.now()
-    data: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
     async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
         topic = await find_topic(session, environment.id, topic_key)
         if topic is None:
             topic = new_topic(environment.id, topic_key, topic_name, now)
             session.add(topic)
-        subscribers = await _subscribers(session, environment.id, items)
-        identifiers = [
-            item.identifier or default_identifier(topic_key, str(item.subscriber_id)) for item in items
-        ]
-        existing = {
-            subscription.identifier: subscription
-            for subscription in await session.scalars(
-                select(TopicSubscription).where(
-                    TopicSubscription.topic_pk == topic.id, TopicSubscription.identifier.in_(identifiers)
-                )
-            )
-        }
-        for item, identifier in zip(items, identifiers, strict=True):
-            subscriber_id = str(item.subscriber_id)
-            subscriber = subscribers.get(subscriber_id)
-            if subscriber is None:
-                failures.append(
-                    _item_error(
-                        subscriber_id,
-                        "SUBSCRIBER_NOT_FOUND",
-                        f"subscriber {subscriber_id!r} was not found; create the subscriber first",
-                    )
-                )
-                continue
-            subscription = existing.get(identifier)
-            if subscription is not None and subscription.subscriber_pk != subscriber.id:
-                failures.append(
-                    _item_error(
-                        subscriber_id,
-                        "IDENTIFIER_IN_USE",
-                        f"identifier {identifier!r} already names another subscriber's subscription "
-                        "to this topic; choose another identifier",
-                    )
-                )
-                continue
-            if subscription is None:
-                subscription = TopicSubscription(
-                    id=new_id(),
-                    environment_id=environment.id,
-                    topic_pk=topic.id,
-                    subscriber_pk=subscriber.id,
-                    identifier=identifier,
-                    name=item.name,
-                    context_keys=[],
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(subscription)
-                existing[identifier] = subscription
-            elif item.name is not None and item.name != subscription.name:
-                subscription.name = item.name
-                subscription.updated_at = now
-            data.append(subscription_body(subscription, topic, subscriber))
+        data, failures = await add_subscriptions(session, environment.id, topic, items, now)
 
     content: dict[str, Any] = {
         "data": data,
@@ -327,6 +352,51 @@ async def get_subscription(
     return {"data": data}
 
 
+async def remove_subscriptions(
+    session: AsyncSession, topic: Topic, items: list[SubscriptionItem]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Delete the subscriptions of `topic` that the items name.
+
+    Returns the deleted subscriptions' bodies and one error per item that matched none.
+    """
+    data: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    rows = await session.execute(
+        select(TopicSubscription, Subscriber)
+        .join(Subscriber, Subscriber.id == TopicSubscription.subscriber_pk)
+        .where(TopicSubscription.topic_pk == topic.id)
+        .where(
+            TopicSubscription.identifier.in_([item.identifier for item in items if item.identifier])
+            | Subscriber.subscriber_id.in_([item.subscriber_id for item in items if item.subscriber_id])
+        )
+    )
+    candidates = list(rows.all())
+    removed: set[str] = set()
+    for item in items:
+        matches = [
+            (subscription, subscriber)
+            for subscription, subscriber in candidates
+            if (item.identifier is None or subscription.identifier == item.identifier)
+            and (item.subscriber_id is None or subscriber.subscriber_id == item.subscriber_id)
+        ]
+        if not matches:
+            failures.append(
+                _item_error(
+                    item.subscriber_id or str(item.identifier),
+                    "SUBSCRIPTION_NOT_FOUND",
+                    f"no subscription of topic {topic.key!r} matches {_describe(item)}",
+                )
+            )
+            continue
+        for subscription, subscriber in matches:
+            if subscription.id in removed:
+                continue
+            removed.add(subscription.id)
+            data.append(subscription_body(subscription, topic, subscriber))
+            await session.delete(subscription)
+    return data, failures
+
+
 @delete("/", status_code=200)
 async def delete_subscriptions(
     request: Request[Any, Any, Any], environment: EnvironmentInfo, topic_key: str
@@ -334,43 +404,9 @@ async def delete_subscriptions(
     """Unsubscribe by subscriberId (every subscription of that subscriber) or by identifier."""
     services = services_of(request)
     items = _items(await read_json_object(request), adding=False)
-    data: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
     async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
         topic = await existing_topic(session, environment.id, topic_key)
-        rows = await session.execute(
-            select(TopicSubscription, Subscriber)
-            .join(Subscriber, Subscriber.id == TopicSubscription.subscriber_pk)
-            .where(TopicSubscription.topic_pk == topic.id)
-            .where(
-                TopicSubscription.identifier.in_([item.identifier for item in items if item.identifier])
-                | Subscriber.subscriber_id.in_([item.subscriber_id for item in items if item.subscriber_id])
-            )
-        )
-        candidates = list(rows.all())
-        removed: set[str] = set()
-        for item in items:
-            matches = [
-                (subscription, subscriber)
-                for subscription, subscriber in candidates
-                if (item.identifier is None or subscription.identifier == item.identifier)
-                and (item.subscriber_id is None or subscriber.subscriber_id == item.subscriber_id)
-            ]
-            if not matches:
-                failures.append(
-                    _item_error(
-                        item.subscriber_id or str(item.identifier),
-                        "SUBSCRIPTION_NOT_FOUND",
-                        f"no subscription of topic {topic_key!r} matches {_describe(item)}",
-                    )
-                )
-                continue
-            for subscription, subscriber in matches:
-                if subscription.id in removed:
-                    continue
-                removed.add(subscription.id)
-                data.append(subscription_body(subscription, topic, subscriber))
-                await session.delete(subscription)
+        data, failures = await remove_subscriptions(session, topic, items)
     content: dict[str, Any] = {
         "data": data,
         "meta": {"totalCount": len(items), "successful": len(items) - len(failures), "failed": len(failures)},

@@ -12,3 +12,8 @@ from novulite.ui.workflows import workflows_router
 ADMIN_ROUTERS: list[Router] = [admin_router]
 ADMIN_ROUTERS.append(workflows_router)
 ADMIN_ROUTERS.append(activity_router)
+from novulite.ui.subscribers import subscribers_router
+from novulite.ui.topics import topics_router
+
+# Each admin area's router; the app registers all of them.
+ADMIN_ROUTERS: list[Router] = [admin_router, subscribers_router, topics_router]
