@@ -6,14 +6,15 @@ from litestar import Router
 
 from novulite.ui.activity import activity_router
 from novulite.ui.pages import admin_router
+from novulite.ui.subscribers import subscribers_router
+from novulite.ui.topics import topics_router
 from novulite.ui.workflows import workflows_router
 
 # Each admin area's router; the app registers all of them.
-ADMIN_ROUTERS: list[Router] = [admin_router]
-ADMIN_ROUTERS.append(workflows_router)
-ADMIN_ROUTERS.append(activity_router)
-from novulite.ui.subscribers import subscribers_router
-from novulite.ui.topics import topics_router
-
-# Each admin area's router; the app registers all of them.
-ADMIN_ROUTERS: list[Router] = [admin_router, subscribers_router, topics_router]
+ADMIN_ROUTERS: list[Router] = [
+    admin_router,
+    workflows_router,
+    activity_router,
+    subscribers_router,
+    topics_router,
+]
