@@ -522,4 +522,10 @@ def run_editor_flow(page: Page, api: httpx.Client, tmp_path: Path) -> str:
         f"the notification of transaction {transaction_id}",
     )
     assert notifications[0]["transactionId"] == transaction_id
+
+    # The flash links to Activity, filtered to the transaction: its one notification is listed.
+    click_and_wait(page, f"a[href='/admin/activity?transactionId={transaction_id}']")
+    rows = page.locator("tbody tr")
+    assert rows.count() == 1
+    assert transaction_id in rows.first.inner_text()
     return workflow_pk
