@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,8 +16,9 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from tests.conftest import start_server
-from tests.helpers import admin_session
-from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID, ServerProcess
+from tests.helpers import admin_session, read_rows
+from tests.http_stub import HttpStub, Reply
+from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID, ServerProcess, free_port
 from tests.test_admin_ui import (  # noqa: F401 (browser is a fixture)
     DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
@@ -25,19 +28,26 @@ from tests.test_admin_ui import (  # noqa: F401 (browser is a fixture)
     sign_in,
     submit_login,
 )
+from tests.test_email import SMTP_PASSWORD, SMTP_USER, Mailbox, mailbox  # noqa: F401 (mailbox is a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 # Set to 1 to copy the screenshots this module takes over those in docs/screenshots.
 UPDATE_SCREENSHOTS_VARIABLE = "NOVULITE_UPDATE_SCREENSHOTS"
-PAGES = ["/admin/api-keys", "/admin/settings"]
+PAGES = ["/admin/api-keys", "/admin/settings", "/admin/integrations"]
 NEW_PASSWORD = "a-new-admin-password-42"
 
 
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the tests that leave the secret key and the admin password as they are."""
-    process = start_server(tmp_path_factory.mktemp("admin-settings"))
+    """One server for the tests that leave the secret key and the admin password as they are.
+
+    It may reach 127.0.0.1 only because it runs with NOVULITE_OUTBOUND_ALLOW=127.0.0.1, for
+    the HTTP stub that stands in for a chat provider.
+    """
+    process = start_server(
+        tmp_path_factory.mktemp("admin-settings"), env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
+    )
     yield process
     process.stop()
 
@@ -90,7 +100,14 @@ def test_posts_redirect_without_session(module_server: ServerProcess) -> None:
         form = client.get("/admin/login")
         match = re.search(r'name="_csrf_token" value="([^"]+)"', form.text)
         assert match
-        for action in ["/admin/api-keys/rotate", "/admin/settings/password", "/admin/settings/users"]:
+        actions = [
+            "/admin/api-keys/rotate",
+            "/admin/settings/password",
+            "/admin/settings/users",
+            "/admin/integrations/some-id",
+            "/admin/integrations/some-id/test",
+        ]
+        for action in actions:
             response = client.post(action, data={"_csrf_token": match.group(1), "confirm": "yes"})
             assert response.status_code == 303, f"{action}: {response.status_code}"
             assert response.headers["location"].startswith("/admin/login?next=")
@@ -184,7 +201,7 @@ def test_settings_page_lists_server(module_server: ServerProcess, admin: httpx.C
     assert str(module_server.data_dir) in page.text
     assert "25 seconds" in page.text
     assert "360 hours" in page.text
-    assert "public addresses only" in page.text
+    assert "public addresses only, plus 127.0.0.1" in page.text
     assert 'admin <span class="hint">(you)</span>' in page.text
 
 
@@ -297,6 +314,213 @@ def test_added_user_signs_in(module_server: ServerProcess, admin: httpx.Client) 
         )
         assert signed_in.status_code == 303
         assert 'carol <span class="hint">(you)</span>' in client.get("/admin/settings").text
+
+
+# Integrations
+
+
+def create_integration(
+    server: ServerProcess, provider_id: str, channel: str, credentials: dict[str, Any]
+) -> dict[str, Any]:
+    """Create an active integration through the API and return its body."""
+    body = {
+        "providerId": provider_id,
+        "channel": channel,
+        "name": f"{provider_id} test",
+        "active": True,
+        "credentials": credentials,
+    }
+    response = httpx.post(
+        f"{server.base_url}/v1/integrations",
+        json=body,
+        headers={"Authorization": f"ApiKey {API_KEY}"},
+        timeout=10,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["data"]  # type: ignore[no-any-return]
+
+
+def stored_credentials(server: ServerProcess, integration_id: str) -> dict[str, Any]:
+    rows = read_rows(
+        server.data_dir / "novulite.db", "SELECT credentials FROM integration WHERE id = ?", (integration_id,)
+    )
+    return json.loads(rows[0][0])  # type: ignore[no-any-return]
+
+
+def smtp_integration(server: ServerProcess, port: int) -> dict[str, Any]:
+    credentials = {
+        "host": "127.0.0.1",
+        "port": str(port),
+        "from": "shop@example.com",
+        "senderName": "Shop",
+        "user": SMTP_USER,
+        "password": SMTP_PASSWORD,
+        "ignoreTls": True,
+    }
+    return create_integration(server, "smtp", "email", credentials)
+
+
+def test_integrations_listed_masked(module_server: ServerProcess, admin: httpx.Client) -> None:
+    secret = "chat-signing-secret-4711"
+    webhook = "https://hooks.example.com/services/T000/B000/abcdefabcdef"
+    integration = create_integration(
+        module_server, "slack", "chat", {"webhookUrl": webhook, "secretKey": secret}
+    )
+
+    listing = admin.get("/admin/integrations")
+    edit = admin.get(f"/admin/integrations/{integration['_id']}")
+
+    assert listing.status_code == 200
+    assert f'href="/admin/integrations/{integration["_id"]}"' in listing.text
+    assert integration["identifier"] in listing.text
+    assert edit.status_code == 200
+    for page in (listing, edit):
+        assert secret not in page.text
+        assert webhook not in page.text
+    assert f"stored: {'*' * (len(secret) - 4)}4711" in edit.text
+
+
+def test_integration_missing_is_404(admin: httpx.Client) -> None:
+    assert admin.get("/admin/integrations/no-such-integration").status_code == 404
+
+
+def test_integration_save_keeps_blank_secret(
+    module_server: ServerProcess,
+    admin: httpx.Client,
+    mailbox: tuple[Mailbox, int],  # noqa: F811
+) -> None:
+    _, port = mailbox
+    integration = smtp_integration(module_server, port)
+    path = f"/admin/integrations/{integration['_id']}"
+    fields = {
+        "name": "Shop mail",
+        "active": "yes",
+        "cred.host": "127.0.0.1",
+        "cred.port": str(port),
+        "cred.from": "orders@example.com",
+        "cred.senderName": "Orders",
+        "cred.user": "",
+        "cred.password": "",
+        "cred.ignoreTls": "true",
+        "new_key": "replyTo",
+        "new_value": "help@example.com",
+    }
+
+    response = post_form(admin, path, path, fields)
+
+    assert response.status_code == 303, response.text
+    assert flash_text(admin, path) == "Integration Shop mail was saved."
+    stored = stored_credentials(module_server, integration["_id"])
+    assert stored["password"] == SMTP_PASSWORD
+    assert stored["user"] == SMTP_USER
+    assert stored["from"] == "orders@example.com"
+    assert stored["replyTo"] == "help@example.com"
+    assert stored["ignoreTls"] is True
+    listing = admin.get("/admin/integrations").text
+    assert "Shop mail" in listing
+    assert SMTP_PASSWORD not in admin.get(path).text
+
+
+INTEGRATION_CASES = [
+    ({"name": ""}, 'id="name-error"', "must be a non-empty string"),
+    ({"cred.from": "not-an-address"}, 'id="cred-from-error"', "must be an email address"),
+    ({"cred.host": ""}, 'id="cred-host-error"', "is required"),
+    ({"new_key": "bad key", "new_value": "x"}, 'id="new_key-error"', "must start with a letter"),
+]
+
+
+@pytest.mark.parametrize(("change", "error_id", "message"), INTEGRATION_CASES)
+def test_integration_save_rejects_input(
+    module_server: ServerProcess, admin: httpx.Client, change: dict[str, str], error_id: str, message: str
+) -> None:
+    integration = smtp_integration(module_server, 2525)
+    path = f"/admin/integrations/{integration['_id']}"
+    fields = {
+        "name": "Mail",
+        "active": "yes",
+        "cred.host": "127.0.0.1",
+        "cred.from": "shop@example.com",
+        **change,
+    }
+
+    response = post_form(admin, path, path, fields)
+
+    assert response.status_code == 400
+    assert error_id in response.text
+    assert message in response.text
+    assert stored_credentials(module_server, integration["_id"])["from"] == "shop@example.com"
+
+
+def test_integration_posts_without_csrf_rejected(module_server: ServerProcess, admin: httpx.Client) -> None:
+    integration = smtp_integration(module_server, 2525)
+    path = f"/admin/integrations/{integration['_id']}"
+
+    saved = admin.post(path, data={"name": "Changed", "active": "yes", "cred.host": "127.0.0.1"})
+    tested = admin.post(f"{path}/test", data={"recipient": "ann@example.com"})
+
+    assert saved.status_code == 403
+    assert tested.status_code == 403
+    assert "Changed" not in admin.get("/admin/integrations").text
+
+
+def test_test_email_reaches_mailbox(
+    module_server: ServerProcess,
+    admin: httpx.Client,
+    mailbox: tuple[Mailbox, int],  # noqa: F811
+) -> None:
+    handler, port = mailbox
+    integration = smtp_integration(module_server, port)
+    path = f"/admin/integrations/{integration['_id']}"
+
+    response = post_form(admin, path, f"{path}/test", {"recipient": "tester@example.com"})
+
+    assert response.status_code == 200, response.text
+    assert "The SMTP server accepted the message: 250" in response.text
+    received = handler.received("tester@example.com")
+    assert len(received) == 1
+    message, login = received[0]
+    assert message["Subject"] == "Test message from novulite"
+    assert login == SMTP_USER
+
+
+def test_test_email_shows_provider_error(module_server: ServerProcess, admin: httpx.Client) -> None:
+    closed_port = free_port()
+    integration = smtp_integration(module_server, closed_port)
+    path = f"/admin/integrations/{integration['_id']}"
+
+    response = post_form(admin, path, f"{path}/test", {"recipient": "tester@example.com"})
+    invalid = post_form(admin, path, f"{path}/test", {"recipient": "not an address"})
+
+    assert response.status_code == 200
+    assert "Failed." in response.text
+    assert "connect failed" in response.text
+    assert invalid.status_code == 400
+    assert 'id="recipient-error"' in invalid.text
+
+
+def test_test_chat_reaches_stub(module_server: ServerProcess, admin: httpx.Client) -> None:
+    stub = HttpStub().start()
+    try:
+        stub.route("/hook", Reply(200, {"ok": True}))
+        stub.route("/failing", Reply(500, {"error": "broken"}))
+        integration = create_integration(
+            module_server, "chat-webhook", "chat", {"secretKey": "chat-secret-1234"}
+        )
+        path = f"/admin/integrations/{integration['_id']}"
+
+        sent = post_form(admin, path, f"{path}/test", {"recipient": stub.url("/hook")})
+        failed = post_form(admin, path, f"{path}/test", {"recipient": stub.url("/failing")})
+        received = stub.wait_for("/hook", 1)
+    finally:
+        stub.stop()
+
+    assert sent.status_code == 200
+    assert "Message sent to the subscriber" in sent.text
+    assert received[0].json()["content"].startswith("This test message was sent by the admin admin")
+    assert "x-novu-signature" in received[0].headers
+    assert failed.status_code == 200
+    assert "Failed." in failed.text
+    assert "500" in failed.text
 
 
 # Browser flows

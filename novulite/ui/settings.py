@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,15 +15,22 @@ from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite import ids, security
 from novulite.api.auth import services_of
 from novulite.api.environments import rotate_api_key
+from novulite.api.integration_credentials import BOOLEAN_CREDENTIALS, EMAIL_PATTERN, OBJECT_CREDENTIALS
+from novulite.api.integrations import change_integration
 from novulite.config import Settings
-from novulite.db.models import AdminUser, Environment
-from novulite.ui.common import current_admin, flash_redirect, render
+from novulite.db.models import AdminUser, Environment, Integration
+from novulite.engine.steps.base import StepError
+from novulite.errors import ApiError, FieldError
+from novulite.integrations import PUBLIC_CREDENTIALS, SECRET_CREDENTIALS, mask_secret
+from novulite.providers.sms import phone_number
+from novulite.ui.common import PAGE_SIZE, current_admin, flash_redirect, page_number, render
+from novulite.ui.sample_send import SampleOutcome, recipient_kind, send_sample
 
 logger = logging.getLogger("novulite.ui")
 
@@ -222,8 +230,268 @@ async def add_user(request: Request[Any, Any, Any], admin: str, data: FormData) 
     return flash_redirect(request, "/admin/settings", f"Admin user {username} was added.")
 
 
+# Integrations
+
+# Fields the edit form always offers for a provider, beside those already stored.
+EXPECTED_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "smtp": (
+        "host",
+        "port",
+        "secure",
+        "requireTls",
+        "ignoreTls",
+        "user",
+        "password",
+        "from",
+        "senderName",
+        "replyTo",
+    ),
+    "nodemailer": (
+        "host",
+        "port",
+        "secure",
+        "requireTls",
+        "ignoreTls",
+        "user",
+        "password",
+        "from",
+        "senderName",
+        "replyTo",
+    ),
+    "twilio": ("accountSid", "token", "from"),
+    "push-webhook": ("webhookUrl", "secretKey"),
+}
+CHAT_CREDENTIALS = ("webhookUrl", "secretKey")
+CREDENTIAL_KEY_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CredentialField:
+    key: str
+    # "secret", "boolean", "object" or "text".
+    kind: str
+    # The stored value as the form shows it: masked for a secret, "true"/"false"/"" for a boolean.
+    shown: str
+    stored: bool
+
+
+def _is_secret(key: str, provider_id: str) -> bool:
+    return key in SECRET_CREDENTIALS and key not in PUBLIC_CREDENTIALS.get(provider_id, frozenset())
+
+
+def _credential_fields(integration: Integration) -> list[CredentialField]:
+    stored = integration.credentials or {}
+    expected = EXPECTED_CREDENTIALS.get(integration.provider_id)
+    if expected is None and integration.channel == "chat":
+        expected = CHAT_CREDENTIALS
+    keys = list(expected or ()) + [key for key in stored if key not in (expected or ())]
+    fields = []
+    for key in keys:
+        value = stored.get(key)
+        if _is_secret(key, integration.provider_id):
+            fields.append(CredentialField(key, "secret", str(mask_secret(value) or ""), key in stored))
+        elif key in BOOLEAN_CREDENTIALS:
+            shown = "" if value is None else ("true" if value else "false")
+            fields.append(CredentialField(key, "boolean", shown, key in stored))
+        elif key in OBJECT_CREDENTIALS or isinstance(value, dict | list):
+            fields.append(CredentialField(key, "object", "", key in stored))
+        else:
+            fields.append(CredentialField(key, "text", "" if value is None else str(value), key in stored))
+    return fields
+
+
+def _credentials_from_form(
+    integration: Integration, data: dict[str, str], errors: list[FieldError]
+) -> dict[str, Any]:
+    """Return the credentials the edit form sets: a blank secret keeps its stored value."""
+    credentials = dict(integration.credentials or {})
+    for field in _credential_fields(integration):
+        if field.kind == "object":
+            continue
+        sent = data.get(f"cred.{field.key}", "")
+        if field.kind == "secret":
+            if sent:
+                credentials[field.key] = sent
+        elif field.kind == "boolean":
+            if sent in ("true", "false"):
+                credentials[field.key] = sent == "true"
+            else:
+                credentials.pop(field.key, None)
+        elif sent.strip():
+            credentials[field.key] = sent.strip()
+        else:
+            credentials.pop(field.key, None)
+    new_key = data.get("new_key", "").strip()
+    new_value = data.get("new_value", "")
+    if new_key:
+        if not CREDENTIAL_KEY_PATTERN.fullmatch(new_key):
+            errors.append(
+                FieldError("new_key", "must start with a letter and contain only letters, digits and _")
+            )
+        elif new_key in BOOLEAN_CREDENTIALS:
+            credentials[new_key] = new_value.strip().lower() == "true"
+        elif new_value.strip():
+            credentials[new_key] = new_value.strip()
+        else:
+            errors.append(FieldError("new_value", f"is empty: enter a value for credentials.{new_key}"))
+    return credentials
+
+
+async def _integration(request: Request[Any, Any, Any], integration_id: str) -> Integration | None:
+    async with AsyncSession(services_of(request).reader) as session:
+        return await session.scalar(select(Integration).where(Integration.id == integration_id))
+
+
+@get("/integrations", dependencies=ADMIN)
+async def integrations_page(request: Request[Any, Any, Any], admin: str, page: int | None = None) -> Template:
+    number = page_number(page)
+    async with AsyncSession(services_of(request).reader) as session:
+        total = await session.scalar(select(func.count()).select_from(Integration)) or 0
+        rows = (
+            await session.scalars(
+                select(Integration)
+                .order_by(Integration.channel, Integration.created_at, Integration.id)
+                .limit(PAGE_SIZE)
+                .offset((number - 1) * PAGE_SIZE)
+            )
+        ).all()
+    context = {"integrations": rows, "page": number, "has_next": number * PAGE_SIZE < total, "total": total}
+    return render(request, "admin/settings/integrations.html", admin, context)
+
+
+async def _render_integration(
+    request: Request[Any, Any, Any],
+    admin: str,
+    integration: Integration,
+    *,
+    errors: Sequence[FieldError] = (),
+    message: str | None = None,
+    values: dict[str, str] | None = None,
+    outcome: SampleOutcome | None = None,
+    status_code: int = 200,
+) -> Template:
+    context = {
+        "integration": integration,
+        "fields": _credential_fields(integration),
+        "errors": {error.field: error.message for error in errors},
+        "error_message": message,
+        "values": values or {},
+        "recipient_kind": recipient_kind(integration.provider_id, integration.channel),
+        "outcome": outcome,
+    }
+    return render(request, "admin/settings/integration.html", admin, context, status_code=status_code)
+
+
+def _integration_not_found(request: Request[Any, Any, Any], admin: str, integration_id: str) -> Template:
+    context = {"integration_id": integration_id}
+    return render(request, "admin/settings/integration_missing.html", admin, context, status_code=404)
+
+
+@get("/integrations/{integration_id:str}", dependencies=ADMIN)
+async def integration_page(request: Request[Any, Any, Any], admin: str, integration_id: str) -> Template:
+    integration = await _integration(request, integration_id)
+    if integration is None:
+        return _integration_not_found(request, admin, integration_id)
+    return await _render_integration(request, admin, integration)
+
+
+@post("/integrations/{integration_id:str}", dependencies=ADMIN)
+async def integration_save(
+    request: Request[Any, Any, Any], admin: str, integration_id: str, data: FormData
+) -> Response[Any]:
+    """Save the name, the active flag and the credentials through the integrations API's code."""
+    integration = await _integration(request, integration_id)
+    if integration is None:
+        return _integration_not_found(request, admin, integration_id)
+    errors: list[FieldError] = []
+    credentials = _credentials_from_form(integration, data, errors)
+    values = {
+        key: value for key, value in data.items() if not key.startswith("cred.") and key != "_csrf_token"
+    }
+    if errors:
+        message = "The integration was not saved: correct the fields marked below."
+        return await _render_integration(
+            request, admin, integration, errors=errors, message=message, values=values, status_code=400
+        )
+    body = {"name": data.get("name", ""), "active": data.get("active") == "yes", "credentials": credentials}
+    try:
+        await change_integration(services_of(request), integration.environment_id, integration.id, body)
+    except ApiError as exc:
+        message = f"The integration was not saved: {exc.message}."
+        return await _render_integration(
+            request,
+            admin,
+            integration,
+            errors=exc.errors,
+            message=message,
+            values=values,
+            status_code=exc.status,
+        )
+    logger.info("admin %s changed the integration %s", admin, integration.identifier)
+    return flash_redirect(
+        request, f"/admin/integrations/{integration.id}", f"Integration {body['name']} was saved."
+    )
+
+
+def _recipient_problem(kind: str | None, recipient: str) -> str | None:
+    if kind is None:
+        return "This server cannot send a test message through this provider."
+    if kind == "email" and not EMAIL_PATTERN.match(recipient):
+        return "Recipient must be an email address such as you@example.com."
+    if kind == "phone":
+        try:
+            phone_number(recipient)
+        except StepError:
+            return "Recipient must be a phone number in E.164 form, such as +15551234567."
+    if kind == "webhook" and recipient and urlsplit(recipient).scheme not in ("http", "https"):
+        return "Recipient must be an http or https webhook URL, or empty to use the integration's URL."
+    return None
+
+
+@post("/integrations/{integration_id:str}/test", dependencies=ADMIN)
+async def integration_test(
+    request: Request[Any, Any, Any], admin: str, integration_id: str, data: FormData
+) -> Response[Any]:
+    """Send one test message through the integration and show what the provider returned."""
+    integration = await _integration(request, integration_id)
+    if integration is None:
+        return _integration_not_found(request, admin, integration_id)
+    recipient = data.get("recipient", "").strip()
+    kind = recipient_kind(integration.provider_id, integration.channel)
+    problem = _recipient_problem(kind, recipient)
+    if problem:
+        return await _render_integration(
+            request,
+            admin,
+            integration,
+            errors=[FieldError("recipient", problem)],
+            values={"recipient": recipient},
+            status_code=400,
+        )
+    outcome = await asyncio.to_thread(send_sample, services_of(request).worker, integration, recipient, admin)
+    logger.info(
+        "admin %s sent a test message through the integration %s: sent=%s",
+        admin,
+        integration.identifier,
+        outcome.sent,
+    )
+    return await _render_integration(
+        request, admin, integration, values={"recipient": recipient}, outcome=outcome
+    )
+
+
 settings_router = Router(
     path="/admin",
-    route_handlers=[api_keys_page, rotate_key, settings_page, change_password, add_user],
+    route_handlers=[
+        api_keys_page,
+        rotate_key,
+        settings_page,
+        change_password,
+        add_user,
+        integrations_page,
+        integration_page,
+        integration_save,
+        integration_test,
+    ],
     include_in_schema=False,
 )
