@@ -23,6 +23,7 @@ from tests.test_admin_ui import (  # noqa: F401 (browser is a fixture)
     DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
     browser,
+    make_failed_and_completed_jobs,
     needs_chromium,
     open_context,
     sign_in,
@@ -587,3 +588,42 @@ def test_pages_fit_phone(module_server: ServerProcess, browser: Browser) -> None
                 "() => ({scroll: document.scrollingElement.scrollWidth, inner: window.innerWidth})"
             )
             assert widths["scroll"] <= widths["inner"], f"{path} scrolls sideways at 390 px: {widths}"
+
+
+def test_dashboard_chart_counts_hours(server: ServerProcess, api: httpx.Client) -> None:
+    make_failed_and_completed_jobs(server, api)
+
+    with admin_session(server.base_url) as client:
+        page = client.get("/admin/").text
+
+    rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td>(\d+)</td><td>(\d+)</td></tr>', page)
+    assert len(rows) == 24
+    # Both jobs ran a moment ago: in this hour's row, or the previous one's when an hour began meanwhile.
+    assert sum(int(row[1]) for row in rows[-2:]) == 2
+    assert sum(int(row[2]) for row in rows[-2:]) == 1
+    assert sum(int(row[1]) for row in rows) == 2
+    assert sum(int(row[2]) for row in rows) == 1
+    assert page.count('class="bar-notifications"') == 24
+    assert page.count('class="bar-failures"') == 24
+    failures = page[page.index("<h2>Newest failures</h2>") :]
+    assert "<code>broken-total</code>" in failures
+    assert "<code>carol</code>" in failures
+    assert "divided_by" in failures
+
+
+@needs_chromium
+def test_dashboard_chart_screenshot(
+    server: ServerProcess,
+    api: httpx.Client,
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    make_failed_and_completed_jobs(server, api)
+    with open_context(browser, server, DESKTOP_VIEWPORT) as context:
+        page = context.new_page()
+        assert sign_in(page) == 200
+        assert page.locator("svg.hourly-chart").is_visible()
+        assert page.get_attribute("svg.hourly-chart", "aria-hidden") == "true"
+        caption = page.locator("[data-testid=hourly-table] caption").inner_text()
+        assert caption.startswith("Notifications and failed jobs per hour")
+        _save_screenshot(page, "/admin/", "dashboard", tmp_path)
