@@ -450,6 +450,10 @@ def test_integration_save_rejects_input(
     assert error_id in response.text
     assert message in response.text
     assert stored_credentials(module_server, integration["_id"])["from"] == "shop@example.com"
+    # The form shows back what was typed, except secrets.
+    if "cred.from" in change:
+        assert f'value="{change["cred.from"]}"' in response.text
+    assert SMTP_PASSWORD not in response.text
 
 
 def test_integration_posts_without_csrf_rejected(module_server: ServerProcess, admin: httpx.Client) -> None:
@@ -627,3 +631,21 @@ def test_dashboard_chart_screenshot(
         caption = page.locator("[data-testid=hourly-table] caption").inner_text()
         assert caption.startswith("Notifications and failed jobs per hour")
         _save_screenshot(page, "/admin/", "dashboard", tmp_path)
+
+
+def test_test_message_guard_refuses_loopback(server: ServerProcess) -> None:
+    """Without NOVULITE_OUTBOUND_ALLOW the guard rejects a loopback webhook before connecting."""
+    stub = HttpStub().start()
+    try:
+        integration = create_integration(server, "chat-webhook", "chat", {})
+        path = f"/admin/integrations/{integration['_id']}"
+        with admin_session(server.base_url) as client:
+            response = post_form(client, path, f"{path}/test", {"recipient": stub.url("/hook")})
+        connections = stub.connections
+    finally:
+        stub.stop()
+
+    assert response.status_code == 200
+    assert "Failed." in response.text
+    assert "OutboundRefused" in response.text
+    assert connections == 0

@@ -405,8 +405,12 @@ async def integration_save(
         return _integration_not_found(request, admin, integration_id)
     errors: list[FieldError] = []
     credentials = _credentials_from_form(integration, data, errors)
+    # The form shows back what was typed, except the CSRF token and secrets.
     values = {
-        key: value for key, value in data.items() if not key.startswith("cred.") and key != "_csrf_token"
+        key: value
+        for key, value in data.items()
+        if key != "_csrf_token"
+        and not (key.startswith("cred.") and _is_secret(key[5:], integration.provider_id))
     }
     if errors:
         message = "The integration was not saved: correct the fields marked below."
