@@ -44,7 +44,7 @@ def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     """One server for the tests that leave the secret key and the admin password as they are.
 
     It may reach 127.0.0.1 only because it runs with NOVULITE_OUTBOUND_ALLOW=127.0.0.1, for
-    the HTTP stub that stands in for a chat provider.
+    the HTTP stub that the chat test messages are posted to.
     """
     process = start_server(
         tmp_path_factory.mktemp("admin-settings"), env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
@@ -183,7 +183,7 @@ def test_rotate_replaces_key(server: ServerProcess) -> None:
         message = flash_text(client, "/admin/api-keys")
         shown_again = client.get("/admin/api-keys").text
 
-    new_key = re.search(r"The new key is ([0-9a-f]+);", message)
+    new_key = re.search(r"The new key is ([0-9a-f]+)\.", message)
     assert new_key, message
     assert new_key.group(1) != API_KEY
     assert "The new key is" not in shown_again
@@ -556,7 +556,7 @@ def test_browser_rotate_and_password(server: ServerProcess, browser: Browser, tm
         with page.expect_navigation():
             page.click("button:has-text('Rotate secret key')")
         flash = page.locator("[role=status]").inner_text()
-        new_key = re.search(r"The new key is ([0-9a-f]+);", flash)
+        new_key = re.search(r"The new key is ([0-9a-f]+)\.", flash)
         assert new_key, flash
         assert secret_key_status(server, API_KEY) == 401
         assert secret_key_status(server, new_key.group(1)) == 200

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from novulite.db.models import Job, Notification
 
 HOURS = 24
-# The chart's coordinate system (the SVG viewBox); the page scales it to its width.
+# The chart's coordinate system, which is the SVG viewBox. The page scales it to its width.
 WIDTH = 720
 HEIGHT = 220
 LEFT = 44
@@ -30,7 +30,7 @@ class HourBar:
     start: dt.datetime
     notifications: int
     failures: int
-    # Rectangles in viewBox units: x, y and height of each bar; `label` is set every third hour.
+    # Rectangles in viewBox units: x, y and height of each bar. `label` is set every third hour.
     x: float
     width: float
     notifications_y: float

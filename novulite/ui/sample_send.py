@@ -27,7 +27,7 @@ WORKFLOW_ID = "novulite-admin-test"
 
 @dataclasses.dataclass(frozen=True)
 class SampleOutcome:
-    """What the provider returned for a test message: success, a one-line summary and its facts."""
+    """A provider's result for a test message: whether it was sent, a one-line summary and its facts."""
 
     sent: bool
     summary: str
@@ -50,7 +50,7 @@ def recipient_kind(provider_id: str, channel: str) -> str | None:
 
 
 def send_sample(worker: WorkerContext, integration: Any, recipient: str, admin: str) -> SampleOutcome:
-    """Send one test message through `integration` to `recipient`; blocking, so run it in a thread."""
+    """Send one test message through `integration` to `recipient`. It blocks, so call it in a thread."""
     text = f"This test message was sent by the admin {admin} from the novulite admin UI."
     if integration.provider_id in smtp.PROVIDER_IDS:
         return _send_email(integration, recipient, text)

@@ -86,7 +86,7 @@ async def rotate_key(request: Request[Any, Any, Any], admin: str, data: FormData
     environment = found[0]
     new_key = await rotate_api_key(services_of(request), environment.id, environment.identifier)
     logger.info("admin %s rotated the secret key of environment %s", admin, environment.identifier)
-    message = f"Secret key rotated. The new key is {new_key}; update every client that uses the old one."
+    message = f"Secret key rotated. The new key is {new_key}. Update every client that uses the old one."
     return flash_redirect(request, "/admin/api-keys", message)
 
 
@@ -181,6 +181,7 @@ async def change_password(request: Request[Any, Any, Any], admin: str, data: For
     repeated = data.get("new_password_again", "")
     stored = await _stored_hash(request, admin)
     if stored is None or not await asyncio.to_thread(security.verify_password, current, stored):
+        logger.info("admin %s entered a wrong current password when changing it", admin)
         error = FormError("password", "current_password", "Current password is wrong.")
         return await _render_settings(request, admin, error)
     problem = _password_problem(new, "New password")
@@ -291,7 +292,9 @@ def _credential_fields(integration: Integration) -> list[CredentialField]:
         if _is_secret(key, integration.provider_id):
             fields.append(CredentialField(key, "secret", str(mask_secret(value) or ""), key in stored))
         elif key in BOOLEAN_CREDENTIALS:
-            shown = "" if value is None else ("true" if value else "false")
+            shown = ""
+            if value is not None:
+                shown = "true" if value else "false"
             fields.append(CredentialField(key, "boolean", shown, key in stored))
         elif key in OBJECT_CREDENTIALS or isinstance(value, dict | list):
             fields.append(CredentialField(key, "object", "", key in stored))
@@ -403,6 +406,7 @@ async def integration_save(
     integration = await _integration(request, integration_id)
     if integration is None:
         return _integration_not_found(request, admin, integration_id)
+
     errors: list[FieldError] = []
     credentials = _credentials_from_form(integration, data, errors)
     # The form shows back what was typed, except the CSRF token and secrets.
@@ -413,14 +417,19 @@ async def integration_save(
         and not (key.startswith("cred.") and _is_secret(key[5:], integration.provider_id))
     }
     if errors:
+        logger.info("admin %s sent invalid fields for the integration %s", admin, integration.identifier)
         message = "The integration was not saved: correct the fields marked below."
         return await _render_integration(
             request, admin, integration, errors=errors, message=message, values=values, status_code=400
         )
+
     body = {"name": data.get("name", ""), "active": data.get("active") == "yes", "credentials": credentials}
     try:
         await change_integration(services_of(request), integration.environment_id, integration.id, body)
     except ApiError as exc:
+        logger.info(
+            "admin %s could not save the integration %s: %s", admin, integration.identifier, exc.message
+        )
         message = f"The integration was not saved: {exc.message}."
         return await _render_integration(
             request,
@@ -431,6 +440,7 @@ async def integration_save(
             values=values,
             status_code=exc.status,
         )
+
     logger.info("admin %s changed the integration %s", admin, integration.identifier)
     return flash_redirect(
         request, f"/admin/integrations/{integration.id}", f"Integration {body['name']} was saved."
