@@ -582,10 +582,11 @@ def test_browser_rotate_and_password(server: ServerProcess, browser: Browser, tm
 
 @needs_chromium
 def test_pages_fit_phone(module_server: ServerProcess, browser: Browser) -> None:  # noqa: F811
+    integration = smtp_integration(module_server, 2525)
     with open_context(browser, module_server, PHONE_VIEWPORT) as phone:
         page = phone.new_page()
         assert sign_in(page) == 200
-        for path in PAGES:
+        for path in [*PAGES, f"/admin/integrations/{integration['_id']}"]:
             page.goto(path)
             assert urlsplit(page.url).path == path
             widths = page.evaluate(

@@ -16,6 +16,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Template
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite import ids, security
@@ -193,6 +194,8 @@ async def change_password(request: Request[Any, Any, Any], admin: str, data: For
         )
         return await _render_settings(request, admin, error)
     password_hash = await asyncio.to_thread(security.hash_password, new)
+    # NOTE: sessions signed before the change stay valid until they expire (SESSION_SECONDS),
+    # because a session token carries no password version.
     async with services_of(request).writer.begin() as connection:
         await connection.execute(
             update(AdminUser).where(AdminUser.username == admin).values(password_hash=password_hash)
@@ -218,15 +221,20 @@ async def add_user(request: Request[Any, Any, Any], admin: str, data: FormData) 
         return await _render_settings(request, admin, FormError("user", "password", problem), values)
     services = services_of(request)
     password_hash = await asyncio.to_thread(security.hash_password, password)
-    async with services.writer.begin() as connection:
-        await connection.execute(
-            insert(AdminUser).values(
-                id=ids.new_id(),
-                username=username,
-                password_hash=password_hash,
-                created_at=services.clock.now(),
+    try:
+        async with services.writer.begin() as connection:
+            await connection.execute(
+                insert(AdminUser).values(
+                    id=ids.new_id(),
+                    username=username,
+                    password_hash=password_hash,
+                    created_at=services.clock.now(),
+                )
             )
-        )
+    except IntegrityError:
+        # Another request added the same username after the check above.
+        message = f"Username {username} is taken: choose another."
+        return await _render_settings(request, admin, FormError("user", "username", message), values)
     logger.info("admin %s added the admin user %s", admin, username)
     return flash_redirect(request, "/admin/settings", f"Admin user {username} was added.")
 
