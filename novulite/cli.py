@@ -283,6 +283,7 @@ def serve(
         job_lease_seconds=job_lease_seconds,
         outbound_allow=outbound_allow,
         inbox_token_ttl_seconds=max(1, round(inbox_session_hours * 3600)),
+        ws_ping_interval_seconds=ws_ping_interval,
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,

@@ -39,6 +39,9 @@ class Settings:
     reconcile_grace_seconds: float = 30.0
     # Seconds an inbox session token stays valid.
     inbox_token_ttl_seconds: int = 15 * 24 * 3600
+    # Seconds between WebSocket pings on each inbox socket. Uvicorn sends the pings, so this copy
+    # only shows the value on the admin settings page.
+    ws_ping_interval_seconds: float = 25.0
     # Maximum accepted request body, in bytes.
     max_body_bytes: int = 2 * 1024 * 1024
     # Redis for the limiter, shared by every process that uses it; None keeps the limiter in SQLite.

@@ -19,6 +19,7 @@ from novulite.api.auth import environment_from_api_key, services_of
 from novulite.api.socket import invalid_token_frame
 from novulite.db.models import Environment
 from novulite.directory import EnvironmentInfo
+from novulite.services import Services
 
 logger = logging.getLogger("novulite.api")
 
@@ -33,18 +34,17 @@ async def list_api_keys(environment: EnvironmentInfo) -> dict[str, Any]:
     return _keys_body(environment.api_key)
 
 
-@post("/api-keys/regenerate", status_code=201)
-async def regenerate_api_key(request: Request[Any, Any, Any], environment: EnvironmentInfo) -> dict[str, Any]:
-    """Replace the secret key and return the new one.
+async def rotate_api_key(services: Services, environment_id: str, identifier: str) -> str:
+    """Replace an environment's secret key, close its open inbox sockets and return the new key.
 
-    The key that authenticated this request is rejected from now on.
+    The old key, subscriber hashes made with it and inbox session tokens issued under it are
+    rejected from the moment this returns, in this process.
     """
-    services = services_of(request)
     new_key = security.generate_api_key()
     async with services.writer.begin() as connection:
         await connection.execute(
             update(Environment)
-            .where(Environment.id == environment.id)
+            .where(Environment.id == environment_id)
             .values(
                 api_key=new_key,
                 api_key_hash=security.hash_api_key(new_key),
@@ -54,8 +54,18 @@ async def regenerate_api_key(request: Request[Any, Any, Any], environment: Envir
         )
     services.directory.invalidate_environments()
     # Open sockets were authenticated under the old key, so they end as a handshake with it would.
-    closed = services.hub.revoke_environment(environment.id, invalid_token_frame("/ws"))
-    logger.warning("secret API key rotated environment=%s sockets_closed=%d", environment.identifier, closed)
+    closed = services.hub.revoke_environment(environment_id, invalid_token_frame("/ws"))
+    logger.warning("secret API key rotated environment=%s sockets_closed=%d", identifier, closed)
+    return new_key
+
+
+@post("/api-keys/regenerate", status_code=201)
+async def regenerate_api_key(request: Request[Any, Any, Any], environment: EnvironmentInfo) -> dict[str, Any]:
+    """Replace the secret key and return the new one.
+
+    The key that authenticated this request is rejected from now on.
+    """
+    new_key = await rotate_api_key(services_of(request), environment.id, environment.identifier)
     return _keys_body(new_key)
 
 

@@ -29,6 +29,7 @@ from novulite.ids import ORGANIZATION_ID, new_id, new_transaction_id
 from novulite.integrations import CHANNELS, SECRET_CREDENTIALS, mask_secret, masked_credentials
 from novulite.providers import smtp
 from novulite.providers.registry import PROVIDERS
+from novulite.services import Services
 
 # As in Novu, only these channels pick a primary integration; the others use the newest active one.
 PRIMARY_CHANNELS = ("email", "sms")
@@ -249,13 +250,15 @@ async def create_integration(request: Request[Any, Any, Any], environment: Envir
     return {"data": integration_body(integration)}
 
 
-@put("/{integration_id:str}")
-async def update_integration(
-    request: Request[Any, Any, Any], environment: EnvironmentInfo, integration_id: str
-) -> dict[str, Any]:
-    """Change an integration; sent credentials replace the stored ones, as in Novu."""
-    services = services_of(request)
-    body = await read_json_object(request)
+async def change_integration(
+    services: Services, environment_id: str, integration_id: str, body: dict[str, Any]
+) -> Integration:
+    """Change an integration from a body in the shape of PUT /v1/integrations/{id} and return it.
+
+    Sent credentials replace the stored ones, as in Novu, except secrets sent back masked.
+    Raises ApiError: INVALID_FIELDS with an entry per problem, INTEGRATION_NOT_FOUND,
+    INTEGRATION_IDENTIFIER_EXISTS or PRIMARY_NOT_SUPPORTED.
+    """
     errors: list[FieldError] = []
     name = _text(body, "name", MAX_NAME_LENGTH, errors)
     identifier = _text(body, "identifier", MAX_NAME_LENGTH, errors)
@@ -270,7 +273,7 @@ async def update_integration(
 
     try:
         async with AsyncSession(services.writer, expire_on_commit=False) as session, session.begin():
-            integration = await _find(session, environment.id, integration_id)
+            integration = await _find(session, environment_id, integration_id)
             if sent is not None:
                 integration.credentials = keep_masked_secrets(sent, integration.credentials or {})
             if active is not None:
@@ -287,7 +290,7 @@ async def update_integration(
             if errors:
                 raise ApiError(INVALID_FIELDS, errors=errors)
             if identifier is not None and identifier != integration.identifier:
-                if await _identifier_taken(session, environment.id, identifier, integration.id):
+                if await _identifier_taken(session, environment_id, identifier, integration.id):
                     _raise_duplicate(identifier)
                 integration.identifier = identifier
             if name is not None:
@@ -301,6 +304,16 @@ async def update_integration(
             integration.updated_at = services.clock.now()
     except IntegrityError:
         _raise_duplicate(identifier or "")
+    return integration
+
+
+@put("/{integration_id:str}")
+async def update_integration(
+    request: Request[Any, Any, Any], environment: EnvironmentInfo, integration_id: str
+) -> dict[str, Any]:
+    """Change an integration; sent credentials replace the stored ones, as in Novu."""
+    body = await read_json_object(request)
+    integration = await change_integration(services_of(request), environment.id, integration_id, body)
     return {"data": integration_body(integration)}
 
 

@@ -6,6 +6,7 @@ from litestar import Router
 
 from novulite.ui.activity import activity_router
 from novulite.ui.pages import admin_router
+from novulite.ui.settings import settings_router
 from novulite.ui.subscribers import subscribers_router
 from novulite.ui.topics import topics_router
 from novulite.ui.workflows import workflows_router
@@ -17,4 +18,5 @@ ADMIN_ROUTERS: list[Router] = [
     activity_router,
     subscribers_router,
     topics_router,
+    settings_router,
 ]

@@ -41,11 +41,14 @@ from novulite.ui.common import (
     page_number,
     render,
 )
+from novulite.ui.hourly_chart import load_hourly_chart
 
 logger = logging.getLogger("novulite.ui")
 
 # How many jobs taken over from a lost worker the dashboard lists, newest first.
 RECOVERED_JOBS_SHOWN = 10
+# How many failed jobs the dashboard lists, newest first.
+FAILURES_SHOWN = 10
 
 
 def _safe_next(next_path: str | None) -> str:
@@ -126,7 +129,21 @@ async def dashboard(request: Request[Any, Any, Any], admin: str) -> Template:
                 .limit(RECOVERED_JOBS_SHOWN)
             )
         ).all()
+        failures = (
+            await session.execute(
+                select(Job, Workflow.workflow_id, Subscriber.subscriber_id)
+                .join(Notification, Notification.id == Job.notification_id)
+                .join(Workflow, Workflow.id == Notification.workflow_pk)
+                .join(Subscriber, Subscriber.id == Job.subscriber_pk)
+                .where(Job.status == "failed")
+                .order_by(Job.updated_at.desc(), Job.id.desc())
+                .limit(FAILURES_SHOWN)
+            )
+        ).all()
+        chart = await load_hourly_chart(session, services.clock.now())
     context = {
+        "chart": chart,
+        "failures": [tuple(row) for row in failures],
         "workflow_count": workflows or 0,
         "notification_count": notifications or 0,
         "jobs_by_status": by_status,
