@@ -264,10 +264,15 @@ def test_password_change_signs_in(server: ServerProcess) -> None:
         "new_password": NEW_PASSWORD,
         "new_password_again": NEW_PASSWORD,
     }
-    with admin_session(server.base_url) as client:
+    with admin_session(server.base_url) as other, admin_session(server.base_url) as client:
         response = post_form(client, "/admin/settings", "/admin/settings/password", fields)
         assert response.status_code == 303
         assert flash_text(client, "/admin/settings") == "Your password was changed."
+        # The browser that changed it stays signed in, and every other session of the admin ends.
+        assert client.get("/admin/settings").status_code == 200
+        ended = other.get("/admin/settings")
+        assert ended.status_code == 303
+        assert ended.headers["location"].startswith("/admin/login")
 
     with httpx.Client(base_url=server.base_url, timeout=10) as client:
         token = csrf_token(client, "/admin/login")

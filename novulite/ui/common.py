@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
+from sqlalchemy import select
 
 from novulite.api.auth import services_of
+from novulite.db.models import AdminUser
 
 SESSION_COOKIE = "novulite_admin"
 SESSION_SECONDS = 12 * 3600
@@ -32,12 +35,37 @@ def login_redirect(request: Request[Any, Any, Any], exc: AdminLoginRequired) -> 
     return Redirect(path=f"/admin/login?next={quote(exc.next_path)}", status_code=303)
 
 
+def password_fingerprint(password_hash: str) -> str:
+    """Return a short digest of a stored password hash, which a session carries and checks."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+def session_cookie(request: Request[Any, Any, Any], username: str, password_hash: str) -> Cookie:
+    """Return the sign-in cookie; it stops working when the admin's password changes."""
+    claims = {"user": username, "pwd": password_fingerprint(password_hash)}
+    token = services_of(request).admin_sessions.sign(claims, SESSION_SECONDS)
+    return Cookie(
+        key=SESSION_COOKIE,
+        value=token,
+        path="/",
+        httponly=True,
+        samesite="lax",
+        max_age=SESSION_SECONDS,
+    )
+
+
 async def current_admin(request: Request[Any, Any, Any]) -> str:
     """Return the signed-in admin's username, or raise AdminLoginRequired."""
     services = services_of(request)
     token = request.cookies.get(SESSION_COOKIE)
     claims = services.admin_sessions.verify(token) if token else None
-    if claims is None:
+    stored = None
+    if claims is not None:
+        async with services.reader.connect() as connection:
+            stored = await connection.scalar(
+                select(AdminUser.password_hash).where(AdminUser.username == str(claims.get("user")))
+            )
+    if claims is None or stored is None or claims.get("pwd") != password_fingerprint(stored):
         # The raw path keeps a trailing slash, which Litestar's routing drops from request.url.
         raw_path = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
         raise AdminLoginRequired(raw_path)

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from litestar import Request, Response, Router, get, post
-from litestar.datastructures import Cookie
 from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
@@ -35,11 +34,11 @@ from novulite.ui.activity import error_sentences
 from novulite.ui.common import (
     PAGE_SIZE,
     SESSION_COOKIE,
-    SESSION_SECONDS,
     current_admin,
     flash_redirect,
     page_number,
     render,
+    session_cookie,
 )
 from novulite.ui.hourly_chart import load_hourly_chart
 
@@ -63,15 +62,17 @@ async def login_page(next: str | None = None) -> Template:
     return Template("admin/login.html", context={"next": _safe_next(next), "error": None})
 
 
-async def _check_password(request: Request[Any, Any, Any], username: str, password: str) -> bool:
+async def _check_password(request: Request[Any, Any, Any], username: str, password: str) -> str | None:
+    """Return the admin's stored password hash when `password` matches it, else None."""
     services = services_of(request)
     async with AsyncSession(services.reader) as session:
         stored = await session.scalar(select(AdminUser.password_hash).where(AdminUser.username == username))
     if stored is None:
         # Hash anyway so an unknown name takes as long to reject as a wrong password.
         await asyncio.to_thread(security.hash_password, password)
-        return False
-    return await asyncio.to_thread(security.verify_password, password, stored)
+        return None
+    matches = await asyncio.to_thread(security.verify_password, password, stored)
+    return stored if matches else None
 
 
 @post("/login")
@@ -82,23 +83,15 @@ async def login_submit(
     username = data.get("username", "").strip()
     password = data.get("password", "")
     next_path = _safe_next(data.get("next"))
-    if not username or not await _check_password(request, username, password):
+    stored = await _check_password(request, username, password) if username else None
+    if stored is None:
         logger.info("failed admin sign-in for user %r", username[:100])
         return Template(
             "admin/login.html",
             context={"next": next_path, "error": "Wrong username or password."},
             status_code=401,
         )
-    services = services_of(request)
-    token = services.admin_sessions.sign({"user": username}, SESSION_SECONDS)
-    cookie = Cookie(
-        key=SESSION_COOKIE,
-        value=token,
-        path="/",
-        httponly=True,
-        samesite="lax",
-        max_age=SESSION_SECONDS,
-    )
+    cookie = session_cookie(request, username, stored)
     logger.info("admin %s signed in", username)
     return Redirect(path=next_path, status_code=303, cookies=[cookie])
 

@@ -30,7 +30,14 @@ from novulite.engine.steps.base import StepError
 from novulite.errors import ApiError, FieldError
 from novulite.integrations import PUBLIC_CREDENTIALS, SECRET_CREDENTIALS, mask_secret
 from novulite.providers.sms import phone_number
-from novulite.ui.common import PAGE_SIZE, current_admin, flash_redirect, page_number, render
+from novulite.ui.common import (
+    PAGE_SIZE,
+    current_admin,
+    flash_redirect,
+    page_number,
+    render,
+    session_cookie,
+)
 from novulite.ui.sample_send import SampleOutcome, recipient_kind, send_sample
 
 logger = logging.getLogger("novulite.ui")
@@ -194,14 +201,16 @@ async def change_password(request: Request[Any, Any, Any], admin: str, data: For
         )
         return await _render_settings(request, admin, error)
     password_hash = await asyncio.to_thread(security.hash_password, new)
-    # NOTE: sessions signed before the change stay valid until they expire (SESSION_SECONDS),
-    # because a session token carries no password version.
     async with services_of(request).writer.begin() as connection:
         await connection.execute(
             update(AdminUser).where(AdminUser.username == admin).values(password_hash=password_hash)
         )
     logger.info("admin %s changed their password", admin)
-    return flash_redirect(request, "/admin/settings", "Your password was changed.")
+    # Sessions carry a digest of the password hash, so every other session of this admin ends
+    # here, and this browser gets a new one.
+    response = flash_redirect(request, "/admin/settings", "Your password was changed.")
+    response.set_cookie(session_cookie(request, admin, password_hash))
+    return response
 
 
 @post("/settings/users", dependencies=ADMIN)
