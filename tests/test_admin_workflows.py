@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.helpers import admin_session, poll, read_rows
 from tests.servers import ServerProcess
@@ -128,6 +128,7 @@ def test_posts_without_csrf_rejected(admin: httpx.Client, shared_api: httpx.Clie
         f"/admin/workflows/{workflow_pk}",
         f"/admin/workflows/{workflow_pk}/preview",
         f"/admin/workflows/{workflow_pk}/trigger",
+        "/admin/workflows/live-preview",
     ]:
         response = admin.post(path, data=in_app_form("no-token"))
         assert response.status_code == 403, f"{path}: {response.status_code}"
@@ -346,6 +347,60 @@ def test_preview_bad_json_rejected(admin: httpx.Client) -> None:
     assert "payload is not valid JSON" in page_text(response)
 
 
+def live_preview(admin: httpx.Client, **fields: str) -> httpx.Response:
+    token = csrf_token(admin, "/admin/workflows/new")
+    return admin.post("/admin/workflows/live-preview", data={"_csrf_token": token, **fields})
+
+
+def test_live_preview_renders_unsaved(admin: httpx.Client) -> None:
+    response = live_preview(
+        admin,
+        type="in_app",
+        subject="Order {{ payload.order }}",
+        body="Hi {{ subscriber.firstName }} from {{ workflow.name }}",
+        **{"primaryAction.label": "Track {{ payload.order }}"},
+        payload='{"order": "<b>Z-9</b>"}',
+        subscriber='{"firstName": "Ada"}',
+        name="Shipping",
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "rendered": [
+            ["subject", "Order <b>Z-9</b>"],
+            ["body", "Hi Ada from Shipping"],
+            ["primaryAction.label", "Track <b>Z-9</b>"],
+        ],
+        "error": None,
+    }
+
+
+def test_live_preview_escapes_email_values(admin: httpx.Client) -> None:
+    response = live_preview(
+        admin, type="email", body="<p>{{ payload.order }}</p>", payload='{"order": "<b>"}'
+    )
+    assert response.json()["rendered"] == [["body", "<p>&lt;b&gt;</p>"]]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "error"),
+    [
+        (
+            {"type": "in_app", "body": "{{ payload.n | divided_by: 0 }}", "payload": '{"n": 1}'},
+            200,
+            "divided_by",
+        ),
+        ({"type": "in_app", "body": "x", "payload": "{not json"}, 400, "payload"),
+        ({"type": "delay"}, 400, "no content to preview"),
+    ],
+)
+def test_live_preview_reports_problems(
+    admin: httpx.Client, fields: dict[str, str], status: int, error: str
+) -> None:
+    response = live_preview(admin, **fields)
+    assert response.status_code == status
+    assert error in response.json()["error"]
+
+
 def trigger(admin: httpx.Client, workflow_pk: str, subscriber_id: str, payload: str) -> httpx.Response:
     path = f"/admin/workflows/{workflow_pk}"
     return post_form(
@@ -438,6 +493,16 @@ def test_editor_in_browser(
         page = context.new_page()
         assert sign_in(page, "/admin/workflows") == 200
         workflow_pk = run_editor_flow(page, shared_api, tmp_path)
+    with open_context(browser, shared_server, DESKTOP_VIEWPORT) as context:
+        page = context.new_page()
+        assert sign_in(page, f"/admin/workflows/{workflow_pk}") == 200
+        # Typing renders the unsaved content below the step, without a submit.
+        page.fill("#live-payload", '{"order": "Z-9"}')
+        body = page.locator("textarea[name='step-1-body']")
+        body.fill("Live {{ payload.order }} for {{ subscriber.firstName }}")
+        expect(page.locator("#step-1-live")).to_contain_text("Live Z-9 for Ada")
+        body.fill("{{ payload.order | divided_by: 0 }}")
+        expect(page.locator("#step-1-live")).to_contain_text("divided_by")
     with open_context(browser, shared_server, PHONE_VIEWPORT) as phone:
         page = phone.new_page()
         assert sign_in(page, f"/admin/workflows/{workflow_pk}") == 200

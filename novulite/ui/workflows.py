@@ -106,6 +106,7 @@ def _editor_context(
         "type_labels": STEP_TYPE_LABELS,
         "channels": CHANNELS,
         "previews": {},
+        "preview_types": tuple(PREVIEW_PATHS),
         "trigger": TriggerInput(),
         "trigger_errors": [],
         "transaction_id": None,
@@ -307,6 +308,52 @@ async def preview_step(
     return render(request, EDITOR, admin, context, status_code=400 if errors else 200)
 
 
+def _nested_controls(data: dict[str, str], paths: tuple[str, ...]) -> dict[str, Any]:
+    """Build a step's controlValues from form fields named by their dotted path."""
+    controls: dict[str, Any] = {}
+    for path in paths:
+        value = data.get(path)
+        if not value:
+            continue
+        *parents, leaf = path.split(".")
+        target = controls
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return controls
+
+
+@post("/workflows/live-preview", status_code=200, dependencies={"admin": Provide(current_admin)})
+async def live_preview(admin: str, data: FormData) -> Response[Any]:
+    """Render a step's unsaved content with sample data, for the editor's preview as you type.
+
+    The form carries `type`, the step's content fields by path (such as `subject` or
+    `primaryAction.label`), the sample `payload` and `subscriber` as JSON, and the workflow's
+    `name` and `workflowId`. The answer is JSON: `{rendered: [[path, text]], error}`.
+    """
+    step_type = data.get("type", "")
+    paths = PREVIEW_PATHS.get(step_type)
+    if paths is None:
+        message = f"type {step_type!r} has no content to preview; use one of {', '.join(PREVIEW_PATHS)}"
+        return Response(content={"rendered": [], "error": message}, status_code=400)
+    errors: list[FieldError] = []
+    payload = _json_object(data.get("payload", "") or "{}", "payload", errors)
+    subscriber = _json_object(data.get("subscriber", "") or "{}", "subscriber", errors)
+    if errors:
+        error = "; ".join(text for _, text in _error_texts(errors))
+        return Response(content={"rendered": [], "error": error}, status_code=400)
+    workflow = Workflow(
+        workflow_id=data.get("workflowId", ""),
+        name=data.get("name", ""),
+        description="",
+        tags=[],
+        severity="none",
+    )
+    step = {"type": step_type, "controlValues": _nested_controls(data, paths)}
+    preview = _render_step(workflow, step, payload, subscriber)
+    return Response(content={"rendered": preview.rendered, "error": preview.error})
+
+
 @post("/workflows/{workflow_pk:str}/trigger", dependencies={"admin": Provide(current_admin)})
 async def test_trigger(
     request: Request[Any, Any, Any], admin: str, workflow_pk: str, data: FormData
@@ -364,6 +411,7 @@ workflows_router = Router(
         edit_workflow_page,
         edit_workflow_submit,
         preview_step,
+        live_preview,
         test_trigger,
     ],
     include_in_schema=False,
