@@ -329,7 +329,7 @@ async def live_preview(admin: str, data: FormData) -> Response[Any]:
 
     The form carries `type`, the step's content fields by path (such as `subject` or
     `primaryAction.label`), the sample `payload` and `subscriber` as JSON, and the workflow's
-    `name` and `workflowId`. The answer is JSON: `{rendered: [[path, text]], error}`.
+    `name` and `workflowId`. The response is JSON: `{rendered: [[path, text]], error}`.
     """
     step_type = data.get("type", "")
     paths = PREVIEW_PATHS.get(step_type)
