@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import start_server
-from tests.helpers import admin_session, read_rows
+from tests.helpers import admin_session, poll, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.pipeline import finished_jobs, trigger
 from tests.servers import API_KEY, ServerProcess
@@ -241,3 +241,62 @@ def test_retry_resumes_stopped_chain(api: httpx.Client, server: ServerProcess, s
     jobs = finished_jobs(server, transaction_id, 2)
     assert jobs["call"].status == "completed"
     assert jobs["inbox"].status == "completed"
+
+
+def _retry_in_admin(server: ServerProcess, job_id: str) -> None:
+    with admin_session(server.base_url) as admin:
+        token = csrf_token(admin.get("/admin/failed-jobs").text)
+        response = admin.post("/admin/failed-jobs/retry", data={"_csrf_token": token, "only": job_id})
+    assert response.status_code == 303
+
+
+def test_retried_delivery_replaces_its_message(
+    api: httpx.Client, server: ServerProcess, stub: HttpStub
+) -> None:
+    """A failed delivery keeps one message row, and a retry that fails or succeeds leaves one row."""
+    identifier = f"chat-retry-{next(_numbers)}"
+    body = {
+        "providerId": "chat-webhook",
+        "channel": "chat",
+        "identifier": identifier,
+        "active": True,
+        "credentials": {"webhookUrl": stub.url("/chat-retry")},
+    }
+    assert api.post("/v1/integrations", json=body).status_code == 201
+    workflow_id = f"chat-retry-{next(_numbers)}"
+    controls = {"body": "hello", "integrationIdentifier": identifier, "maxAttempts": 1}
+    workflow = {
+        "name": workflow_id,
+        "workflowId": workflow_id,
+        "steps": [{"name": "Chat", "stepId": "call", "type": "chat", "controlValues": controls}],
+    }
+    assert api.post("/v2/workflows", json=workflow).status_code == 201
+    stub.route("/chat-retry", Reply(500, {"error": "relay down"}))
+    transaction_id = trigger(api, workflow_id, "dora")
+    assert finished_jobs(server, transaction_id, 1)["call"].status == "failed"
+    job_id = job_id_of(server, transaction_id)
+
+    def messages() -> list[tuple[str, str]]:
+        database = server.data_dir / "novulite.db"
+        return read_rows(database, "SELECT id, status FROM message WHERE job_id = ?", (job_id,))
+
+    [(message_id, status)] = messages()
+    assert status == "error"
+
+    # The retry fails again: the job ends failed with the provider's cause, and the message stays one row.
+    _retry_in_admin(server, job_id)
+    stub.wait_for("/chat-retry", 2)
+    job = poll(
+        lambda: api.get(f"/v1/jobs/{job_id}").json()["data"],
+        lambda data: data["status"] == "failed" and data["error"] is not None,
+        "the retried job to fail again",
+    )
+    assert job["error"]["status"] == 500
+    assert messages() == [(message_id, "error")]
+
+    # The next retry succeeds, and the job's one message now says sent.
+    stub.route("/chat-retry", Reply(200, {"ok": True}))
+    _retry_in_admin(server, job_id)
+    assert finished_jobs(server, transaction_id, 1)["call"].status == "completed"
+    assert [status for _, status in messages()] == ["sent"]
+    assert "UNIQUE constraint failed" not in server.log_path.read_text()

@@ -87,6 +87,12 @@ RETRY_BASE_SECONDS = 2.0
 _jobs = table(Job)
 _details = table(ExecutionDetail)
 _messages = table(Message)
+# A failure's message replaces the one an earlier failure of the job left, when an operator
+# retried the job and it failed again. It keeps the row's id.
+MESSAGE_UPSERT = "ON CONFLICT (job_id) DO UPDATE SET " + ", ".join(
+    f"{name} = excluded.{name}"
+    for name in ("status", "error", "subject", "content", "provider_id", "created_at", "updated_at")
+)
 _NOTIFICATION_COLUMNS = (
     "n.id AS id, n.workflow_pk AS workflow_pk, n.context_keys AS context_keys, "
     "t.payload AS payload, t.overrides AS overrides, t.context AS context, t.actor AS actor"
@@ -520,7 +526,7 @@ def _fail(
     insert_rows(raw, _details, [detail_row(job, text, status, now, error)])
     if failure_row is not None and not retry:
         failed = dict(failure_row, status="error", error=error, created_at=now, updated_at=now)
-        insert_rows(raw, _messages, [failed])
+        insert_rows(raw, _messages, [failed], MESSAGE_UPSERT)
 
     first_line = error["message"].splitlines()[0] if error["message"] else ""
     logger.warning(
