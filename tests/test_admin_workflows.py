@@ -334,7 +334,7 @@ def test_preview_shows_template_error(admin: httpx.Client) -> None:
 
     assert response.status_code == 200, response.text
     text = page_text(response)
-    assert "Template error" in text
+    assert "Preview failed" in text
     assert "body: divided_by: can't divide by 0" in text
 
 

@@ -300,3 +300,21 @@ def test_retried_delivery_replaces_its_message(
     assert finished_jobs(server, transaction_id, 1)["call"].status == "completed"
     assert [status for _, status in messages()] == ["sent"]
     assert "UNIQUE constraint failed" not in server.log_path.read_text()
+
+
+def test_actions_keep_list_filters(api: httpx.Client, server: ServerProcess, stub: HttpStub) -> None:
+    stub.route("/filtered", Reply(400, {"error": "bad"}))
+    workflow_id = failing_call(api, stub, "/filtered", maxAttempts=1)
+    transaction_id = trigger(api, workflow_id, "erin")
+    assert finished_jobs(server, transaction_id, 1)["call"].status == "failed"
+    job_id = job_id_of(server, transaction_id)
+
+    with admin_session(server.base_url) as admin:
+        listing = admin.get("/admin/failed-jobs", params={"workflow": workflow_id}).text
+        assert 'name="workflow" value="' + workflow_id + '"' in listing
+        form = {"_csrf_token": csrf_token(listing), "only": job_id, "workflow": workflow_id}
+        retried = admin.post("/admin/failed-jobs/retry", data=form)
+        discarded = admin.post("/admin/failed-jobs/discard", data=form)
+
+    assert retried.headers["location"] == f"/admin/failed-jobs?retried=0&refused=1&workflow={workflow_id}"
+    assert discarded.headers["location"] == f"/admin/failed-jobs?discarded=1&workflow={workflow_id}"

@@ -325,9 +325,15 @@ async def retry_failed(
     )
     if requeued.job_ids:
         services.queues.enqueue(RUN_JOBS, requeued.job_ids)
-    return Redirect(
-        path=f"/admin/failed-jobs?retried={len(requeued.job_ids)}&refused={requeued.refused}", status_code=303
-    )
+    counts = {"retried": len(requeued.job_ids), "refused": requeued.refused}
+    return Redirect(path=_back_to_list(data, counts), status_code=303)
+
+
+def _back_to_list(data: dict[str, Any], counts: dict[str, int]) -> str:
+    """Return the failed-jobs path after an action: the counts, then the filters the list had."""
+    filters = {name: str(data.get(name) or "").strip() for name in FAILED_JOB_FILTERS}
+    kept = {name: value for name, value in filters.items() if value}
+    return "/admin/failed-jobs?" + urlencode({**counts, **kept})
 
 
 def _failed_jobs_path(filters: dict[str, str]) -> str:
@@ -401,7 +407,7 @@ async def discard_failed(
     count = await asyncio.to_thread(
         discard_failed_jobs, services.store, services.clock, _selected_job_ids(data), admin
     )
-    return Redirect(path=f"/admin/failed-jobs?discarded={count}", status_code=303)
+    return Redirect(path=_back_to_list(data, {"discarded": count}), status_code=303)
 
 
 admin_router = Router(
