@@ -461,6 +461,19 @@ def test_find_failed_notification_and_retry(
         assert "Retried by admin from the admin UI" in page.locator(".details").inner_text()
         assert len(stub.received("/deploys")) == 2
 
+        # Another failure is discarded from its row: it leaves the filtered list, and its job ends canceled.
+        stub.route("/deploys", Reply(500, {"error": "chat relay unavailable"}))
+        second = trigger(api, workflow_id, {"subscriberId": "hana"}, payload={"version": "2.4.2"})
+        assert finished_jobs(server, second, 1)["notify"].status == "failed"
+        page.goto(f"/admin/failed-jobs?workflow={workflow_id}")
+        assert page.locator("tbody tr").count() == 1
+        with page.expect_navigation():
+            page.locator("tbody tr").first.get_by_role("button", name="Discard").click()
+        assert "Discarded 1 job." in page.locator("main").inner_text()
+        assert urlsplit(page.url).query == f"discarded=1&workflow={workflow_id}"
+        assert page.locator("tbody tr").count() == 0
+        assert finished_jobs(server, second, 1)["notify"].status == "canceled"
+
     with open_context(browser, server, PHONE_VIEWPORT) as phone:
         page = phone.new_page()
         assert sign_in(page, "/admin/activity") == 200
