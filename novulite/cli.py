@@ -196,6 +196,16 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     "secret API key ends every session at once.",
 )
 @click.option(
+    "--retention-days",
+    default=30,
+    show_default=True,
+    type=click.IntRange(0, 100 * 365),
+    envvar="NOVULITE_RETENTION_DAYS",
+    show_envvar=True,
+    help="Days to keep delivered messages and execution details; an hourly purge deletes older ones. "
+    "Unread, unarchived in-app messages and failed deliveries are kept. 0 keeps everything.",
+)
+@click.option(
     "--ws-ping-interval",
     default=25.0,
     show_default=True,
@@ -257,6 +267,7 @@ def serve(
     job_lease_seconds: float,
     outbound_allow: tuple[str, ...],
     inbox_session_hours: float,
+    retention_days: int,
     ws_ping_interval: float,
     ws_compression: bool,
     access_log: bool,
@@ -283,6 +294,7 @@ def serve(
         job_lease_seconds=job_lease_seconds,
         outbound_allow=outbound_allow,
         inbox_token_ttl_seconds=max(1, round(inbox_session_hours * 3600)),
+        retention_days=retention_days,
         ws_ping_interval_seconds=ws_ping_interval,
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
@@ -392,3 +404,32 @@ def vapid_keys(subject: str) -> None:
     click.echo(f"private key:                       {private_key}")
     click.echo("integration credentials:")
     click.echo(json.dumps(credentials, indent=2))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="NOVULITE_DATA_DIR",
+    show_envvar=True,
+    help=f"Folder of the server whose database to copy. [default: {default_data_dir()}]",
+)
+@click.option("--force", is_flag=True, help="Replace PATH if it exists.")
+def backup(path: Path, data_dir: Path | None, force: bool) -> None:
+    """Write a consistent copy of the job store to PATH, also while the server runs.
+
+    The copy goes to a temporary file beside PATH, passes PRAGMA integrity_check and is
+    then renamed to PATH. The queue files are not copied: the server re-queues
+    unfinished work from the job store when it starts.
+    """
+    from novulite.backup import BackupError, back_up
+
+    settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve())
+    try:
+        report = back_up(settings.database_path, path.expanduser().absolute(), force=force)
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {report.path} ({report.size_bytes} bytes), integrity_check ok")
+    for table, count in report.row_counts.items():
+        click.echo(f"  {table:<17} {count} rows")

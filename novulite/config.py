@@ -37,6 +37,8 @@ class Settings:
     reconcile_interval_seconds: float = 5.0
     # Seconds a queued row may wait before the reconciler assumes its queue entry was lost.
     reconcile_grace_seconds: float = 30.0
+    # Days that delivered messages and execution details are kept; 0 keeps them forever.
+    retention_days: int = 30
     # Seconds an inbox session token stays valid.
     inbox_token_ttl_seconds: int = 15 * 24 * 3600
     # Seconds between WebSocket pings on each inbox socket. Uvicorn sends the pings, so this copy

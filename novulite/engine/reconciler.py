@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select, update
 from novulite.db.dialect import rowcount
 from novulite.db.models import Job, Notification, TriggerEvent
 from novulite.engine.context import WorkerContext
+from novulite.engine.retention import RETENTION_INTERVAL_SECONDS, purge_history
 from novulite.idempotency import purge_expired
 from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOBS
 
@@ -139,6 +140,7 @@ class Reconciler:
 
     def _loop(self) -> None:
         next_purge = 0.0
+        next_retention = 0.0
         while not self._stop.wait(self._interval):
             try:
                 reconcile(self._ctx, self._grace)
@@ -147,6 +149,28 @@ class Reconciler:
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
                 self._purge_idempotency_records()
+            if time.monotonic() >= next_retention:
+                next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
+                self._purge_history()
+
+    def _purge_history(self) -> None:
+        days = self._ctx.settings.retention_days
+        if days <= 0:
+            return
+        try:
+            result = purge_history(self._ctx.store.raw_write, self._ctx.clock.now(), days)
+        except Exception:
+            logger.exception(
+                "deleting messages and execution details past retention failed; the next hour retries"
+            )
+            return
+        if result.messages or result.execution_details:
+            logger.info(
+                "deleted %d messages and %d execution details older than %d days",
+                result.messages,
+                result.execution_details,
+                days,
+            )
 
     def _purge_idempotency_records(self) -> None:
         try:
