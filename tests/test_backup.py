@@ -17,7 +17,7 @@ import pytest
 from novulite.db.fast import db_datetime
 from novulite.engine.retention import file_transactions, purge_history
 from tests.conftest import start_server
-from tests.helpers import create_workflow, read_rows, wait_settled
+from tests.helpers import create_workflow, poll, read_rows, wait_settled
 from tests.pipeline import trigger
 from tests.servers import API_KEY, ServerProcess
 
@@ -200,3 +200,62 @@ def test_retention_purge_keeps_inbox(server: ServerProcess, api: httpx.Client) -
     details_after = read_rows(database(server), "SELECT count(*) FROM execution_detail")[0][0]
     assert details_after == details_before - aged_details
     assert details_after > 0
+
+
+def test_restored_copy_serves(server: ServerProcess, api: httpx.Client, tmp_path: Path) -> None:
+    create_workflow(api, "restore")
+    transaction = trigger(api, "restore", "restore-subscriber", payload={"text": "before"})
+    wait_settled(database(server), timeout=30)
+    backup = tmp_path / "novulite-backup.db"
+    assert run_backup(server, backup).returncode == 0
+
+    # Restore as docs/operations.md describes: the copy becomes novulite.db of an empty data directory.
+    restored_root = tmp_path / "restored"
+    (restored_root / "data").mkdir(parents=True)
+    backup.replace(restored_root / "data" / "novulite.db")
+    restored = start_server(restored_root)
+    try:
+        assert read_rows(
+            database(restored), "SELECT count(*) FROM message WHERE transaction_id = ?", (transaction,)
+        ) == [(1,)]
+        with httpx.Client(
+            base_url=restored.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10
+        ) as restored_api:
+            after = trigger(restored_api, "restore", "restore-subscriber", payload={"text": "after"})
+        wait_settled(database(restored), timeout=30)
+        assert read_rows(
+            database(restored), "SELECT count(*) FROM message WHERE transaction_id = ?", (after,)
+        ) == [(1,)]
+    finally:
+        restored.stop()
+
+
+def test_server_purges_at_start(tmp_path: Path) -> None:
+    process = start_server(tmp_path, ["--retention-days", "30"])
+    try:
+        with httpx.Client(
+            base_url=process.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}, timeout=10
+        ) as client:
+            create_workflow(client, "purge-at-start")
+            old = trigger(client, "purge-at-start", "purge-subscriber", payload={"text": "old"})
+            new = trigger(client, "purge-at-start", "purge-subscriber", payload={"text": "new"})
+        wait_settled(database(process), timeout=30)
+    finally:
+        process.stop()
+    with contextlib.closing(sqlite3.connect(database(process))) as connection, connection:
+        connection.execute(
+            "UPDATE message SET created_at = datetime(created_at, '-31 days'), read = 1 "
+            "WHERE transaction_id = ?",
+            (old,),
+        )
+        connection.execute("UPDATE message SET read = 1 WHERE transaction_id = ?", (new,))
+
+    # The reconciler thread runs its first purge on its first pass, 5 s after the start.
+    restarted = start_server(tmp_path, ["--retention-days", "30"])
+    try:
+        poll(restarted.log, lambda log: "deleted 1 messages" in log, "the purge's log line", timeout=30)
+        remaining = read_rows(database(restarted), "SELECT transaction_id FROM message")
+    finally:
+        restarted.stop()
+    assert (new,) in remaining
+    assert (old,) not in remaining
