@@ -170,7 +170,7 @@ def test_retention_purge_keeps_inbox(server: ServerProcess, api: httpx.Client) -
                 )
             write.execute("UPDATE message SET read = 1 WHERE id IN (?, ?)", (old_read, new_read))
             write.execute("UPDATE message SET archived = 1 WHERE id = ?", (old_archived,))
-            # Only in-app steps run here without a provider, so this row stands in for an email.
+            # Only in-app steps run here without a provider, so two rows become email messages.
             write.execute(
                 "UPDATE message SET channel = 'email' WHERE id IN (?, ?)", (old_other_channel, old_error)
             )

@@ -11,22 +11,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from novulite.db.fast import db_datetime
 
-logger = logging.getLogger("novulite.retention")
-
 BATCH_SIZE = 1000
 
 # Seconds between purges in the server process.
 RETENTION_INTERVAL_SECONDS = 3600.0
 
-# NOTE: neither table has an index on created_at and this change may add no migration, so
-# each batch scans the table until it finds BATCH_SIZE expired rows.
+# NOTE: neither table has an index on created_at, so each batch scans the table until it
+# finds BATCH_SIZE expired rows.
 _EXPIRED_MESSAGES = """
 DELETE FROM message WHERE id IN (
     SELECT id FROM message
