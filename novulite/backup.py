@@ -9,8 +9,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-# Pages copied per backup step, and seconds slept between steps. In WAL mode a reader never
-# blocks the server's writers, and the sleep leaves the disk to the server between steps.
+# Pages copied per backup step, and seconds slept between steps. In WAL mode a reader does not
+# block writers, and the sleep leaves the disk to the server between steps.
 PAGES_PER_STEP = 1024
 SLEEP_BETWEEN_STEPS = 0.005
 
@@ -27,7 +27,7 @@ COUNTED_TABLES = (
 
 
 class BackupError(Exception):
-    """A backup that could not be written or did not pass its check; the message says which."""
+    """A backup that could not be written or failed its integrity check."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +40,18 @@ class BackupReport:
 def back_up(source: Path, target: Path, *, force: bool = False) -> BackupReport:
     """Write a consistent copy of `source` to `target` through a temporary file and an atomic rename.
 
-    Raises BackupError when `source` is missing, `target` exists without `force`, the
-    target's folder is not writable, or the copy fails PRAGMA integrity_check.
+    Raises BackupError when `source` is missing, `target` is `source` or one of its WAL
+    files, `target` exists without `force`, the target's folder is not writable, or the
+    copy fails PRAGMA integrity_check.
     """
     if not source.is_file():
         raise BackupError(f"no database at {source}; pass the --data-dir the server uses")
+    live_files = {
+        source.resolve(),
+        *(source.with_name(source.name + suffix).resolve() for suffix in ("-wal", "-shm")),
+    }
+    if target.resolve() in live_files:
+        raise BackupError(f"{target} is the server's own database file; give a path outside it")
     if target.exists() and not force:
         raise BackupError(f"{target} already exists; pass --force to replace it")
     if target.is_dir():
@@ -66,7 +73,7 @@ def back_up(source: Path, target: Path, *, force: bool = False) -> BackupReport:
 
 
 def _copy(source: Path, temporary: Path) -> None:
-    # Read-only on the source, so a backup can never change the server's file.
+    # Read-only on the source, so the backup cannot write to the server's database.
     with (
         contextlib.closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as reader,
         contextlib.closing(sqlite3.connect(temporary)) as copy,

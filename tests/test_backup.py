@@ -97,7 +97,7 @@ def test_backup_during_trigger_burst(server: ServerProcess, api: httpx.Client, t
     assert committed <= copied
 
 
-def test_backup_refuses_existing_path(server: ServerProcess, tmp_path: Path) -> None:
+def test_backup_rejects_existing_path(server: ServerProcess, tmp_path: Path) -> None:
     target = tmp_path / "existing.db"
     target.write_bytes(b"keep me")
 
@@ -112,6 +112,26 @@ def test_backup_refuses_existing_path(server: ServerProcess, tmp_path: Path) -> 
     assert forced.returncode == 0, forced.stderr
     with contextlib.closing(sqlite3.connect(target)) as copy:
         assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_backup_rejects_live_database(server: ServerProcess) -> None:
+    before = database(server).stat()
+
+    result = run_backup(server, database(server), "--force")
+
+    assert result.returncode != 0
+    assert "is the server's own database file" in result.stderr
+    assert database(server).stat().st_ino == before.st_ino
+
+
+def test_serve_help_names_retention() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "novulite", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
+
+    assert result.returncode == 0
+    assert "--retention-days" in result.stdout
+    assert "NOVULITE_RETENTION_DAYS" in result.stdout
 
 
 def test_backup_unknown_data_dir(tmp_path: Path) -> None:
