@@ -215,8 +215,13 @@ def test_request_histogram_routes(api: httpx.Client, server: ServerProcess) -> N
     assert all(route.startswith("/") or route == "unmatched" for route in routes)
 
 
-def test_no_metrics_option(tmp_path: Path) -> None:
-    process = start_server(tmp_path, args=["--no-metrics"])
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--no-metrics"], {}), ([], {"NOVULITE_METRICS": "false"})],
+    ids=["option", "variable"],
+)
+def test_metrics_turned_off(tmp_path: Path, args: list[str], env: dict[str, str]) -> None:
+    process = start_server(tmp_path, args=args, env=env)
     try:
         response = httpx.get(f"{process.base_url}/metrics", timeout=10)
         assert response.status_code == 404
