@@ -11,13 +11,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.plugins.jinja import JinjaTemplateEngine
-from litestar.response import Redirect
+from litestar.response import Redirect, Response
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from novulite import __version__
 from novulite.api.activity import activity_router, jobs_router
@@ -54,6 +55,7 @@ from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
 from novulite.limiter.connect import describe_limiter, open_limiter
+from novulite.metrics import METRICS_PATH, Metrics, RequestTimer
 from novulite.queues import Queues
 from novulite.realtime import Hub
 from novulite.resources import resource_dir
@@ -73,6 +75,30 @@ async def root() -> Redirect:
     return Redirect(path="/admin/", status_code=302)
 
 
+@get(METRICS_PATH, include_in_schema=False)
+async def metrics_page(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Serve the process's metrics in the Prometheus text format, without authentication."""
+    metrics: Metrics = request.app.state.services.worker.metrics
+    # Collecting runs the job store's GROUP BY query and reads the queue files, so it runs off the loop.
+    body = await asyncio.to_thread(generate_latest, metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _jobs_by_status(store: Store) -> dict[str, int]:
+    rows = store.raw_read().execute("SELECT status, count(*) FROM job GROUP BY status").fetchall()
+    return {status: count for status, count in rows}
+
+
+def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
+    metrics = Metrics()
+    metrics.watch_state(
+        jobs_by_status=lambda: _jobs_by_status(store),
+        queue_depths=queues.pending_counts,
+        socket_count=lambda: hub.connection_count,
+    )
+    return metrics
+
+
 def build_services(settings: Settings, clock: Clock) -> Services:
     store = Store(settings.database_path)
     reader, writer = create_async_engines(settings.database_path)
@@ -89,6 +115,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         publish=hub.publish_threadsafe,
         has_sockets=hub.has_sockets,
         limiter=limiter,
+        metrics=_build_metrics(store, queues, hub) if settings.metrics else None,
     )
     worker.timer = DueJobTimer(worker)
     worker.leases = LeaseKeeper(store, clock, settings.job_lease_seconds)
@@ -180,10 +207,13 @@ def create_asgi_app(settings: Settings, clock: Clock | None = None) -> Any:
     """Return what uvicorn serves: the application behind the trigger route's fast path and rate limits."""
     app = create_app(settings, clock)
     services = app.state.services
-    routed = TriggerRoute(IdempotencyMiddleware(app, services), services)
-    if settings.rate_limits is None:
+    routed: Any = TriggerRoute(IdempotencyMiddleware(app, services), services)
+    if settings.rate_limits is not None:
+        routed = RateLimitMiddleware(routed, services, settings.rate_limits, services.rate_limiter)
+    metrics = services.worker.metrics
+    if metrics is None:
         return routed
-    return RateLimitMiddleware(routed, services, settings.rate_limits, services.rate_limiter)
+    return RequestTimer(routed, metrics)
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
@@ -215,6 +245,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
             inbox_preferences_router,
             inbox_socket,
             *ADMIN_ROUTERS,
+            *([metrics_page] if settings.metrics else []),
             create_static_files_router(path="/static", directories=[resource_dir("static")]),
         ],
         lifespan=[_lifespan(services)],

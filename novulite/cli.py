@@ -258,6 +258,15 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_envvar=True,
     help=BULK_COST_HELP,
 )
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    envvar="NOVULITE_METRICS",
+    show_envvar=True,
+    help="Serve Prometheus metrics at GET /metrics, without authentication, to any client that "
+    "reaches the port. Do not expose that port publicly, or pass --no-metrics.",
+)
 def serve(
     host: str,
     port: int,
@@ -274,6 +283,7 @@ def serve(
     redis_url: str | None,
     rate_limits_spec: str,
     rate_limit_bulk_cost: str,
+    metrics: bool,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
     try:
@@ -301,6 +311,7 @@ def serve(
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
         redis_url=redis_url or None,
         rate_limits=rate_limits,
+        metrics=metrics,
     )
     _check_port_free(host, port)
     if settings.redis_url:

@@ -303,6 +303,8 @@ class TriggerRoute:
         if scope["type"] != "http" or scope.get("method") != "POST" or scope["path"] != TRIGGER_PATH:
             await self.app(scope, receive, send)
             return
+        # The route label of request metrics, as Litestar's router sets it for the routes it serves.
+        scope["path_template"] = TRIGGER_PATH
         headers: dict[str, str] = {}
         try:
             content, replayed, key = await self._handle(scope, receive)

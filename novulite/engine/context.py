@@ -12,6 +12,7 @@ from novulite.db.store import Store
 from novulite.engine.calls import CallPool
 from novulite.engine.leases import LeaseKeeper
 from novulite.limiter import Limiter
+from novulite.metrics import Metrics
 from novulite.queues import Queues
 
 # publish({(subscriber_pk, context_key): frames}): deliver frames to each subscriber's matching sockets.
@@ -39,3 +40,5 @@ class WorkerContext:
     leases: LeaseKeeper | None = None
     # Runs external calls off the queue's worker threads. None runs them inline, in the worker.
     calls: CallPool | None = None
+    # Counts deliveries and failures for GET /metrics. None where metrics are off.
+    metrics: Metrics | None = None

@@ -57,6 +57,7 @@ from novulite.engine.steps.base import (
 )
 from novulite.engine.templates import TemplateError
 from novulite.engine.variables import actor_id
+from novulite.metrics import DELIVERY_CHANNELS
 from novulite.queues import RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
@@ -109,9 +110,12 @@ class _Outcome:
     waits: list[dt.datetime] = dataclasses.field(default_factory=list)
     # Claimed jobs whose step runs after the commit, outside the transaction.
     calls: list[tuple[Any, ExternalCall]] = dataclasses.field(default_factory=list)
+    # Final outcomes of channel steps as (channel, provider, delivered), counted once committed.
+    deliveries: list[tuple[str, str | None, bool]] = dataclasses.field(default_factory=list)
 
     def merge(self, other: _Outcome) -> None:
         self.next_job_ids.extend(other.next_job_ids)
+        self.deliveries.extend(other.deliveries)
         self.waits.extend(other.waits)
         self.calls.extend(other.calls)
         for task_name, ids in other.events.items():
@@ -127,6 +131,9 @@ def run_jobs(ctx: WorkerContext, job_ids: list[str]) -> None:
 
 def _follow_up(ctx: WorkerContext, outcome: _Outcome) -> None:
     """Enqueue what committed outcomes started: next jobs, realtime events, and due times of waits."""
+    if ctx.metrics is not None:
+        for step_type, provider, delivered in outcome.deliveries:
+            ctx.metrics.count_delivery(step_type, provider, delivered)
     # The reconciler redoes a lost enqueue, because the job store records what is due.
     for task_name, ids in outcome.events.items():
         ctx.queues.enqueue(task_name, ids)
@@ -306,6 +313,8 @@ def _record_results(
             detail_row(job, text, status, now, raw_detail) for text, status, raw_detail in result.details
         )
         messages.extend(result.messages)
+        if result.messages and job.type in DELIVERY_CHANNELS:
+            outcome.deliveries.append((job.type, result.messages[0].get("provider_id"), True))
         for task_name, ids in result.events:
             outcome.events.setdefault(task_name, []).extend(ids)
 
@@ -542,6 +551,10 @@ def _fail(
 
     if retry:
         return _Outcome(waits=[run_at])
+    deliveries: list[tuple[str, str | None, bool]] = []
+    if job.type in DELIVERY_CHANNELS:
+        provider = (failure_row or {}).get("provider_id") or error.get("provider")
+        deliveries.append((job.type, provider, False))
     if _stops_chain(job):
         # `+status` keeps SQLite on the notification_id index, as in _queue_next.
         canceled = raw.execute(
@@ -553,8 +566,8 @@ def _fail(
             steps = "step" if canceled == 1 else "steps"
             text = f"Workflow stopped because this step failed; canceled {canceled} later {steps}"
             insert_rows(raw, _details, [detail_row(job, text, "Warning", now, None)])
-        return _Outcome()
-    return _Outcome(next_job_ids=_queue_next(raw, [job.id], now))
+        return _Outcome(deliveries=deliveries)
+    return _Outcome(next_job_ids=_queue_next(raw, [job.id], now), deliveries=deliveries)
 
 
 def _stops_chain(job: Any) -> bool:
