@@ -27,8 +27,9 @@ _TEXT_PATTERNS = (
         ),
         rf"\1{REDACTED}",
     ),
-    # The password of a URL such as redis://:PASSWORD@host or smtp://user:PASSWORD@host.
-    (re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/:@]*:)[^\s/@]+@"), rf"\1{REDACTED}@"),
+    # The password of a URL such as redis://:PASSWORD@host or smtp://user:PASSWORD@host, unless
+    # novulite.limiter.connect.redact_url already replaced it with ***.
+    (re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s/:@]*:)(?!\*\*\*@)[^\s/@]+@"), rf"\1{REDACTED}@"),
     # The same URL percent-encoded in a query string, as uvicorn logs it: redis%3A%2F%2F%3APASSWORD%40host.
     (
         re.compile(r"(?i)(\b[a-z][\w+.-]*%3A%2F%2F(?:(?!%3A|%40|%2F)[^\s&])*%3A)(?:(?!%40)[^\s&])+%40"),

@@ -167,10 +167,10 @@ def test_formatter_redacts_exception(formatter: logging.Formatter) -> None:
 
 def test_formatter_keeps_plain_text() -> None:
     line = _format(
-        KeyValueFormatter(), "sent %d messages to %s; tokens left: %d", 3, "redis://127.0.0.1/0", 5
+        KeyValueFormatter(), "sent %d messages to %s; tokens left: %d", 3, "redis://:***@127.0.0.1/0", 5
     )
 
-    assert parse_kv(line)["msg"] == "sent 3 messages to redis://127.0.0.1/0; tokens left: 5"
+    assert parse_kv(line)["msg"] == "sent 3 messages to redis://:***@127.0.0.1/0; tokens left: 5"
     assert parse_kv(line)["level"] == "ERROR"
     assert parse_kv(line)["logger"] == "novulite.test"
 
