@@ -23,6 +23,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "info"
+    # Format of log lines: text, json or kv (see novulite.logs).
+    log_format: str = "text"
     # Secrets used only when the database is created; later starts ignore them.
     initial_api_key: str | None = None
     initial_app_id: str | None = None

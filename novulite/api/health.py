@@ -1,42 +1,91 @@
-"""GET /v1/health-check: whether the database and the queue consumers work."""
+"""GET /v1/health-check: whether the database, the queue consumers and the limiter's Redis work."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
+import redis
+import redis.asyncio
 from litestar import Request, Response, get
 from sqlalchemy import text
 
 from novulite import __version__
 from novulite.api.auth import services_of
+from novulite.limiter.connect import redact_url
+
+if TYPE_CHECKING:
+    from novulite.services import Services
+
+logger = logging.getLogger(__name__)
+
+# Seconds the Redis PING may take. Shorter than the limiter's 3 s timeout, so that a probe with a
+# short timeout of its own receives the 503 instead of timing out.
+REDIS_PING_TIMEOUT_SECONDS = 1.0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _check_database(services: Services) -> dict[str, Any]:
+    try:
+        async with services.reader.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        return {"status": "down", "message": _describe(exc)}
+    return {"status": "up"}
+
+
+async def _check_queues(services: Services) -> dict[str, Any]:
+    try:
+        pending = await asyncio.to_thread(services.queues.pending_counts)
+    except Exception as exc:
+        return {"status": "down", "message": _describe(exc)}
+    if not services.queues.running:
+        return {"status": "down", "message": "the queue consumers are not running", "pending": pending}
+    return {"status": "up", "pending": pending}
+
+
+async def _check_redis(url: str) -> dict[str, Any]:
+    """Send PING to the limiter's Redis on a new connection, so a dead pooled one cannot hide an outage."""
+    client = redis.asyncio.Redis.from_url(
+        url,
+        socket_timeout=REDIS_PING_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_PING_TIMEOUT_SECONDS,
+    )
+    try:
+        await client.ping()
+    except redis.RedisError as exc:
+        # Reported without the URL's password, because the health check needs no authentication.
+        return {"status": "down", "url": redact_url(url), "message": _describe(exc)}
+    finally:
+        await client.aclose()
+    return {"status": "up", "url": redact_url(url)}
 
 
 @get("/v1/health-check")
 async def health_check(request: Request[Any, Any, Any]) -> Response[Any]:
     services = services_of(request)
-    info: dict[str, Any] = {}
-    error: dict[str, Any] = {}
-    try:
-        async with services.reader.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        info["db"] = {"status": "up"}
-    except Exception as exc:
-        error["db"] = {"status": "down", "message": f"{type(exc).__name__}: {exc}"}
-    try:
-        pending = await asyncio.to_thread(services.queues.pending_counts)
-        queues = {"status": "up" if services.queues.running else "down", "pending": pending}
-    except Exception as exc:
-        queues = {"status": "down", "message": f"{type(exc).__name__}: {exc}"}
-    (info if queues["status"] == "up" else error)["queues"] = queues
+    checks: dict[str, dict[str, Any]] = {
+        "db": await _check_database(services),
+        "queues": await _check_queues(services),
+    }
+    if services.settings.redis_url:
+        checks["redis"] = await _check_redis(services.settings.redis_url)
     # Only a count, because the health check needs no authentication and must not name subscribers.
-    info["sockets"] = {"status": "up", "open": services.hub.connection_count}
+    checks["sockets"] = {"status": "up", "open": services.hub.connection_count}
+    info = {name: check for name, check in checks.items() if check["status"] == "up"}
+    error = {name: check for name, check in checks.items() if check["status"] != "up"}
     healthy = not error
+    for name, check in error.items():
+        logger.warning("health check: %s is down: %s", name, check.get("message"))
     body = {
         "status": "ok" if healthy else "error",
         "info": info,
         "error": error,
-        "details": {**info, **error},
+        "details": checks,
         "version": __version__,
     }
     return Response(content=body, status_code=200 if healthy else 503)
