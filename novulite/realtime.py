@@ -55,10 +55,18 @@ class SocketConnection:
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_BACKLOG)
         self.overflowed = False
         self._pending_live: list[str] | None = []
+        # Ids of messages the opening replay sent whose live frame has not come yet. The frame of
+        # a message stored before the replay read it can still be on its way after `release`.
+        self._replayed: set[str] = set()
 
     def offer(self, text: str) -> None:
         if self.overflowed:
             return
+        if self._replayed and text.startswith(_RECEIVED_PREFIX):
+            message_id = _message_id(text)
+            if message_id in self._replayed:
+                self._replayed.discard(message_id)
+                return
         if self._pending_live is not None:
             if len(self._pending_live) < MAX_BACKLOG:
                 self._pending_live.append(text)
@@ -76,11 +84,14 @@ class SocketConnection:
         for text in opening:
             self.offer(text)
         repeated = 0
+        unmatched = set(sent_ids)
         for text in held:
             if sent_ids and text.startswith(_RECEIVED_PREFIX) and _message_id(text) in sent_ids:
+                unmatched.discard(_message_id(text))
                 repeated += 1
                 continue
             self.offer(text)
+        self._replayed = unmatched
         if repeated:
             logger.debug(
                 "socket of subscriber %s skipped %d live messages its replay already sent",
