@@ -52,7 +52,7 @@ class Settings:
     redis_url: str | None = None
     # API rate limits per API key; None turns them off.
     rate_limits: RateLimits | None = None
-    # Whether GET /metrics serves Prometheus metrics; without it the path answers 404.
+    # Whether GET /metrics serves Prometheus metrics. When off, the path returns 404.
     metrics: bool = True
 
     @property

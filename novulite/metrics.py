@@ -96,7 +96,7 @@ class RequestTimer:
 
     The route is the path template that Litestar's router stores in the scope, such as
     /v1/subscribers/{subscriber_id:str}, so raw URLs never become label values. An app
-    in front of Litestar that answers a route itself sets `path_template` the same way.
+    in front of Litestar that handles a route itself sets `path_template` the same way.
     """
 
     def __init__(self, app: Any, metrics: Metrics) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 from novu_py import Novu
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.helpers import create_workflow
 from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
@@ -21,6 +22,29 @@ def start_server(root: Path, args: Sequence[str] = (), env: dict[str, str] | Non
         args=list(args),
         env=dict(env or {}),
     ).start()
+
+
+# Debian's Chromium, which Playwright drives; its own browser download cannot work here.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for a module's browser tests."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        launched.close()
 
 
 LIMITER_MODES = ("sqlite", "redis")

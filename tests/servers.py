@@ -40,7 +40,7 @@ class ServerProcess:
     # Options added after the data directory and port, and environment variables set for the server.
     args: list[str] = dataclasses.field(default_factory=list)
     env: dict[str, str] = dataclasses.field(default_factory=dict)
-    # How long the server may take to answer its health check after it starts.
+    # How long the server may take to pass its health check after it starts.
     startup_seconds: float = STARTUP_SECONDS
 
     @property

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import start_server
 from tests.helpers import admin_session, create_workflow, read_rows
@@ -27,8 +27,6 @@ from tests.http_stub import HttpStub, Reply
 from tests.pipeline import finished_jobs, trigger
 from tests.servers import API_KEY, ServerProcess, free_port
 from tests.test_admin_ui import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
     needs_chromium,
@@ -75,16 +73,6 @@ def api(server: ServerProcess) -> Iterator[httpx.Client]:
 def admin(server: ServerProcess) -> Iterator[httpx.Client]:
     with admin_session(server.base_url) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
 
 
 def calling_workflow(api: httpx.Client, url: str, **controls: Any) -> str:

@@ -11,14 +11,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.conftest import api_client, start_server
 from tests.helpers import admin_session, create_workflow, inbox_messages, open_session, poll
 from tests.servers import ServerProcess
 from tests.test_admin_ui import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
     needs_chromium,
@@ -46,16 +44,6 @@ def people_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 def people_api(people_server: ServerProcess) -> Iterator[httpx.Client]:
     with api_client(people_server) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

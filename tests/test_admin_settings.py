@@ -19,10 +19,9 @@ from tests.conftest import start_server
 from tests.helpers import admin_session, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID, ServerProcess, free_port
-from tests.test_admin_ui import (  # noqa: F401 (browser is a fixture)
+from tests.test_admin_ui import (
     DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
-    browser,
     make_failed_and_completed_jobs,
     needs_chromium,
     open_context,
@@ -547,7 +546,7 @@ def _save_screenshot(page: Page, path: str, name: str, folder: Path) -> None:
 
 
 @needs_chromium
-def test_browser_rotate_and_password(server: ServerProcess, browser: Browser, tmp_path: Path) -> None:  # noqa: F811
+def test_browser_rotate_and_password(server: ServerProcess, browser: Browser, tmp_path: Path) -> None:
     with open_context(browser, server, DESKTOP_VIEWPORT) as context:
         page = context.new_page()
         assert sign_in(page, "/admin/api-keys") == 200
@@ -586,7 +585,7 @@ def test_browser_rotate_and_password(server: ServerProcess, browser: Browser, tm
 
 
 @needs_chromium
-def test_pages_fit_phone(module_server: ServerProcess, browser: Browser) -> None:  # noqa: F811
+def test_pages_fit_phone(module_server: ServerProcess, browser: Browser) -> None:
     integration = smtp_integration(module_server, 2525)
     with open_context(browser, module_server, PHONE_VIEWPORT) as phone:
         page = phone.new_page()
@@ -625,7 +624,7 @@ def test_dashboard_chart_counts_hours(server: ServerProcess, api: httpx.Client) 
 def test_dashboard_chart_screenshot(
     server: ServerProcess,
     api: httpx.Client,
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     tmp_path: Path,
 ) -> None:
     make_failed_and_completed_jobs(server, api)

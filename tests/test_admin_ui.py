@@ -13,20 +13,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize
 
+from tests.conftest import CHROMIUM
 from tests.helpers import create_workflow
 from tests.servers import ADMIN_PASSWORD, ServerProcess
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "[::1]"}
 # Screenshots go to a temporary folder unless NOVULITE_SCREENSHOT_DIR names one, such as
 # docs/screenshots when refreshing the documentation, so a test run leaves the checkout clean.
@@ -45,16 +37,6 @@ needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"Debian's Chromium is missing at {CHROMIUM}; install it with `apt-get install chromium`",
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
 
 
 def _loopback_only(context: BrowserContext) -> list[str]:

@@ -13,13 +13,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.helpers import admin_session, poll, read_rows
 from tests.servers import ServerProcess
 from tests.test_admin_ui import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP_VIEWPORT,
     PHONE_VIEWPORT,
     needs_chromium,
@@ -40,16 +38,6 @@ def admin(shared_server: ServerProcess) -> Iterator[httpx.Client]:
     """A client signed in to the admin UI of the module's shared server."""
     with admin_session(shared_server.base_url) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
 
 
 def csrf_token(client: httpx.Client, path: str) -> str:

@@ -294,7 +294,7 @@ def test_retried_delivery_replaces_its_message(
     assert job["error"]["status"] == 500
     assert messages() == [(message_id, "error")]
 
-    # The next retry succeeds, and the job's one message now says sent.
+    # The next retry succeeds, and the job's one message now has the status sent.
     stub.route("/chat-retry", Reply(200, {"ok": True}))
     _retry_in_admin(server, job_id)
     assert finished_jobs(server, transaction_id, 1)["call"].status == "completed"

@@ -20,13 +20,12 @@ from playwright.sync_api import (
     Page,
     WebSocketRoute,
     expect,
-    sync_playwright,
 )
 
 from tests.conftest import api_client, start_server
 from tests.helpers import context_hash, inbox_messages, open_session, poll, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
-from tests.test_admin_ui import CHROMIUM, CHROMIUM_ARGS, _loopback_only, needs_chromium
+from tests.test_admin_ui import _loopback_only, needs_chromium
 
 pytestmark = needs_chromium
 
@@ -70,16 +69,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
     with api_client(server) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -370,7 +359,7 @@ def test_reconnect_resumes_once(page: Page, api: httpx.Client, server: ServerPro
 
 
 # Records the widget's connection and error events from the first moment, and shortens the
-# reconnect delays so a test sees several retries in well under a second.
+# reconnect delays so a test observes several retries in well under a second.
 RECORD_EVENTS = """
 window.widgetEvents = [];
 for (const type of ["novulite-connection", "novulite-error"]) {

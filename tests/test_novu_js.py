@@ -27,12 +27,11 @@ from playwright.sync_api import (
     Page,
     Route,
     WebSocketRoute,
-    sync_playwright,
 )
 
 from tests.helpers import create_workflow, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
-from tests.test_admin_ui import CHROMIUM, CHROMIUM_ARGS, LOOPBACK_HOSTS, needs_chromium
+from tests.test_admin_ui import LOOPBACK_HOSTS, needs_chromium
 
 FIXTURE_DIR = Path(__file__).parent / "browser" / "novu-js"
 BUNDLE = FIXTURE_DIR / "dist" / "novu-js.js"
@@ -103,16 +102,6 @@ def _install_and_bundle(npm: str) -> None:
                 "--log-level=warning",
             ]
         )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
 
 
 def _is_loopback(url: str) -> bool:

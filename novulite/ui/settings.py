@@ -219,15 +219,17 @@ async def add_user(request: Request[Any, Any, Any], admin: str, data: FormData) 
     username = data.get("username", "").strip()
     password = data.get("password", "")
     values = {"username": username}
+    taken = FormError("user", "username", f"Username {username} is taken: choose another.")
+
     if not USERNAME_PATTERN.fullmatch(username):
         message = "Username is invalid: use 1 to 100 letters, digits or the characters . _ @ -."
         return await _render_settings(request, admin, FormError("user", "username", message), values)
     if await _stored_hash(request, username) is not None:
-        message = f"Username {username} is taken: choose another."
-        return await _render_settings(request, admin, FormError("user", "username", message), values)
+        return await _render_settings(request, admin, taken, values)
     problem = _password_problem(password, "Password")
     if problem:
         return await _render_settings(request, admin, FormError("user", "password", problem), values)
+
     services = services_of(request)
     password_hash = await asyncio.to_thread(security.hash_password, password)
     try:
@@ -242,8 +244,8 @@ async def add_user(request: Request[Any, Any, Any], admin: str, data: FormData) 
             )
     except IntegrityError:
         # Another request added the same username after the check above.
-        message = f"Username {username} is taken: choose another."
-        return await _render_settings(request, admin, FormError("user", "username", message), values)
+        logger.info("admin %s could not add %s: another request added it first", admin, username)
+        return await _render_settings(request, admin, taken, values)
     logger.info("admin %s added the admin user %s", admin, username)
     return flash_redirect(request, "/admin/settings", f"Admin user {username} was added.")
 
@@ -251,31 +253,21 @@ async def add_user(request: Request[Any, Any, Any], admin: str, data: FormData) 
 # Integrations
 
 # Fields the edit form always offers for a provider, beside those already stored.
+SMTP_CREDENTIALS = (
+    "host",
+    "port",
+    "secure",
+    "requireTls",
+    "ignoreTls",
+    "user",
+    "password",
+    "from",
+    "senderName",
+    "replyTo",
+)
 EXPECTED_CREDENTIALS: dict[str, tuple[str, ...]] = {
-    "smtp": (
-        "host",
-        "port",
-        "secure",
-        "requireTls",
-        "ignoreTls",
-        "user",
-        "password",
-        "from",
-        "senderName",
-        "replyTo",
-    ),
-    "nodemailer": (
-        "host",
-        "port",
-        "secure",
-        "requireTls",
-        "ignoreTls",
-        "user",
-        "password",
-        "from",
-        "senderName",
-        "replyTo",
-    ),
+    "smtp": SMTP_CREDENTIALS,
+    "nodemailer": SMTP_CREDENTIALS,
     "twilio": ("accountSid", "token", "from"),
     "push-webhook": ("webhookUrl", "secretKey"),
 }
