@@ -298,7 +298,7 @@ def test_retried_delivery_replaces_its_message(
     stub.route("/chat-retry", Reply(200, {"ok": True}))
     _retry_in_admin(server, job_id)
     assert finished_jobs(server, transaction_id, 1)["call"].status == "completed"
-    assert [status for _, status in messages()] == ["sent"]
+    assert messages() == [(message_id, "sent")]
     assert "UNIQUE constraint failed" not in server.log_path.read_text()
 
 

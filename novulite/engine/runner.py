@@ -88,8 +88,8 @@ RETRY_BASE_SECONDS = 2.0
 _jobs = table(Job)
 _details = table(ExecutionDetail)
 _messages = table(Message)
-# A failure's message replaces the one an earlier failure of the job left, when an operator
-# retried the job and it failed again. It keeps the row's id.
+# A job has one message, written with the outcome that ends an attempt. When an operator
+# retries a failed delivery, the new outcome replaces the failure's message and keeps its id.
 MESSAGE_UPSERT = "ON CONFLICT (job_id) DO UPDATE SET " + ", ".join(
     f"{name} = excluded.{name}"
     for name in ("status", "error", "subject", "content", "provider_id", "created_at", "updated_at")
@@ -318,8 +318,7 @@ def _record_results(
         for task_name, ids in result.events:
             outcome.events.setdefault(task_name, []).extend(ids)
 
-    # A job's message is inserted only with the outcome that ends its running attempt, so it is new.
-    insert_rows(raw, _messages, messages)
+    insert_rows(raw, _messages, messages, MESSAGE_UPSERT)
     if finished:
         raw.executemany(
             "UPDATE job SET status = ?, output = ?, lease_until = NULL, updated_at = ? WHERE id = ?",
@@ -444,9 +443,6 @@ def _record_call(
             return _fail(raw, job, now, error, transient=transient, failure_row=call.failure_row)
         outcome = _Outcome()
         assert result is not None
-        if result.messages:
-            # A job retried by an operator after it failed for good still has its failed message.
-            raw.execute("DELETE FROM message WHERE job_id = ? AND status = 'error'", [job.id])
         _record_results(raw, now, [(job, result)], outcome)
         return outcome
 
