@@ -100,8 +100,8 @@ def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
 
 
 def build_services(settings: Settings, clock: Clock) -> Services:
-    store = Store(settings.database_path)
-    reader, writer = create_async_engines(settings.database_path)
+    store = Store(settings.database_target)
+    reader, writer = create_async_engines(settings.database_target)
     signing_key = load_signing_key(store.read_engine)
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
     queues = Queues(settings.queue_dir, workers=settings.queue_workers)

@@ -33,11 +33,12 @@ class CreatedSecrets:
 
 def prepare_database(engine: Engine, settings: Settings, clock: Clock) -> CreatedSecrets | None:
     """Migrate the schema and seed a new database; return the secrets when it was new."""
-    migrate.upgrade(engine)
-    with Session(engine) as session, session.begin():
-        if session.scalar(select(Environment.id).limit(1)) is not None:
-            return None
-        return _seed(session, settings, clock)
+    with migrate.exclusive(engine):
+        migrate.upgrade(engine)
+        with Session(engine) as session, session.begin():
+            if session.scalar(select(Environment.id).limit(1)) is not None:
+                return None
+            return _seed(session, settings, clock)
 
 
 def _seed(session: Session, settings: Settings, clock: Clock) -> CreatedSecrets:

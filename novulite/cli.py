@@ -92,6 +92,18 @@ def _outbound_allow(ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(str(exc)) from exc
 
 
+def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    from novulite.db.postgres import DatabaseUrlError, sqlalchemy_url
+
+    try:
+        sqlalchemy_url(value)
+    except DatabaseUrlError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _print_first_start(secrets: Any, settings: Settings) -> None:
     lines = [
         "",
@@ -228,6 +240,15 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     help="Log every HTTP request.",
 )
 @click.option(
+    "--database-url",
+    envvar="NOVULITE_DATABASE_URL",
+    show_envvar=True,
+    callback=_database_url,
+    help="PostgreSQL for the job store, such as postgresql://novulite:PASSWORD@db.internal:5432/novulite; "
+    "set NOVULITE_DATABASE_URL instead to keep a password out of `ps`. Without it the job store is "
+    "novulite.db in the data directory.",
+)
+@click.option(
     "--redis-url",
     envvar="NOVULITE_REDIS_URL",
     show_envvar=True,
@@ -276,6 +297,7 @@ def serve(
     ws_ping_interval: float,
     ws_compression: bool,
     access_log: bool,
+    database_url: str | None,
     redis_url: str | None,
     rate_limits_spec: str,
     rate_limit_bulk_cost: str,
@@ -306,6 +328,7 @@ def serve(
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
+        database_url=database_url,
         redis_url=redis_url or None,
         rate_limits=rate_limits,
         metrics=metrics,
@@ -330,7 +353,7 @@ def serve(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
-    engine = create_sync_engine(settings.database_path)
+    engine = create_sync_engine(settings.database_target)
     try:
         secrets = prepare_database(engine, settings, SystemClock())
     except SchemaTooNewError as exc:

@@ -48,6 +48,8 @@ class Settings:
     ws_ping_interval_seconds: float = 25.0
     # Maximum accepted request body, in bytes.
     max_body_bytes: int = 2 * 1024 * 1024
+    # PostgreSQL job store URL (postgresql://user@host:port/db); None keeps the job store in SQLite.
+    database_url: str | None = None
     # Redis for the limiter, shared by every process that uses it; None keeps the limiter in SQLite.
     redis_url: str | None = None
     # API rate limits per API key; None turns them off.
@@ -58,6 +60,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "novulite.db"
+
+    @property
+    def database_target(self) -> Path | str:
+        """Return where the job store lives: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.database_url or self.database_path
 
     @property
     def queue_dir(self) -> Path:

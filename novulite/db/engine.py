@@ -1,4 +1,4 @@
-"""Engines for the SQLite job store.
+"""Engines for the job store: the embedded SQLite file, or PostgreSQL given by --database-url.
 
 Writers begin with BEGIN IMMEDIATE, so they take the write lock up front and wait
 on the busy timeout. A deferred transaction that reads first and writes later would
@@ -12,6 +12,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from novulite.db.postgres import sqlalchemy_url
+
+# Where the job store lives: the SQLite file's path, or a PostgreSQL URL.
+Target = Path | str
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -41,19 +46,26 @@ def sqlite_url(path: Path, driver: str) -> str:
     return f"sqlite+{driver}:///{path}"
 
 
-def create_sync_engine(path: Path, *, writer: bool = True) -> Engine:
+def create_sync_engine(path: Target, *, writer: bool = True) -> Engine:
     """Return an engine for threads; a writer's transactions take SQLite's write lock at BEGIN."""
+    if isinstance(path, str):
+        return create_engine(sqlalchemy_url(path), pool_size=8, max_overflow=8, pool_pre_ping=True)
     engine = create_engine(sqlite_url(path, "pysqlite"), pool_size=8, max_overflow=8)
     _configure(engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
     return engine
 
 
-def create_async_engines(path: Path) -> tuple[AsyncEngine, AsyncEngine]:
+def create_async_engines(path: Target) -> tuple[AsyncEngine, AsyncEngine]:
     """Return (reader, writer) engines for request handlers.
 
-    The writer has one connection, so request writes queue in the process rather
-    than contend for SQLite's lock.
+    On SQLite the writer has one connection, so request writes queue in the process
+    rather than contend for SQLite's lock. PostgreSQL takes concurrent writers.
     """
+    if isinstance(path, str):
+        url = sqlalchemy_url(path)
+        reader = create_async_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        writer = create_async_engine(url, pool_size=4, max_overflow=4, pool_pre_ping=True)
+        return reader, writer
     reader = create_async_engine(sqlite_url(path, "aiosqlite"), pool_size=4, max_overflow=4)
     _configure(reader.sync_engine, "BEGIN")
     writer = create_async_engine(sqlite_url(path, "aiosqlite"), pool_size=1, max_overflow=0)

@@ -8,7 +8,8 @@ They store values in the formats SQLAlchemy uses, so ORM code reads the same row
 Datetimes are naive UTC text `YYYY-MM-DD HH:MM:SS.ffffff`, JSON is `json.dumps`
 text, and booleans are 0 and 1.
 
-NOTE: the SQL here is SQLite's; a PostgreSQL job store needs its own versions.
+On PostgreSQL, novulite.db.postgres.RawConnection runs the same SQL; it returns timestamps as
+datetimes and JSON as text, and the readers here take both forms.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ def db_datetime(value: dt.datetime | None) -> str | None:
 
 # Rows of one batch share their instants, and datetimes are immutable, so parsed values are shared.
 @functools.lru_cache(maxsize=1024)
-def _read_datetime(text: str | None) -> dt.datetime | None:
-    if text is None:
+def _read_datetime(value: str | dt.datetime | None) -> dt.datetime | None:
+    if value is None:
         return None
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
 
 
 def _read_json(text: str | None) -> Any:
@@ -56,8 +59,9 @@ def _read_bool(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _write_bool(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+def _write_bool(value: bool | None) -> bool | None:
+    # sqlite3 stores True as 1; PostgreSQL's boolean columns refuse integers.
+    return None if value is None else bool(value)
 
 
 def _identity(value: Any) -> Any:

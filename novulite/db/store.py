@@ -4,6 +4,10 @@ SQLite allows one writer at a time. Letting threads race for its lock means the
 loser sleeps in SQLite's busy handler (up to 100 ms per try), so under load most
 time goes to sleeping. A process-wide lock queues writers in Python instead, and
 each waiting writer starts the moment the previous one commits.
+
+On PostgreSQL (a URL in place of the path) the raw connections are
+novulite.db.postgres.RawConnection, which takes the same SQL. The lock stays, so one
+process writes as it does on SQLite; other processes write beside it.
 """
 
 from __future__ import annotations
@@ -12,20 +16,22 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from novulite.db.engine import create_sync_engine, set_pragmas
+from novulite.db.engine import Target, create_sync_engine, set_pragmas
+from novulite.db.postgres import RawConnection
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         self.write_engine: Engine = create_sync_engine(path, writer=True)
         self.read_engine: Engine = create_sync_engine(path, writer=False)
         self._write_lock = threading.Lock()
         self._path = path
+        # "sqlite" or "postgresql", for the few statements whose SQL differs between the two.
+        self.dialect = "postgresql" if isinstance(path, str) else "sqlite"
         self._writer: sqlite3.Connection | None = None
         self._readers = threading.local()
         self._raw_connections: list[sqlite3.Connection] = []
@@ -68,6 +74,9 @@ class Store:
         return self._writer
 
     def _connect(self) -> sqlite3.Connection:
+        if isinstance(self._path, str):
+            # The engine's code is written against sqlite3.Connection; RawConnection has its surface.
+            return RawConnection(self._path)  # type: ignore[return-value]
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         set_pragmas(connection)
         return connection
