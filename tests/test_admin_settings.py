@@ -203,6 +203,9 @@ def test_settings_page_lists_server(module_server: ServerProcess, admin: httpx.C
     assert "360 hours" in page.text
     assert "public addresses only, plus 127.0.0.1" in page.text
     assert 'admin <span class="hint">(you)</span>' in page.text
+    assert f"SQLite file {module_server.data_dir / 'novulite.db'}" in page.text
+    assert "30 days" in page.text
+    assert "<code>text</code>" in page.text
 
 
 def test_redis_password_masked(tmp_path: Path, redis_server: object) -> None:

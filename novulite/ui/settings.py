@@ -101,8 +101,8 @@ async def rotate_key(request: Request[Any, Any, Any], admin: str, data: FormData
 # Settings and admin users
 
 
-def _redis_url_masked(url: str | None) -> str | None:
-    """Return the Redis URL with its password replaced by asterisks."""
+def _url_masked(url: str | None) -> str | None:
+    """Return the Redis or PostgreSQL URL with its password replaced by asterisks."""
     if not url:
         return None
     parts = urlsplit(url)
@@ -123,17 +123,22 @@ def _settings_rows(settings: Settings) -> list[tuple[str, str]]:
         if settings.outbound_allow
         else "public addresses only"
     )
+    retention = "forever" if settings.retention_days == 0 else f"{settings.retention_days} days"
     return [
         ("Listening on", f"{settings.host}:{settings.port}"),
         ("Data directory", str(settings.data_dir)),
+        ("Job store", _url_masked(settings.database_url) or f"SQLite file {settings.database_path}"),
         ("API rate limits (capacity:refill per second)", rate_limits),
         ("Inbox session length", f"{settings.inbox_token_ttl_seconds / 3600:g} hours"),
         ("WebSocket ping interval", f"{settings.ws_ping_interval_seconds:g} seconds"),
-        ("Redis for the limiter", _redis_url_masked(settings.redis_url) or "none (the limiter uses SQLite)"),
+        ("Redis for the limiter", _url_masked(settings.redis_url) or "none (the limiter uses SQLite)"),
         ("Outbound requests may reach", outbound),
         ("Queue workers", str(settings.queue_workers)),
         ("Maximum request body", f"{settings.max_body_bytes} bytes"),
         ("Log level", settings.log_level),
+        ("Log format", settings.log_format),
+        ("Delivered messages and execution details kept for", retention),
+        ("Prometheus metrics at /metrics", "on" if settings.metrics else "off"),
     ]
 
 
