@@ -174,10 +174,12 @@ def _wait_for_one(dependency: Dependency, deadline: float, timeout: float, stop:
             return True
         except NOT_READY_ERRORS as exc:
             reason = str(exc).strip().rstrip(".") or type(exc).__name__
+            answered = isinstance(exc, DependencyNotReady)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            outcome = "was not ready" if answered else "did not answer"
             raise StartupTimedOut(
-                f"{dependency.name} at {dependency.address} did not answer within {timeout:g} s "
+                f"{dependency.name} at {dependency.address} {outcome} within {timeout:g} s "
                 f"(--startup-timeout): {reason}; {dependency.hint}"
             )
         if not warned:

@@ -52,6 +52,13 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> ServerProcess:
+        """Launch the server and wait until its health check returns 200."""
+        self.launch()
+        self.wait_healthy()
+        return self
+
+    def launch(self) -> ServerProcess:
+        """Launch the server without waiting for it."""
         env = dict(
             os.environ,
             NOVULITE_API_KEY=API_KEY,
@@ -68,7 +75,6 @@ class ServerProcess:
             env=env,
         )
         log.close()
-        self.wait_healthy()
         return self
 
     def wait_healthy(self) -> None:
