@@ -162,8 +162,8 @@ def _lifespan(services: Services) -> Any:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
         await services.intake.start()
-        # The consumers start in the background once the job store and Redis answer, so the
-        # health check can answer 503 meanwhile.
+        # The consumers start in the background once the job store and Redis respond, so the
+        # health check can return 503 meanwhile.
         services.lifecycle.start()
 
         settings = services.settings

@@ -84,6 +84,8 @@ class _GracefulServer(uvicorn.Server):
         for server in getattr(self, "servers", []):
             server.close()
         await self._lifecycle.begin_shutdown()
+        # Open requests get what is left of the shutdown timeout, so they end by the drain's deadline.
+        self.config.timeout_graceful_shutdown = math.ceil(self._lifecycle.seconds_left())
         await super().shutdown(sockets)
 
 
@@ -294,8 +296,7 @@ def serve(
         port=port,
         log_config=None,
         access_log=access_log,
-        # Open requests get the whole shutdown timeout, while running jobs drain beside them
-        # until the same deadline (lifecycle.ServeLifecycle).
+        # _GracefulServer.shutdown lowers this to the time left before the drain's deadline.
         timeout_graceful_shutdown=math.ceil(shutdown_timeout),
         lifespan="on",
         # Protocol-level pings: browsers reply with pongs on their own, so @novu/js (in either socket
@@ -327,7 +328,7 @@ def _check_redis_url(redis_url: str | None) -> None:
 
 
 def _prepare_store(settings: Settings) -> None:
-    """Wait for the job store to answer, migrate it, and print the secrets of a new one."""
+    """Wait for the job store to respond, migrate it, and print the secrets of a new one."""
     from novulite.bootstrap import prepare_database
     from novulite.clock import SystemClock
     from novulite.db.engine import create_sync_engine
@@ -341,7 +342,7 @@ def _prepare_store(settings: Settings) -> None:
     engine = create_sync_engine(settings.database_path)
     try:
         # NOTE: the health check is served only after this wait, because the app reads its signing
-        # key from the job store; until then a probe's connection is refused instead of getting 503.
+        # key from the job store. Until then a probe's connection is refused instead of getting 503.
         dependency = store_dependency(engine, str(settings.database_path))
         wait_for([dependency], settings.startup_timeout_seconds, threading.Event())
         secrets = prepare_database(engine, settings, SystemClock())
@@ -488,7 +489,7 @@ def worker(
 
     A worker also runs the due-job timer, the lease keeper and the reconciler; several processes
     may run them at once. It starts once the job store, migrated by `novulite serve`, and Redis
-    answer, and stops on SIGTERM or SIGINT after draining its running jobs.
+    respond, and stops on SIGTERM or SIGINT after draining its running jobs.
     """
     if not redis_url:
         raise click.UsageError(REDIS_REQUIRED.format(what="worker"))

@@ -97,8 +97,8 @@ SHARED_OPTIONS = (
         type=click.FloatRange(0.5, 3600),
         envvar="NOVULITE_STARTUP_TIMEOUT",
         show_envvar=True,
-        help="Seconds to wait at start for the job store and Redis to answer. The queue consumers start "
-        "once they do; past this time the process exits with status 1 and names what did not answer.",
+        help="Seconds to wait at start for the job store and Redis to respond. The queue consumers start "
+        "once they do; past this time the process exits with status 1 and names what did not respond.",
     ),
     click.option(
         "--shutdown-timeout",

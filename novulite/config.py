@@ -57,7 +57,7 @@ class Settings:
     # Queues this process consumes: None for every queue, () for none (an API-only process). A
     # process that consumes no queue runs no due-job timer, lease keeper or reconciler either.
     consumed_queues: tuple[str, ...] | None = None
-    # Seconds to wait at start for the job store and Redis to answer before exiting with an error.
+    # Seconds to wait at start for the job store and Redis to respond before exiting with an error.
     startup_timeout_seconds: float = 60.0
     # Seconds that running jobs get to finish after SIGTERM before their leases are released.
     shutdown_timeout_seconds: float = 30.0

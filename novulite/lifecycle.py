@@ -1,7 +1,7 @@
 """Start-up and shutdown of a `novulite serve` process, around uvicorn's own.
 
-uvicorn serves HTTP at once, and the health check answers 503 until the job store
-and Redis answer and the queue consumers run. On SIGTERM uvicorn stops listening
+uvicorn serves HTTP at once, and the health check returns 503 until the job store
+and Redis respond and the queue consumers run. On SIGTERM uvicorn stops listening
 and calls `begin_shutdown` (see cli._GracefulServer) before it waits for open
 requests: inbox sockets close with 1001 so clients reconnect to another process,
 and the queue consumers stop taking entries. The drain of running jobs then runs
@@ -45,14 +45,14 @@ class ServeLifecycle:
         return self.startup.failure is not None
 
     def start(self) -> None:
-        """Wait for the job store and Redis in the background, and start the consumers once they answer."""
+        """Wait for the job store and Redis in the background, and start the consumers once they respond."""
         self._starting = asyncio.create_task(self._start_when_ready(), name="novulite-startup")
 
     async def _start_when_ready(self) -> None:
         settings = self._services.settings
         engine = create_sync_engine(settings.database_path, writer=False)
         try:
-            answered = await asyncio.to_thread(
+            responded = await asyncio.to_thread(
                 wait_for,
                 dependencies_of(settings, engine),
                 settings.startup_timeout_seconds,
@@ -65,10 +65,16 @@ class ServeLifecycle:
             return
         finally:
             engine.dispose()
-        if not answered:
+        if not responded:
             return
         if self.runtime is not None:
-            await asyncio.to_thread(self.runtime.start)
+            try:
+                await asyncio.to_thread(self.runtime.start)
+            except Exception as exc:
+                # Without consumers the process would serve 503s for good, so it exits instead.
+                self.startup.failure = f"starting the queue consumers failed: {exc!r}"
+                logger.exception("start-up failed: starting the queue consumers failed")
+                return
         self.ready = True
 
     async def begin_shutdown(self) -> None:
@@ -87,6 +93,12 @@ class ServeLifecycle:
             await self._starting
         if self.runtime is not None:
             self._draining = asyncio.create_task(asyncio.to_thread(self.runtime.drain, self._deadline))
+
+    def seconds_left(self) -> float:
+        """Return the seconds left before the shutdown deadline, or the whole timeout before shutdown."""
+        if self._deadline is None:
+            return self._services.settings.shutdown_timeout_seconds
+        return max(self._deadline - time.monotonic(), 0.0)
 
     async def _close_sockets(self) -> None:
         hub = self._services.hub

@@ -2,7 +2,7 @@
 
 A process that runs jobs consumes queues and runs the due-job timer, the lease
 keeper, the call pool and the reconciler. It starts them only once the job store
-and, when configured, Redis answer. At shutdown it stops taking queue entries,
+and, when configured, Redis respond. At shutdown it stops taking queue entries,
 lets running jobs finish until a deadline, and then releases the leases of the
 jobs it still holds, so that another process takes them over at once.
 """
@@ -41,27 +41,27 @@ ENQUEUE_CHUNK = 100
 
 
 class DependencyNotReady(Exception):
-    """A dependency answered but cannot be used yet, such as a job store whose schema is behind."""
+    """A dependency responded but cannot be used yet, such as a job store whose schema is behind."""
 
 
-# Errors that mean "not answering yet": a refused or timed-out connection, a locked or missing database.
+# Errors that mean "not responding yet": a refused or timed-out connection, a locked or missing database.
 NOT_READY_ERRORS = (DependencyNotReady, OSError, redis.RedisError, sqlalchemy.exc.DBAPIError)
 
 
 class StartupTimedOut(Exception):
-    """A dependency did not answer within the startup timeout; the message names it and its address."""
+    """A dependency did not respond within the startup timeout; the message names it and its address."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Dependency:
-    """A service that must answer before this process starts its work."""
+    """A service that must respond before this process starts its work."""
 
     name: str
-    # Where it is, with any password redacted.
+    # Its address, with any password redacted.
     address: str
-    # Raises one of NOT_READY_ERRORS unless the service answers within the given seconds.
+    # Raises one of NOT_READY_ERRORS unless the service responds within the given seconds.
     check: Callable[[float], None]
-    # What the operator should do when it never answers.
+    # The operator's next step when it never responds.
     hint: str
 
 
@@ -133,9 +133,9 @@ def dependencies_of(settings: Settings, engine: Engine, check_schema: bool = Fal
 
 @dataclasses.dataclass
 class StartupState:
-    """What a starting process waits for, read by the health check from other threads."""
+    """The progress of a starting process, read by the health check from other threads."""
 
-    # The dependency being waited for, as "Redis at redis://..."; None once all answered.
+    # The dependency being waited for, as "Redis at redis://..."; None once all responded.
     waiting_for: str | None = None
     # The reason start-up failed; None unless it did.
     failure: str | None = None
@@ -147,9 +147,9 @@ def wait_for(
     stop: threading.Event,
     state: StartupState | None = None,
 ) -> bool:
-    """Wait until each dependency answers, in order; return False if `stop` was set meanwhile.
+    """Wait until each dependency responds, in order; return False if `stop` was set meanwhile.
 
-    Raises StartupTimedOut when one does not answer within `timeout` seconds in all.
+    Raises StartupTimedOut when one does not respond within `timeout` seconds in all.
     """
     deadline = time.monotonic() + timeout
     for dependency in dependencies:
@@ -170,14 +170,14 @@ def _wait_for_one(dependency: Dependency, deadline: float, timeout: float, stop:
         try:
             dependency.check(attempt_seconds)
             if warned:
-                logger.info("%s at %s answers", dependency.name, dependency.address)
+                logger.info("%s at %s responds", dependency.name, dependency.address)
             return True
         except NOT_READY_ERRORS as exc:
             reason = str(exc).strip().rstrip(".") or type(exc).__name__
-            answered = isinstance(exc, DependencyNotReady)
+            responded = isinstance(exc, DependencyNotReady)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            outcome = "was not ready" if answered else "did not answer"
+            outcome = "was not ready" if responded else "did not respond"
             raise StartupTimedOut(
                 f"{dependency.name} at {dependency.address} {outcome} within {timeout:g} s "
                 f"(--startup-timeout): {reason}; {dependency.hint}"
@@ -185,7 +185,7 @@ def _wait_for_one(dependency: Dependency, deadline: float, timeout: float, stop:
         if not warned:
             warned = True
             logger.warning(
-                "%s at %s does not answer yet (%s); waiting up to %.0f s more",
+                "%s at %s does not respond yet (%s); waiting up to %.0f s more",
                 dependency.name,
                 dependency.address,
                 reason,

@@ -57,7 +57,7 @@ def run_worker(settings: Settings) -> int:
     engine = create_sync_engine(settings.database_path, writer=False)
     try:
         # Only serve migrates the job store, so a worker that starts first waits for the schema too.
-        answered = wait_for(
+        responded = wait_for(
             dependencies_of(settings, engine, check_schema=True), settings.startup_timeout_seconds, stop
         )
     except (StartupTimedOut, SchemaTooNewError) as exc:
@@ -65,7 +65,7 @@ def run_worker(settings: Settings) -> int:
         return 1
     finally:
         engine.dispose()
-    if not answered:
+    if not responded:
         logger.info("stopped before start-up finished")
         return 0
 

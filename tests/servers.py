@@ -188,7 +188,7 @@ class WorkerProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        """Launch the worker and wait until its log says its consumers started."""
+        """Launch the worker and wait until its log shows that its consumers started."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*worker_command(), "--data-dir", str(self.data_dir), *self.args],

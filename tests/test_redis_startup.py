@@ -1,7 +1,7 @@
 """Cold start: a process waits for Redis and the job store, bounded by --startup-timeout.
 
-A process whose Redis never answers exits with status 1 and one line naming the URL
-without its password. One whose Redis comes up late answers 503 meanwhile, then starts
+A process whose Redis never responds exits with status 1 and one line naming the URL
+without its password. One whose Redis comes up late fails its health check with 503 meanwhile, then starts
 its consumers and delivers.
 """
 
@@ -99,7 +99,7 @@ def test_unreachable_redis_stops_serve(tmp_path: Path, request: pytest.FixtureRe
     assert result.returncode == 1
     assert_one_failure_line(
         result,
-        f"Redis at redis://:***@127.0.0.1:{port}/0 did not answer within 2 s (--startup-timeout)",
+        f"Redis at redis://:***@127.0.0.1:{port}/0 did not respond within 2 s (--startup-timeout)",
     )
     assert "start Redis or correct --redis-url" in result.stderr
 
@@ -112,7 +112,7 @@ def test_unreachable_redis_stops_worker(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert_one_failure_line(
         result,
-        f"Redis at redis://:***@127.0.0.1:{port}/0 did not answer within 2 s (--startup-timeout)",
+        f"Redis at redis://:***@127.0.0.1:{port}/0 did not respond within 2 s (--startup-timeout)",
     )
 
 
@@ -164,7 +164,7 @@ def test_late_redis_then_delivers(tmp_path: Path) -> None:
         assert waiting.status_code == 503
         startup = waiting.json()["error"]["startup"]
         redacted = f"redis://:***@127.0.0.1:{redis_server.port}/0"
-        assert startup["message"] == f"waiting for Redis at {redacted} to answer"
+        assert startup["message"] == f"waiting for Redis at {redacted} to respond"
         assert waiting.json()["error"]["queues"]["message"] == "the queue consumers are not running"
 
         redis_server.start()
@@ -184,7 +184,7 @@ def test_late_redis_then_delivers(tmp_path: Path) -> None:
             "the trigger's in-app message",
         )
         assert delivered[0]["body"] == "Hello : hi"
-        assert f"Redis at {redacted} does not answer yet" in server.log()
+        assert f"Redis at {redacted} does not respond yet" in server.log()
         assert REDIS_PASSWORD not in server.log()
         assert server.terminate() < EXIT_SECONDS
         assert server.process is not None

@@ -61,7 +61,7 @@ def _check_startup(services: Services) -> dict[str, Any] | None:
     waiting_for = lifecycle.startup.waiting_for
     if waiting_for is None:
         return {"status": "down", "message": "starting the queue consumers"}
-    return {"status": "down", "message": f"waiting for {waiting_for} to answer"}
+    return {"status": "down", "message": f"waiting for {waiting_for} to respond"}
 
 
 async def _check_redis(url: str) -> dict[str, Any]:
