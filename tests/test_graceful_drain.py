@@ -10,18 +10,15 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import websockets
 
+from tests.held_calls import SUBSCRIBER_ID, create_held_workflow, held_server, jobs, message_count, trigger
 from tests.helpers import inbox_messages, next_frame, open_session, poll, read_rows
 from tests.http_stub import HttpStub, Reply
-from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
+from tests.servers import RedisProcess, ServerProcess
 
-SUBSCRIBER_ID = "alice"
-WORKFLOW_ID = "held-call"
 # Seconds a test waits for a socket's close frame or a process's exit.
 STOP_SECONDS = 15.0
 
@@ -31,66 +28,6 @@ def stub() -> Iterator[HttpStub]:
     server = HttpStub().start()
     yield server
     server.stop()
-
-
-def held_server(
-    root: Path, name: str, args: list[str] | None = None, env: dict[str, str] | None = None
-) -> ServerProcess:
-    """Return a server on the data directory under `root` that may call the loopback stub."""
-    return ServerProcess(
-        data_dir=root / "data",
-        port=free_port(),
-        command=server_command(),
-        log_path=root / f"{name}.log",
-        args=list(args or []),
-        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1", **(env or {})},
-    )
-
-
-def create_held_workflow(server: ServerProcess, url: str) -> None:
-    workflow = {
-        "name": "Held call",
-        "workflowId": WORKFLOW_ID,
-        "steps": [
-            {
-                "name": "Call",
-                "stepId": "call",
-                "type": "http_request",
-                "controlValues": {"method": "POST", "url": url, "body": {"n": 1}},
-            },
-            {"name": "Inbox", "stepId": "inbox", "type": "in_app", "controlValues": {"body": "done"}},
-        ],
-    }
-    with httpx.Client(base_url=server.base_url, headers={"Authorization": f"ApiKey {API_KEY}"}) as api:
-        assert api.post("/v2/workflows", json=workflow).status_code == 201
-
-
-def trigger(server: ServerProcess) -> str:
-    response = httpx.post(
-        f"{server.base_url}/v1/events/trigger",
-        json={"name": WORKFLOW_ID, "to": SUBSCRIBER_ID},
-        headers={"Authorization": f"ApiKey {API_KEY}"},
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["data"]["transactionId"])
-
-
-def jobs(server: ServerProcess, transaction_id: str) -> list[tuple[Any, ...]]:
-    return read_rows(
-        server.data_dir / "novulite.db",
-        "SELECT step_id, status, attempt FROM job WHERE transaction_id = ? ORDER BY position",
-        (transaction_id,),
-    )
-
-
-def message_count(server: ServerProcess, transaction_id: str) -> int:
-    rows = read_rows(
-        server.data_dir / "novulite.db",
-        "SELECT count(*) FROM message WHERE transaction_id = ?",
-        (transaction_id,),
-    )
-    return int(rows[0][0])
 
 
 async def _terminate_with_socket_open(server: ServerProcess) -> int:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.held_calls import create_held_workflow, held_server, jobs, message_count, trigger
 from tests.helpers import create_workflow, inbox_messages, open_session, poll, read_rows
+from tests.http_stub import HttpStub, Reply
 from tests.servers import (
     API_KEY,
     RedisProcess,
@@ -118,4 +123,56 @@ def test_workers_run_api_only_jobs(tmp_path: Path, redis_server: RedisProcess) -
     finally:
         for worker in workers:
             worker.stop()
+        api_server.stop()
+
+
+@pytest.fixture
+def stub() -> Iterator[HttpStub]:
+    server = HttpStub().start()
+    yield server
+    server.stop()
+
+
+def test_worker_drain_releases_lease(tmp_path: Path, stub: HttpStub, redis_server: RedisProcess) -> None:
+    release = threading.Event()
+    stub.route("/held", Reply(body={"reply": "first"}, hold=release), Reply(body={"reply": "second"}))
+    env = {"NOVULITE_REDIS_URL": redis_server.url, "NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
+    api_server = held_server(tmp_path, "server", ["--no-workers"], env)
+    leaving = WorkerProcess(tmp_path / "data", tmp_path / "leaving.log", ["--shutdown-timeout", "1"], env)
+    taking_over = WorkerProcess(tmp_path / "data", tmp_path / "taking-over.log", [], env)
+    try:
+        api_server.start()
+        create_held_workflow(api_server, stub.url("/held"))
+        leaving.start()
+        transaction_id = trigger(api_server)
+        stub.wait_for("/held", 1)
+
+        assert leaving.terminate(timeout=15) < 6
+        assert leaving.process is not None
+        assert leaving.process.returncode == 0
+        assert "received SIGTERM" in leaving.log()
+        assert "released the leases of 1 jobs still running at the shutdown deadline" in leaving.log()
+
+        # The lease lasts 60 s, so only the release lets the next worker take the job over this soon.
+        taking_over.start()
+        stub.wait_for("/held", 2, timeout=15)
+        finished = poll(
+            lambda: jobs(api_server, transaction_id),
+            lambda rows: all(row[1] == "completed" for row in rows),
+            "the job to finish in the second worker",
+            timeout=15,
+        )
+        assert finished == [("call", "completed", 2), ("inbox", "completed", 1)]
+        assert message_count(api_server, transaction_id) == 1
+
+        assert taking_over.process is not None
+        taking_over.process.send_signal(signal.SIGINT)
+        assert taking_over.process.wait(timeout=15) == 0
+        assert "received SIGINT" in taking_over.log()
+        for worker in (leaving, taking_over):
+            assert "Traceback" not in worker.log()
+    finally:
+        release.set()
+        leaving.stop()
+        taking_over.stop()
         api_server.stop()
