@@ -248,7 +248,11 @@ def serve(
     metrics: bool,
     workers: bool,
 ) -> None:
-    """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
+    """Run the API, the queue consumers, the inbox socket and the admin UI in one process.
+
+    With --no-workers the process serves the API, the inbox socket and the admin UI only,
+    and `novulite worker` processes on the same job store and Redis run the jobs.
+    """
     if not workers and not redis_url:
         raise click.UsageError(REDIS_REQUIRED.format(what="serve --no-workers"))
     try:
