@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -49,11 +48,11 @@ from novulite.directory import Directory
 from novulite.engine.calls import CallPool
 from novulite.engine.context import WorkerContext
 from novulite.engine.leases import LeaseKeeper
-from novulite.engine.reconciler import Reconciler, reconcile, release_leases
 from novulite.engine.tasks import register_tasks
 from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
+from novulite.lifecycle import ServeLifecycle
 from novulite.limiter.connect import describe_limiter, open_limiter
 from novulite.metrics import METRICS_PATH, Metrics, RequestTimer
 from novulite.queues import Queues
@@ -65,9 +64,6 @@ from novulite.ui import ADMIN_ROUTERS
 from novulite.ui.common import AdminLoginRequired, login_redirect
 
 logger = logging.getLogger("novulite")
-
-# Seconds the queue consumers get to finish running tasks at shutdown.
-CONSUMER_STOP_SECONDS = 2.0
 
 
 @get("/", include_in_schema=False)
@@ -99,14 +95,10 @@ def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
     return metrics
 
 
-def build_services(settings: Settings, clock: Clock) -> Services:
-    store = Store(settings.database_target)
-    reader, writer = create_async_engines(settings.database_target)
-    signing_key = load_signing_key(store.read_engine)
+def build_worker_context(settings: Settings, clock: Clock, store: Store, hub: Hub) -> WorkerContext:
+    """Build what queue tasks share, with its timer, lease keeper and call pool, and register the tasks."""
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
     queues = Queues(settings.queue_dir, workers=settings.queue_workers)
-    hub = Hub()
-    limiter = open_limiter(settings.redis_url, settings.data_dir)
     worker = WorkerContext(
         store=store,
         clock=clock,
@@ -114,14 +106,26 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         settings=settings,
         publish=hub.publish_threadsafe,
         has_sockets=hub.has_sockets,
-        limiter=limiter,
+        limiter=open_limiter(settings.redis_url, settings.data_dir),
         metrics=_build_metrics(store, queues, hub) if settings.metrics else None,
     )
     worker.timer = DueJobTimer(worker)
     worker.leases = LeaseKeeper(store, clock, settings.job_lease_seconds)
     worker.calls = CallPool()
-    intake = TriggerIntake(store, queues)
     register_tasks(worker)
+    return worker
+
+
+def build_services(settings: Settings, clock: Clock) -> Services:
+    store = Store(settings.database_target)
+    reader, writer = create_async_engines(settings.database_target)
+    signing_key = load_signing_key(store.read_engine)
+    hub = Hub()
+    worker = build_worker_context(settings, clock, store, hub)
+    queues = worker.queues
+    limiter = worker.limiter
+    assert limiter is not None
+    intake = TriggerIntake(store, queues)
     return Services(
         settings=settings,
         clock=clock,
@@ -140,39 +144,38 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     )
 
 
+def describe_mode(settings: Settings) -> str:
+    """Name the storage and fan-out this process uses, for the startup log line."""
+    if settings.redis_url:
+        return "mode Redis (SQLite job store and queues, in-process realtime)"
+    return "mode embedded (SQLite job store and queues, in-process realtime)"
+
+
+def _describe_role(settings: Settings) -> str:
+    if not settings.runs_jobs:
+        return "role API only (no queue consumers, due-job timer or reconciler)"
+    return "role API and queue consumers"
+
+
 def _lifespan(services: Services) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
         await services.intake.start()
-
-        # Work left by the previous run: re-queue it before consumers start, without a grace period.
-        # This process is the only one running jobs on this store, so no running job is live.
-        await asyncio.to_thread(release_leases, services.worker)
-        await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
-        await asyncio.to_thread(services.queues.start)
-        services.worker.timer.start()
-        if services.worker.leases is not None:
-            services.worker.leases.start()
-        if services.worker.calls is not None:
-            services.worker.calls.start()
-
-        reconciler = Reconciler(
-            services.worker,
-            services.settings.reconcile_interval_seconds,
-            services.settings.reconcile_grace_seconds,
-        )
-        reconciler.start()
+        # The consumers start in the background once the job store and Redis respond, so the
+        # health check can return 503 meanwhile.
+        services.lifecycle.start()
 
         settings = services.settings
         rate_limits = settings.rate_limits
         logger.info(
-            "novulite %s starting on http://%s:%d, data directory %s, mode embedded "
-            "(SQLite job store and queues, in-process realtime), %s, API rate limits %s",
+            "novulite %s starting on http://%s:%d, data directory %s, %s, %s, %s, API rate limits %s",
             __version__,
             settings.host,
             settings.port,
             settings.data_dir,
+            _describe_role(settings),
+            describe_mode(settings),
             describe_limiter(settings.redis_url, settings.data_dir),
             "off" if rate_limits is None else rate_limits.describe(),
         )
@@ -180,31 +183,38 @@ def _lifespan(services: Services) -> Any:
         try:
             yield
         finally:
-            logger.info("shutting down")
-            services.accepting = False
-            services.hub.finish_all()
-            await services.intake.stop()
-            reconciler.stop()
-            await asyncio.to_thread(services.worker.timer.stop)
-            await asyncio.to_thread(services.queues.stop, CONSUMER_STOP_SECONDS)
-            if services.worker.calls is not None:
-                await asyncio.to_thread(services.worker.calls.stop, CONSUMER_STOP_SECONDS)
-            if services.worker.leases is not None:
-                await asyncio.to_thread(services.worker.leases.stop)
-            if services.rate_limiter is not None:
-                await services.rate_limiter.close()
-            if services.worker.limiter is not None:
-                services.worker.limiter.close()
-            await services.reader.dispose()
-            await services.writer.dispose()
-            services.store.dispose()
-            logger.info("stopped")
+            await _shut_down(services)
 
     return lifespan
 
 
+async def _shut_down(services: Services) -> None:
+    """Stop in order: new triggers, the sockets, the job drain, then the stores that enqueues need."""
+    logger.info("shutting down")
+    services.accepting = False
+    await services.lifecycle.begin_shutdown()
+    await services.intake.stop()
+    await services.lifecycle.finish_shutdown()
+    services.queues.close()
+    if services.worker.leases is not None:
+        await asyncio.to_thread(services.worker.leases.stop)
+    if services.rate_limiter is not None:
+        await services.rate_limiter.close()
+    if services.worker.limiter is not None:
+        services.worker.limiter.close()
+    await services.reader.dispose()
+    await services.writer.dispose()
+    services.store.dispose()
+    logger.info("stopped")
+
+
 def create_asgi_app(settings: Settings, clock: Clock | None = None) -> Any:
     """Return what uvicorn serves: the application behind the trigger route's fast path and rate limits."""
+    return create_asgi_app_with_services(settings, clock)[0]
+
+
+def create_asgi_app_with_services(settings: Settings, clock: Clock | None = None) -> tuple[Any, Services]:
+    """Return what uvicorn serves and the services behind it, whose lifecycle the server drives."""
     app = create_app(settings, clock)
     services = app.state.services
     routed: Any = TriggerRoute(IdempotencyMiddleware(app, services), services)
@@ -212,13 +222,14 @@ def create_asgi_app(settings: Settings, clock: Clock | None = None) -> Any:
         routed = RateLimitMiddleware(routed, services, settings.rate_limits, services.rate_limiter)
     metrics = services.worker.metrics
     if metrics is None:
-        return routed
-    return RequestTimer(routed, metrics)
+        return routed, services
+    return RequestTimer(routed, metrics), services
 
 
 def create_app(settings: Settings, clock: Clock | None = None) -> Litestar:
     """Return the application; the database must already be prepared (bootstrap.prepare_database)."""
     services = build_services(settings, clock or SystemClock())
+    services.lifecycle = ServeLifecycle(services)
     handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
     handlers[AdminLoginRequired] = login_redirect
     app = Litestar(

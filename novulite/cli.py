@@ -6,9 +6,11 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,9 @@ import click
 import uvicorn
 
 from novulite import __version__
+from novulite.cli_options import shared_options
 from novulite.config import Settings, default_data_dir
-from novulite.logs import LOG_FORMATS, RedactSecrets, formatter_for
-from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
+from novulite.logs import RedactSecrets, formatter_for
 from novulite.providers.vapid import SUBJECT_PATTERN, generate_key_pair
 from novulite.rate_limits import BULK_COST_HELP, SPEC_HELP, parse_rate_limits
 
@@ -32,6 +34,11 @@ First-start secrets, read from the environment only so they stay out of `ps`:
   NOVULITE_ADMIN_PASSWORD  password of the admin user `admin`
 Each is generated when unset. Later starts ignore them.
 """
+
+REDIS_REQUIRED = (
+    "novulite {what} needs --redis-url (or NOVULITE_REDIS_URL), because processes that share "
+    "one job store also share its queues and limiter through Redis"
+)
 
 
 def _configure_logging(level: str, log_format: str = "text") -> None:
@@ -48,11 +55,16 @@ def _configure_logging(level: str, log_format: str = "text") -> None:
 
 
 class _GracefulServer(uvicorn.Server):
-    """A uvicorn server whose graceful stop on SIGTERM or SIGINT ends the process with status 0.
+    """A uvicorn server that drains the process's jobs on SIGTERM or SIGINT and then exits with status 0.
 
     uvicorn re-raises the caught signal after shutting down, so the process would
-    otherwise die by SIGTERM (status 143) even after a clean stop.
+    otherwise die by SIGTERM (status 143) even after a clean stop. The server also
+    stops when the lifecycle's start-up fails, so the process can exit with status 1.
     """
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Any) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -60,6 +72,21 @@ class _GracefulServer(uvicorn.Server):
             yield
             # NOTE: _captured_signals is uvicorn's private list (0.29 to 0.55 at least).
             getattr(self, "_captured_signals", []).clear()
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._lifecycle.failed:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop listening first, then close inbox sockets with 1001 before uvicorn would close
+        # them with 1012, and start the job drain beside uvicorn's wait for open requests.
+        for server in getattr(self, "servers", []):
+            server.close()
+        await self._lifecycle.begin_shutdown()
+        # Open requests get what is left of the shutdown timeout, so they end by the drain's deadline.
+        self.config.timeout_graceful_shutdown = math.ceil(self._lifecycle.seconds_left())
+        await super().shutdown(sockets)
 
 
 @click.group(invoke_without_command=True, context_settings={"auto_envvar_prefix": "NOVULITE"})
@@ -83,25 +110,6 @@ def _check_port_free(host: str, port: int) -> None:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror}; stop the other server or pass --port"
         ) from exc
-
-
-def _outbound_allow(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
-    try:
-        return split_allow_setting(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from exc
-
-
-def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if not value:
-        return None
-    from novulite.db.postgres import DatabaseUrlError, sqlalchemy_url
-
-    try:
-        sqlalchemy_url(value)
-    except DatabaseUrlError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
 
 
 def _print_first_start(secrets: Any, settings: Settings) -> None:
@@ -136,33 +144,7 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_envvar=True,
     help="TCP port to listen on.",
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="NOVULITE_DATA_DIR",
-    show_envvar=True,
-    help=f"Folder for the database and queue files. [default: {default_data_dir()}]",
-)
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    envvar="NOVULITE_LOG_LEVEL",
-    show_envvar=True,
-    help="Lowest level of log lines to print.",
-)
-@click.option(
-    "--log-format",
-    default="text",
-    show_default=True,
-    type=click.Choice(LOG_FORMATS),
-    envvar="NOVULITE_LOG_FORMAT",
-    show_envvar=True,
-    help="Format of log lines on standard error. text is for reading, json writes one JSON object per "
-    "line (time, level, logger, message, exception) and kv writes key=value pairs (logfmt). Every "
-    "format redacts tokens, API keys and passwords.",
-)
+@shared_options
 @click.option(
     "--queue-workers",
     default=1,
@@ -173,26 +155,6 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     help="Worker threads per queue.",
 )
 @click.option(
-    "--job-lease-seconds",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(3, 3600),
-    envvar="NOVULITE_JOB_LEASE_SECONDS",
-    show_envvar=True,
-    help="Seconds a job's claim lasts without renewal; a running worker renews it every third of that. "
-    "After a crash, jobs wait this long before another attempt.",
-)
-@click.option(
-    ALLOW_OPTION,
-    "outbound_allow",
-    default="",
-    envvar=ALLOW_SETTING,
-    show_envvar=True,
-    callback=_outbound_allow,
-    help="Comma-separated host names and CIDR ranges that http_request steps may reach although they "
-    "are loopback, private, link-local or metadata addresses. [default: none]",
-)
-@click.option(
     "--inbox-session-hours",
     default=15 * 24.0,
     show_default=True,
@@ -201,16 +163,6 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     show_envvar=True,
     help="Hours an inbox session token from POST /v1/inbox/session stays valid. Rotating the "
     "secret API key ends every session at once.",
-)
-@click.option(
-    "--retention-days",
-    default=30,
-    show_default=True,
-    type=click.IntRange(0, 100 * 365),
-    envvar="NOVULITE_RETENTION_DAYS",
-    show_envvar=True,
-    help="Days to keep delivered messages and execution details; an hourly purge deletes older ones. "
-    "Unread, unarchived in-app messages and failed deliveries are kept. 0 keeps everything.",
 )
 @click.option(
     "--ws-ping-interval",
@@ -240,24 +192,6 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     help="Log every HTTP request.",
 )
 @click.option(
-    "--database-url",
-    envvar="NOVULITE_DATABASE_URL",
-    show_envvar=True,
-    callback=_database_url,
-    help="PostgreSQL for the job store, such as postgresql://novulite:PASSWORD@db.internal:5432/novulite; "
-    "set NOVULITE_DATABASE_URL instead to keep a password out of `ps`. Without it the job store is "
-    "novulite.db in the data directory.",
-)
-@click.option(
-    "--redis-url",
-    envvar="NOVULITE_REDIS_URL",
-    show_envvar=True,
-    help="Redis for the limiter (throttle windows and API rate limits), such as "
-    "redis://:PASSWORD@127.0.0.1:6379/0; set NOVULITE_REDIS_URL instead to keep a password out of `ps`. "
-    "Without it the limiter keeps its state in limiter.db in the data directory. The server "
-    "exits when this Redis does not respond at start within 3 s.",
-)
-@click.option(
     "--rate-limits",
     "rate_limits_spec",
     default="off",
@@ -283,27 +217,45 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     help="Serve Prometheus metrics at GET /metrics, without authentication, to any client that "
     "reaches the port. Do not expose that port publicly, or pass --no-metrics.",
 )
+@click.option(
+    "--workers/--no-workers",
+    default=True,
+    show_default=True,
+    envvar="NOVULITE_WORKERS",
+    show_envvar=True,
+    help="Run queue consumers, the due-job timer and the reconciler in this process. --no-workers "
+    "serves the API only and leaves jobs to `novulite worker` processes; it needs --redis-url.",
+)
 def serve(
     host: str,
     port: int,
     data_dir: Path | None,
     log_level: str,
     log_format: str,
-    queue_workers: int,
+    database_url: str | None,
+    redis_url: str | None,
     job_lease_seconds: float,
     outbound_allow: tuple[str, ...],
-    inbox_session_hours: float,
     retention_days: int,
+    startup_timeout: float,
+    shutdown_timeout: float,
+    queue_workers: int,
+    inbox_session_hours: float,
     ws_ping_interval: float,
     ws_compression: bool,
     access_log: bool,
-    database_url: str | None,
-    redis_url: str | None,
     rate_limits_spec: str,
     rate_limit_bulk_cost: str,
     metrics: bool,
+    workers: bool,
 ) -> None:
-    """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
+    """Run the API, the queue consumers, the inbox socket and the admin UI in one process.
+
+    With --no-workers the process serves the API, the inbox socket and the admin UI only,
+    and `novulite worker` processes on the same job store and Redis run the jobs.
+    """
+    if not workers and not redis_url:
+        raise click.UsageError(REDIS_REQUIRED.format(what="serve --no-workers"))
     try:
         rate_limits = parse_rate_limits(rate_limits_spec, rate_limit_bulk_cost)
     except ValueError as exc:
@@ -332,43 +284,26 @@ def serve(
         redis_url=redis_url or None,
         rate_limits=rate_limits,
         metrics=metrics,
+        consumed_queues=None if workers else (),
+        startup_timeout_seconds=startup_timeout,
+        shutdown_timeout_seconds=shutdown_timeout,
     )
     _check_port_free(host, port)
-    if settings.redis_url:
-        from novulite.limiter.connect import LimiterUnavailable, check_redis
-
-        try:
-            check_redis(settings.redis_url)
-        except LimiterUnavailable as exc:
-            raise click.ClickException(f"{exc}; start Redis or correct --redis-url") from None
+    _check_redis_url(settings.redis_url)
     # Imported only once the options passed their checks, because these imports take most of the
     # start-up time and a rejected option should be reported at once.
-    from novulite.app import create_asgi_app
-    from novulite.bootstrap import prepare_database
-    from novulite.clock import SystemClock
-    from novulite.db.engine import create_sync_engine
-    from novulite.db.migrate import SchemaTooNewError
+    from novulite.app import create_asgi_app_with_services
 
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise click.ClickException(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
-    engine = create_sync_engine(settings.database_target)
-    try:
-        secrets = prepare_database(engine, settings, SystemClock())
-    except SchemaTooNewError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        engine.dispose()
-    if secrets is not None:
-        _print_first_start(secrets, settings)
+    _prepare_store(settings)
+    app, services = create_asgi_app_with_services(settings)
     config = uvicorn.Config(
-        create_asgi_app(settings),
+        app,
         host=host,
         port=port,
         log_config=None,
         access_log=access_log,
-        timeout_graceful_shutdown=2,
+        # _GracefulServer.shutdown lowers this to the time left before the drain's deadline.
+        timeout_graceful_shutdown=math.ceil(shutdown_timeout),
         lifespan="on",
         # Protocol-level pings: browsers reply with pongs on their own, so @novu/js (in either socket
         # mode) needs no code for them, and a peer that vanished without a close frame is found.
@@ -383,7 +318,49 @@ def serve(
         ws_per_message_deflate=ws_compression,
     )
     _tune_garbage_collector()
-    _GracefulServer(config).run()
+    _GracefulServer(config, services.lifecycle).run()
+    if services.lifecycle.failed:
+        sys.exit(1)
+
+
+def _check_redis_url(redis_url: str | None) -> None:
+    if not redis_url:
+        return
+    from novulite.runtime import redis_url_problem
+
+    problem = redis_url_problem(redis_url)
+    if problem is not None:
+        raise click.ClickException(f"{problem}; correct --redis-url")
+
+
+def _prepare_store(settings: Settings) -> None:
+    """Wait for the job store to respond, migrate it, and print the secrets of a new one."""
+    from novulite.bootstrap import prepare_database
+    from novulite.clock import SystemClock
+    from novulite.db.engine import create_sync_engine
+    from novulite.db.migrate import SchemaTooNewError
+    from novulite.runtime import StartupTimedOut, store_dependency, wait_for
+
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the data directory {settings.data_dir}: {exc}") from exc
+    engine = create_sync_engine(settings.database_target)
+    try:
+        # NOTE: the health check is served only after this wait, because the app reads its signing
+        # key from the job store. Until then a probe's connection is refused instead of getting 503.
+        dependency = store_dependency(engine, settings.database_label)
+        wait_for([dependency], settings.startup_timeout_seconds, threading.Event())
+        secrets = prepare_database(engine, settings, SystemClock())
+    except StartupTimedOut as exc:
+        logger.error("start-up failed: %s", exc)
+        sys.exit(1)
+    except SchemaTooNewError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        engine.dispose()
+    if secrets is not None:
+        _print_first_start(secrets, settings)
 
 
 # Tracked allocations, net of deallocations, that start a young-generation collection;
@@ -464,3 +441,82 @@ def backup(path: Path, data_dir: Path | None, force: bool) -> None:
     click.echo(f"wrote {report.path} ({report.size_bytes} bytes), integrity_check ok")
     for table, count in report.row_counts.items():
         click.echo(f"  {table:<17} {count} rows")
+
+
+def _queue_names(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    """Parse --queues into a tuple of queue names; None when not given, which means every queue."""
+    from novulite.queues import QUEUE_NAMES
+
+    if value is None or not value.strip():
+        return None
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in QUEUE_NAMES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown queue {', '.join(map(repr, unknown))}; valid queues are {', '.join(QUEUE_NAMES)}"
+        )
+    return names
+
+
+@main.command()
+@shared_options
+@click.option(
+    "--queues",
+    "queue_names",
+    envvar="NOVULITE_WORKER_QUEUES",
+    show_envvar=True,
+    callback=_queue_names,
+    help="Comma-separated names of the queues to consume: trigger-handler, process-subscriber, "
+    "standard, ws_socket_queue. [default: all]",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    envvar="NOVULITE_WORKER_THREADS",
+    show_envvar=True,
+    help="Worker threads per queue.",
+)
+def worker(
+    data_dir: Path | None,
+    log_level: str,
+    log_format: str,
+    database_url: str | None,
+    redis_url: str | None,
+    job_lease_seconds: float,
+    outbound_allow: tuple[str, ...],
+    retention_days: int,
+    startup_timeout: float,
+    shutdown_timeout: float,
+    queue_names: tuple[str, ...] | None,
+    threads: int,
+) -> None:
+    """Run queue consumers only, without HTTP, beside `novulite serve` processes on one job store.
+
+    A worker also runs the due-job timer, the lease keeper and the reconciler; several processes
+    may run them at once. It starts once the job store, migrated by `novulite serve`, and Redis
+    respond, and stops on SIGTERM or SIGINT after draining its running jobs.
+    """
+    if not redis_url:
+        raise click.UsageError(REDIS_REQUIRED.format(what="worker"))
+    _check_redis_url(redis_url)
+    _configure_logging(log_level, log_format)
+    settings = Settings(
+        data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
+        log_level=log_level,
+        log_format=log_format,
+        queue_workers=threads,
+        job_lease_seconds=job_lease_seconds,
+        outbound_allow=outbound_allow,
+        retention_days=retention_days,
+        database_url=database_url,
+        redis_url=redis_url,
+        metrics=False,
+        consumed_queues=queue_names,
+        startup_timeout_seconds=startup_timeout,
+        shutdown_timeout_seconds=shutdown_timeout,
+    )
+    from novulite.worker_process import run_worker
+
+    sys.exit(run_worker(settings))

@@ -56,6 +56,22 @@ class Settings:
     rate_limits: RateLimits | None = None
     # Whether GET /metrics serves Prometheus metrics. When off, the path returns 404.
     metrics: bool = True
+    # Queues this process consumes: None for every queue, () for none (an API-only process). A
+    # process that consumes no queue runs no due-job timer, lease keeper or reconciler either.
+    consumed_queues: tuple[str, ...] | None = None
+    # Seconds to wait at start for the job store and Redis to respond before exiting with an error.
+    startup_timeout_seconds: float = 60.0
+    # Seconds that running jobs get to finish after SIGTERM before their leases are released.
+    shutdown_timeout_seconds: float = 30.0
+
+    @property
+    def runs_jobs(self) -> bool:
+        return self.consumed_queues != ()
+
+    @property
+    def shared_store(self) -> bool:
+        """Whether other processes may run jobs on this job store at the same time: true in Redis mode."""
+        return bool(self.redis_url)
 
     @property
     def database_path(self) -> Path:
@@ -65,6 +81,15 @@ class Settings:
     def database_target(self) -> Path | str:
         """Return where the job store lives: the PostgreSQL URL when one is set, else the SQLite file."""
         return self.database_url or self.database_path
+
+    @property
+    def database_label(self) -> str:
+        """Return the job store's location for logs and messages, with any password redacted."""
+        if self.database_url is None:
+            return str(self.database_path)
+        from novulite.limiter.connect import redact_url
+
+        return redact_url(self.database_url)
 
     @property
     def queue_dir(self) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,8 @@ class Queues:
         self._wakeups = {name: threading.Event() for name in QUEUE_NAMES}
         self._tasks: dict[str, Any] = {}
         self._consumers: list[_EmbeddedConsumer] = []
+        # Set once the process stops taking entries, so a running task folds no more into its batch.
+        self._draining = False
 
     def register(self, queue: str, name: str, function: Callable[..., None]) -> None:
         """Register `function` as task `name` on `queue`; names must match across processes."""
@@ -147,11 +149,11 @@ class Queues:
 
         A task calls it to fold entries that piled up behind it into its own batch, so
         a backlog costs one transaction per batch instead of one per entry. It dequeues
-        only as far as the caller iterates. Entries of other tasks met on the way run
-        here at once, as the consumer would run them.
+        only as far as the caller iterates, and nothing once the process stops consuming.
+        Entries of other tasks met on the way run here at once, as the consumer would run them.
         """
         huey = self._tasks[name].huey
-        while True:
+        while not self._draining:
             waiting = huey.dequeue()
             if waiting is None:
                 return
@@ -163,10 +165,13 @@ class Queues:
     def pending_counts(self) -> dict[str, int]:
         return {name: huey.pending_count() for name, huey in self._hueys.items()}
 
-    def start(self) -> None:
-        for name, huey in self._hueys.items():
+    def start(self, names: Collection[str] | None = None) -> None:
+        """Start a consumer for each queue in `names`, or for every queue when `names` is None."""
+        selected = QUEUE_NAMES if names is None else tuple(name for name in QUEUE_NAMES if name in names)
+        self._draining = False
+        for name in selected:
             consumer = _EmbeddedConsumer(
-                huey,
+                self._hueys[name],
                 self._wakeups[name],
                 self.pacer,
                 workers=self._workers,
@@ -178,23 +183,48 @@ class Queues:
             )
             consumer.start()
             self._consumers.append(consumer)
-        logger.info("started %d queue consumers with %d threads each", len(self._consumers), self._workers)
+        logger.info(
+            "started consumers of %s with %d threads each", ", ".join(selected) or "no queue", self._workers
+        )
 
     @property
     def running(self) -> bool:
-        return bool(self._consumers)
+        return bool(self._consumers) and not self._draining
 
-    def stop(self, timeout: float) -> None:
-        """Stop consuming and wait up to `timeout` seconds in all for running tasks to finish."""
+    def stop_consuming(self) -> None:
+        """Stop taking entries off the queues; tasks already running go on. Enqueueing still works."""
+        self._draining = True
         for consumer in self._consumers:
             consumer.stop_flag.set()
         for event in self._wakeups.values():
             event.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds in all for running tasks to finish; return whether they all did.
+
+        Call stop_consuming() first. A task still running at the deadline goes on in its daemon
+        thread until the process exits; its job store transaction then rolls back.
+        """
+        self.stop_consuming()
         deadline = time.monotonic() + timeout
+        finished = True
         for consumer in self._consumers:
             consumer.shutdown_timeout = max(deadline - time.monotonic(), 0.0)
             consumer.stop(graceful=True)
+            finished = finished and not any(thread.is_alive() for _, thread in consumer.worker_threads)
         self._consumers.clear()
+        if finished:
+            logger.info("queue consumers stopped")
+        else:
+            logger.warning("queue consumers stopped with tasks still running at the shutdown deadline")
+        return finished
+
+    def close(self) -> None:
+        """Close the queue storage; call it after the last enqueue of this process."""
         for huey in self._hueys.values():
             huey.storage.close()
-        logger.info("queue consumers stopped")
+
+    def stop(self, timeout: float) -> None:
+        """Stop consuming, wait up to `timeout` seconds in all for running tasks, then close the storage."""
+        self.drain(timeout)
+        self.close()

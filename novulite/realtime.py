@@ -186,9 +186,11 @@ class Hub:
                 for text in texts:
                     connection.offer(text)
 
-    def finish_all(self) -> None:
+    def finish_all(self, close_code: int = WS_CLOSE_NORMAL) -> None:
+        """Close every socket with `close_code` once the frames already queued on it are sent."""
         for connections in self._sockets.values():
             for connection in connections:
+                connection.close_code = close_code
                 connection.finish()
 
     def revoke_environment(self, environment_id: str, error_text: str) -> int:

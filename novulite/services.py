@@ -36,3 +36,5 @@ class Services:
     accepting: bool = True
     # Where API rate limits keep their buckets (an api.rate_limits.TokenTaker); None while they are off.
     rate_limiter: Any = None
+    # Start-up and shutdown of the process (a lifecycle.ServeLifecycle), set once the app is built.
+    lifecycle: Any = None

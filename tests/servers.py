@@ -52,6 +52,13 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> ServerProcess:
+        """Launch the server and wait until its health check returns 200."""
+        self.launch()
+        self.wait_healthy()
+        return self
+
+    def launch(self) -> ServerProcess:
+        """Launch the server without waiting for it."""
         env = dict(
             os.environ,
             NOVULITE_API_KEY=API_KEY,
@@ -68,7 +75,6 @@ class ServerProcess:
             env=env,
         )
         log.close()
-        self.wait_healthy()
         return self
 
     def wait_healthy(self) -> None:
@@ -165,3 +171,56 @@ class RedisProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "novulite", "worker"]
+
+
+@dataclasses.dataclass
+class WorkerProcess:
+    """A `novulite worker` child process; it has no HTTP port, so its log shows when it runs."""
+
+    data_dir: Path
+    log_path: Path
+    args: list[str] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        """Launch the worker and wait until its log shows that its consumers started."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*worker_command(), "--data-dir", str(self.data_dir), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, NOVULITE_LOG_LEVEL="info", **self.env),
+        )
+        log.close()
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while "started consumers of" not in self.log():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start within {STARTUP_SECONDS} s:\n{self.log()}")
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def terminate(self, timeout: float = 10.0) -> float:
+        """Send SIGTERM, wait for the exit and return how long it took in seconds."""
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -1,4 +1,4 @@
-"""GET /v1/health-check: whether the database, the queue consumers and the limiter's Redis work."""
+"""GET /v1/health-check: whether the process has started, and whether the database, queues and Redis work."""
 
 from __future__ import annotations
 
@@ -43,9 +43,25 @@ async def _check_queues(services: Services) -> dict[str, Any]:
         pending = await asyncio.to_thread(services.queues.pending_counts)
     except Exception as exc:
         return {"status": "down", "message": _describe(exc)}
+    if not services.settings.runs_jobs:
+        # An API-only process enqueues, and worker processes consume.
+        return {"status": "up", "pending": pending, "consumers": "none in this process"}
     if not services.queues.running:
         return {"status": "down", "message": "the queue consumers are not running", "pending": pending}
     return {"status": "up", "pending": pending}
+
+
+def _check_startup(services: Services) -> dict[str, Any] | None:
+    """Return the startup part while the process waits for its dependencies or failed to start."""
+    lifecycle = services.lifecycle
+    if lifecycle is None or lifecycle.ready:
+        return None
+    if lifecycle.startup.failure is not None:
+        return {"status": "down", "message": lifecycle.startup.failure}
+    waiting_for = lifecycle.startup.waiting_for
+    if waiting_for is None:
+        return {"status": "down", "message": "starting the queue consumers"}
+    return {"status": "down", "message": f"waiting for {waiting_for} to respond"}
 
 
 async def _check_redis(url: str) -> dict[str, Any]:
@@ -72,6 +88,9 @@ async def health_check(request: Request[Any, Any, Any]) -> Response[Any]:
         "db": await _check_database(services),
         "queues": await _check_queues(services),
     }
+    startup = _check_startup(services)
+    if startup is not None:
+        checks["startup"] = startup
     if services.settings.redis_url:
         checks["redis"] = await _check_redis(services.settings.redis_url)
     # Only a count, because the health check needs no authentication and must not name subscribers.

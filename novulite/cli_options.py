@@ -1,0 +1,142 @@
+"""Command-line options that `serve` and `worker` share, defined once for both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from novulite.config import default_data_dir
+from novulite.logs import LOG_FORMATS
+from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _outbound_allow(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    try:
+        return split_allow_setting(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    from novulite.db.postgres import DatabaseUrlError, sqlalchemy_url
+
+    try:
+        sqlalchemy_url(value)
+    except DatabaseUrlError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+SHARED_OPTIONS = (
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="NOVULITE_DATA_DIR",
+        show_envvar=True,
+        help=f"Folder for the database and queue files. [default: {default_data_dir()}]",
+    ),
+    click.option(
+        "--log-level",
+        default="info",
+        show_default=True,
+        type=click.Choice(["debug", "info", "warning", "error"]),
+        envvar="NOVULITE_LOG_LEVEL",
+        show_envvar=True,
+        help="Lowest level of log lines to print.",
+    ),
+    click.option(
+        "--log-format",
+        default="text",
+        show_default=True,
+        type=click.Choice(LOG_FORMATS),
+        envvar="NOVULITE_LOG_FORMAT",
+        show_envvar=True,
+        help="Format of log lines on standard error. text is for reading, json writes one JSON object per "
+        "line (time, level, logger, message, exception) and kv writes key=value pairs (logfmt). Every "
+        "format redacts tokens, API keys and passwords.",
+    ),
+    click.option(
+        "--database-url",
+        envvar="NOVULITE_DATABASE_URL",
+        show_envvar=True,
+        callback=_database_url,
+        help="PostgreSQL for the job store, such as "
+        "postgresql://novulite:PASSWORD@db.internal:5432/novulite; set NOVULITE_DATABASE_URL instead to "
+        "keep a password out of `ps`. Without it the job store is "
+        "novulite.db in the data directory, which only processes on this host can share.",
+    ),
+    click.option(
+        "--redis-url",
+        envvar="NOVULITE_REDIS_URL",
+        show_envvar=True,
+        help="Redis shared by every process on this job store, such as redis://:PASSWORD@127.0.0.1:6379/0; "
+        "set NOVULITE_REDIS_URL instead to keep a password out of `ps`. It holds the limiter's state "
+        "(throttle windows and API rate limits). Required by `novulite worker` and `serve --no-workers`. "
+        "Without it the limiter keeps its state in limiter.db in the data directory, and only one "
+        "process may use the data directory. At start the process waits up to --startup-timeout for it.",
+    ),
+    click.option(
+        "--job-lease-seconds",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(3, 3600),
+        envvar="NOVULITE_JOB_LEASE_SECONDS",
+        show_envvar=True,
+        help="Seconds a job's claim lasts without renewal; a running worker renews it every third of that. "
+        "After a crash, jobs wait this long before another attempt.",
+    ),
+    click.option(
+        ALLOW_OPTION,
+        "outbound_allow",
+        default="",
+        envvar=ALLOW_SETTING,
+        show_envvar=True,
+        callback=_outbound_allow,
+        help="Comma-separated host names and CIDR ranges that http_request steps may reach although they "
+        "are loopback, private, link-local or metadata addresses. [default: none]",
+    ),
+    click.option(
+        "--retention-days",
+        default=30,
+        show_default=True,
+        type=click.IntRange(0, 100 * 365),
+        envvar="NOVULITE_RETENTION_DAYS",
+        show_envvar=True,
+        help="Days to keep delivered messages and execution details; an hourly purge deletes older ones. "
+        "Unread, unarchived in-app messages and failed deliveries are kept. 0 keeps everything.",
+    ),
+    click.option(
+        "--startup-timeout",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(0.5, 3600),
+        envvar="NOVULITE_STARTUP_TIMEOUT",
+        show_envvar=True,
+        help="Seconds to wait at start for the job store and Redis to respond. The queue consumers start "
+        "once they do; past this time the process exits with status 1 and names what did not respond.",
+    ),
+    click.option(
+        "--shutdown-timeout",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(0, 3600),
+        envvar="NOVULITE_SHUTDOWN_TIMEOUT",
+        show_envvar=True,
+        help="Seconds that running jobs and open requests get to finish after SIGTERM or SIGINT. The "
+        "leases of jobs still running then are released, so another process takes them over at once.",
+    ),
+)
+
+
+def shared_options(command: F) -> F:
+    """Add the options of SHARED_OPTIONS to a command, in the order listed."""
+    for option in reversed(SHARED_OPTIONS):
+        command = option(command)
+    return command
