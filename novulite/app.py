@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis
 from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
@@ -54,10 +55,12 @@ from novulite.engine.tasks import register_tasks
 from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
-from novulite.limiter.connect import describe_limiter, open_limiter
+from novulite.limiter.connect import describe_limiter, open_limiter, redact_url
 from novulite.metrics import METRICS_PATH, Metrics, RequestTimer
 from novulite.queues import Queues
 from novulite.realtime import Hub
+from novulite.realtime_redis import RedisFanout
+from novulite.redis_keys import realtime_channel
 from novulite.resources import resource_dir
 from novulite.security import TokenSigner
 from novulite.services import Services
@@ -89,11 +92,19 @@ def _jobs_by_status(store: Store) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
+def _queue_depths(queues: Queues) -> dict[str, int]:
+    # A scrape during a Redis outage reports no queue depths instead of failing with a 500.
+    try:
+        return queues.pending_counts()
+    except redis.RedisError:
+        return {}
+
+
 def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
     metrics = Metrics()
     metrics.watch_state(
         jobs_by_status=lambda: _jobs_by_status(store),
-        queue_depths=queues.pending_counts,
+        queue_depths=lambda: _queue_depths(queues),
         socket_count=lambda: hub.connection_count,
     )
     return metrics
@@ -104,9 +115,14 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     reader, writer = create_async_engines(settings.database_path)
     signing_key = load_signing_key(store.read_engine)
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
-    queues = Queues(settings.queue_dir, workers=settings.queue_workers)
+    queues = Queues(
+        settings.queue_dir,
+        workers=settings.queue_workers,
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
+    )
     hub = Hub()
-    limiter = open_limiter(settings.redis_url, settings.data_dir)
+    limiter = open_limiter(settings.redis_url, settings.data_dir, settings.redis_prefix)
     worker = WorkerContext(
         store=store,
         clock=clock,
@@ -120,6 +136,15 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     worker.timer = DueJobTimer(worker)
     worker.leases = LeaseKeeper(store, clock, settings.job_lease_seconds)
     worker.calls = CallPool()
+    directory = Directory(reader)
+    if settings.redis_url:
+        worker.fanout = RedisFanout(
+            settings.redis_url,
+            realtime_channel(settings.redis_prefix),
+            hub,
+            on_revoke=directory.invalidate_environments,
+        )
+        hub.broadcast_revoke = worker.fanout.publish_revoke
     intake = TriggerIntake(store, queues)
     register_tasks(worker)
     return Services(
@@ -131,13 +156,22 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         queues=queues,
         hub=hub,
         intake=intake,
-        directory=Directory(reader),
+        directory=directory,
         inbox_tokens=TokenSigner(signing_key, "inbox-session"),
         admin_sessions=TokenSigner(signing_key, "admin-session"),
         csrf_secret=hmac.new(signing_key, b"csrf", hashlib.sha256).hexdigest(),
         worker=worker,
         rate_limiter=None if settings.rate_limits is None else token_taker(settings, limiter),
     )
+
+
+def _describe_mode(settings: Settings) -> str:
+    if settings.redis_url:
+        return (
+            f"Redis (SQLite job store, queues and realtime fan-out in Redis at "
+            f"{redact_url(settings.redis_url)} under the key prefix {settings.redis_prefix!r})"
+        )
+    return "embedded (SQLite job store and queues, in-process realtime)"
 
 
 def _lifespan(services: Services) -> Any:
@@ -152,6 +186,8 @@ def _lifespan(services: Services) -> Any:
         await asyncio.to_thread(reconcile, services.worker, dt.timedelta(0))
         await asyncio.to_thread(services.queues.start)
         services.worker.timer.start()
+        if services.worker.fanout is not None:
+            services.worker.fanout.start(services.worker)
         if services.worker.leases is not None:
             services.worker.leases.start()
         if services.worker.calls is not None:
@@ -167,12 +203,12 @@ def _lifespan(services: Services) -> Any:
         settings = services.settings
         rate_limits = settings.rate_limits
         logger.info(
-            "novulite %s starting on http://%s:%d, data directory %s, mode embedded "
-            "(SQLite job store and queues, in-process realtime), %s, API rate limits %s",
+            "novulite %s starting on http://%s:%d, data directory %s, mode %s, %s, API rate limits %s",
             __version__,
             settings.host,
             settings.port,
             settings.data_dir,
+            _describe_mode(settings),
             describe_limiter(settings.redis_url, settings.data_dir),
             "off" if rate_limits is None else rate_limits.describe(),
         )
@@ -187,6 +223,8 @@ def _lifespan(services: Services) -> Any:
             reconciler.stop()
             await asyncio.to_thread(services.worker.timer.stop)
             await asyncio.to_thread(services.queues.stop, CONSUMER_STOP_SECONDS)
+            if services.worker.fanout is not None:
+                await asyncio.to_thread(services.worker.fanout.stop)
             if services.worker.calls is not None:
                 await asyncio.to_thread(services.worker.calls.stop, CONSUMER_STOP_SECONDS)
             if services.worker.leases is not None:

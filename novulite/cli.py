@@ -22,6 +22,8 @@ from novulite.logs import LOG_FORMATS, RedactSecrets, formatter_for
 from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
 from novulite.providers.vapid import SUBJECT_PATTERN, generate_key_pair
 from novulite.rate_limits import BULK_COST_HELP, SPEC_HELP, parse_rate_limits
+from novulite.redis_keys import DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX
+from novulite.redis_keys import PREFIX_RULE, check_prefix
 
 logger = logging.getLogger("novulite")
 
@@ -231,10 +233,40 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
     "--redis-url",
     envvar="NOVULITE_REDIS_URL",
     show_envvar=True,
-    help="Redis for the limiter (throttle windows and API rate limits), such as "
-    "redis://:PASSWORD@127.0.0.1:6379/0; set NOVULITE_REDIS_URL instead to keep a password out of `ps`. "
-    "Without it the limiter keeps its state in limiter.db in the data directory. The server "
-    "exits when this Redis does not respond at start within 3 s.",
+    help="Redis for the queues, the realtime fan-out between processes and the limiter (throttle "
+    "windows and API rate limits), such as redis://:PASSWORD@127.0.0.1:6379/0; set NOVULITE_REDIS_URL "
+    "instead to keep a password out of `ps`. Without it the queues and the limiter keep their state "
+    "in the data directory. The server exits when this Redis does not respond at start within 3 s.",
+)
+@click.option(
+    "--redis-prefix",
+    default=DEFAULT_REDIS_PREFIX,
+    show_default=True,
+    envvar="NOVULITE_REDIS_PREFIX",
+    show_envvar=True,
+    help="Start of every Redis key and pub/sub channel this server uses. Processes of one deployment "
+    "must share it, and deployments that share a Redis need different ones. "
+    f"{PREFIX_RULE[0].upper()}{PREFIX_RULE[1:]}.",
+)
+@click.option(
+    "--reconcile-interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    envvar="NOVULITE_RECONCILE_INTERVAL",
+    show_envvar=True,
+    help="Seconds between passes of the reconciler, which re-queues work whose queue entry was lost.",
+)
+@click.option(
+    "--reconcile-grace",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.5, 86400),
+    envvar="NOVULITE_RECONCILE_GRACE",
+    show_envvar=True,
+    help="Seconds queued work may wait before the reconciler assumes its queue entry was lost and "
+    "enqueues it again. A shorter grace recovers sooner but re-queues more entries that were only slow; "
+    "repeated entries are harmless.",
 )
 @click.option(
     "--rate-limits",
@@ -277,11 +309,18 @@ def serve(
     ws_compression: bool,
     access_log: bool,
     redis_url: str | None,
+    redis_prefix: str,
+    reconcile_interval: float,
+    reconcile_grace: float,
     rate_limits_spec: str,
     rate_limit_bulk_cost: str,
     metrics: bool,
 ) -> None:
     """Run the API, the queue consumers, the inbox socket and the admin UI in one process."""
+    try:
+        check_prefix(redis_prefix)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--redis-prefix'") from None
     try:
         rate_limits = parse_rate_limits(rate_limits_spec, rate_limit_bulk_cost)
     except ValueError as exc:
@@ -307,6 +346,9 @@ def serve(
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
         redis_url=redis_url or None,
+        redis_prefix=redis_prefix,
+        reconcile_interval_seconds=reconcile_interval,
+        reconcile_grace_seconds=reconcile_grace,
         rate_limits=rate_limits,
         metrics=metrics,
     )

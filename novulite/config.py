@@ -48,8 +48,11 @@ class Settings:
     ws_ping_interval_seconds: float = 25.0
     # Maximum accepted request body, in bytes.
     max_body_bytes: int = 2 * 1024 * 1024
-    # Redis for the limiter, shared by every process that uses it; None keeps the limiter in SQLite.
+    # Redis for the queues, realtime fan-out and the limiter, shared by every process that uses it;
+    # None keeps all three inside this process and its data directory.
     redis_url: str | None = None
+    # Start of every Redis key and channel name, so several deployments can share one Redis.
+    redis_prefix: str = "novulite"
     # API rate limits per API key; None turns them off.
     rate_limits: RateLimits | None = None
     # Whether GET /metrics serves Prometheus metrics. When off, the path returns 404.
