@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis
 from litestar import Litestar, Request, get
 from litestar.config.cors import CORSConfig
 from litestar.config.csrf import CSRFConfig
@@ -92,19 +91,11 @@ def _jobs_by_status(store: Store) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def _queue_depths(queues: Queues) -> dict[str, int]:
-    # A scrape during a Redis outage reports no queue depths instead of failing with a 500.
-    try:
-        return queues.pending_counts()
-    except redis.RedisError:
-        return {}
-
-
 def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
     metrics = Metrics()
     metrics.watch_state(
         jobs_by_status=lambda: _jobs_by_status(store),
-        queue_depths=lambda: _queue_depths(queues),
+        queue_depths=queues.pending_counts_or_none,
         socket_count=lambda: hub.connection_count,
     )
     return metrics

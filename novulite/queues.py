@@ -207,8 +207,9 @@ class Queues:
         self._tasks[name] = self._hueys[queue].task(name=name, task_base=_Task)(function)
 
     @property
-    def redis_mode(self) -> bool:
-        return self._held is not None
+    def reachable(self) -> bool:
+        """Whether the last call to the queues' storage succeeded; always true in embedded mode."""
+        return self._held is None or not self._outage.down
 
     def enqueue(self, name: str, *args: Any) -> None:
         """Enqueue task `name`; in Redis mode an entry Redis cannot take waits in memory until it returns."""
@@ -239,6 +240,7 @@ class Queues:
             self._tasks[name].schedule(args=args, delay=delay_seconds)
         else:
             self._tasks[name](*args)
+        self._outage.succeeded()
 
     def take_waiting(self, name: str) -> Iterator[Any]:
         """Dequeue waiting entries of task `name` one at a time, yielding the first argument of each.
@@ -272,6 +274,16 @@ class Queues:
 
     def pending_counts(self) -> dict[str, int]:
         return {name: huey.pending_count() for name, huey in self._hueys.items()}
+
+    def pending_counts_or_none(self) -> dict[str, int]:
+        """Return the pending counts, or an empty dict while the queues' Redis is unreachable.
+
+        For pages and metrics scrapes, which show no queue depths during an outage instead of failing.
+        """
+        try:
+            return self.pending_counts()
+        except redis.RedisError:
+            return {}
 
     def start(self) -> None:
         for name, huey in self._hueys.items():
