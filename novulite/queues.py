@@ -117,6 +117,10 @@ class _RedisWorker(_WakeableWorker):
             self.outage.failed(exc)
             self.sleep()
             return
+        except Exception:
+            # An entry that cannot be decoded must not end the worker thread.
+            logger.exception("reading an entry from queue %s failed", self.huey.name)
+            return
         self.outage.succeeded()
         # BRPOP already waited, so an empty read goes straight back to waiting, with no sleep.
         self.delay = self.default_delay
