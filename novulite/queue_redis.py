@@ -30,7 +30,8 @@ logger = logging.getLogger("novulite.queues")
 BLOCKING_READ_SECONDS = 1.0
 # Seconds a connection attempt or a non-blocking command may take; more than BLOCKING_READ_SECONDS.
 REDIS_TIMEOUT_SECONDS = 3.0
-# Delayed entries moved to the queue per scheduler pass, so one script never blocks Redis for long.
+# Maximum delayed entries one scheduler pass moves to the queue, so each script call stays short.
+# Further due entries move on the next pass, a second later.
 MOVE_DUE_LIMIT = 1000
 # Queue entries held in memory while Redis is unreachable; the reconciler re-queues what does not fit.
 MAX_HELD = 50_000
@@ -67,8 +68,8 @@ def connection_pool(url: str) -> redis.ConnectionPool:
 class OutageLog:
     """Logs the first Redis failure of an outage and its end, and counts the failures between them."""
 
-    def __init__(self, what: str) -> None:
-        self._what = what
+    def __init__(self, component: str) -> None:
+        self._component = component
         self._lock = threading.Lock()
         self._since: float | None = None
         self._failures = 0
@@ -79,7 +80,9 @@ class OutageLog:
             if self._since is not None:
                 return
             self._since = time.monotonic()
-        logger.warning("Redis is unreachable for %s, retrying with back-off: %s", self._what, _describe(exc))
+        logger.warning(
+            "Redis is unreachable for %s, retrying with back-off: %s", self._component, _describe(exc)
+        )
 
     def succeeded(self) -> None:
         if self._since is None:
@@ -90,7 +93,10 @@ class OutageLog:
             seconds, failures = time.monotonic() - self._since, self._failures
             self._since, self._failures = None, 0
         logger.info(
-            "Redis is reachable again for %s after %.1f s and %d failed calls", self._what, seconds, failures
+            "Redis is reachable again for %s after %.1f s and %d failed calls",
+            self._component,
+            seconds,
+            failures,
         )
 
     @property
@@ -149,7 +155,7 @@ class HeldEntries:
     """Queue entries that could not be enqueued while Redis was unreachable, retried until it returns.
 
     Entries are keyed by task name and arguments, so a reconciler pass that re-queues the same ids
-    during an outage holds them once. A thread retries them every HELD_RETRY_SECONDS, oldest first.
+    during an outage keeps one copy. A thread retries them every HELD_RETRY_SECONDS, oldest first.
     """
 
     def __init__(self, send: Callable[[str, tuple[Any, ...], float | None], None]) -> None:

@@ -102,7 +102,7 @@ class _WakeableWorker(Worker):
 class _RedisWorker(_WakeableWorker):
     """A worker that blocks in BRPOP, and logs and backs off while Redis is unreachable.
 
-    Huey's worker logs a traceback for every failed read; during an outage that is one
+    Huey's worker logs a traceback for every failed read. During an outage that is one
     per back-off step per thread, so failures go to the queues' OutageLog instead.
     """
 

@@ -1,9 +1,9 @@
 """Realtime fan-out between processes through Redis pub/sub.
 
 In Redis mode the ws_socket_queue tasks do not build frames. They publish the event
-(new message ids, or a subscriber and context whose counts changed) on one channel,
-and every server process builds frames only for the sockets it holds, so subscribers
-without a local socket cost a process one indexed read per batch and no frame.
+(new message ids, or a subscriber and context whose counts changed) on one channel.
+Every server process builds frames only for its own sockets. A subscriber without a
+local socket costs a process its share of one indexed read per batch, and no frame.
 Revoking an environment's sockets goes through the same channel.
 
 Pub/sub delivers only to subscribers connected at that moment. After the

@@ -71,7 +71,7 @@ class KeyWatcher:
 
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """A Redis of this module alone, so the key listing sees only these servers' keys."""
+    """A Redis of this module alone, so the key listing contains only these servers' keys."""
     process = RedisProcess(tmp_path_factory.mktemp("redis")).start()
     yield process
     process.stop()

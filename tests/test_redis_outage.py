@@ -137,7 +137,7 @@ def test_outage_loses_no_trigger(tmp_path: Path, stub: HttpStub) -> None:
             redis_process.stop()
             time.sleep(OUTAGE_SECONDS)
             redis_process.start()
-            # The socket missed whatever was published during the outage, so it is told to reconnect.
+            # The socket missed whatever was published during the outage, so the server closes it.
             close_code = _close_code(socket, timeout=15)
         time.sleep(1.0)
         sender.stop()

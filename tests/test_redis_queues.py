@@ -114,10 +114,10 @@ def test_take_waiting_and_pending_counts(tmp_path: Path, redis_server: RedisProc
 
     assert queues.pending_counts()[STANDARD] == 5
     started = time.monotonic()
-    taken = list(queues.take_waiting(RUN_JOBS))
+    dequeued = list(queues.take_waiting(RUN_JOBS))
     elapsed = time.monotonic() - started
 
-    assert taken == [[f"w{number}"] for number in range(5)]
+    assert dequeued == [[f"w{number}"] for number in range(5)]
     assert queues.pending_counts()[STANDARD] == 0
     # An empty queue ends the iteration at once instead of blocking for the consumer's read timeout.
     assert elapsed < 0.5

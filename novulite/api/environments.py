@@ -40,7 +40,7 @@ async def rotate_api_key(services: Services, environment_id: str, identifier: st
     The old key, subscriber hashes made with it and inbox session tokens issued under it are
     rejected from the moment this returns, in this process. In Redis mode the other processes
     close their sockets and drop their cached environments when the revoke reaches them over
-    pub/sub; otherwise their cache keeps the old key valid for up to its few seconds.
+    pub/sub. Without Redis, other processes accept the old key until their cache expires.
     """
     new_key = security.generate_api_key()
     async with services.writer.begin() as connection:
