@@ -142,6 +142,16 @@ class PrefixedRedisStorage(RedisStorage):
         self.outage.succeeded()
         return []
 
+    # novulite keeps no results (results=False), never revokes a task and takes no Huey lock, so
+    # the result hash stays empty. Huey still reads it before every task (the revocation check)
+    # and deletes from it after: two round trips per task, and a task lost when either fails
+    # during an outage. NOTE: Huey's revoke() and lock_task() do not work on this storage.
+    def peek_many(self, keys: list[str]) -> dict[str, bytes]:
+        return {}
+
+    def delete_data(self, key: str) -> bool:
+        return False
+
     def dequeue_nowait(self) -> bytes | None:
         """Pop the oldest entry without waiting; None when the queue is empty."""
         data: bytes | None = self.conn.rpop(self.queue_key)
