@@ -95,7 +95,7 @@ def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
     metrics = Metrics()
     metrics.watch_state(
         jobs_by_status=lambda: _jobs_by_status(store),
-        queue_depths=queues.pending_counts_or_none,
+        queue_depths=queues.pending_counts_or_empty,
         socket_count=lambda: hub.connection_count,
     )
     return metrics

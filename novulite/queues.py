@@ -279,7 +279,7 @@ class Queues:
     def pending_counts(self) -> dict[str, int]:
         return {name: huey.pending_count() for name, huey in self._hueys.items()}
 
-    def pending_counts_or_none(self) -> dict[str, int]:
+    def pending_counts_or_empty(self) -> dict[str, int]:
         """Return the pending counts, or an empty dict while the queues' Redis is unreachable.
 
         For pages and metrics scrapes, which show no queue depths during an outage instead of failing.
