@@ -159,8 +159,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
 def _describe_mode(settings: Settings) -> str:
     if settings.redis_url:
         return (
-            f"Redis (SQLite job store, queues and realtime fan-out in Redis at "
-            f"{redact_url(settings.redis_url)} under the key prefix {settings.redis_prefix!r})"
+            f"Redis (job store in SQLite, queues and realtime fan-out in Redis at "
+            f"{redact_url(settings.redis_url)} with key prefix {settings.redis_prefix!r})"
         )
     return "embedded (SQLite job store and queues, in-process realtime)"
 
