@@ -23,6 +23,7 @@ import httpx
 import pytest
 import redis
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import create_workflow, next_frame, open_session, poll, read_rows
@@ -128,6 +129,17 @@ def send_trigger(server: ServerProcess, workflow_id: str, to: str, payload: dict
     )
 
 
+def in_app_deliveries(server: ServerProcess) -> float:
+    """Return the in-app deliveries this server process has counted, from GET /metrics."""
+    response = httpx.get(f"{server.base_url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "novulite_deliveries_total" and sample.labels.get("channel") == "in_app":
+                return float(sample.value)
+    return 0.0
+
+
 async def _cross_process_frame(a: ServerProcess, b: ServerProcess) -> dict[str, Any]:
     token = open_session(a.base_url, "carol")["token"]
     async with websockets.connect(f"{a.ws_url}?token={token}") as socket:
@@ -178,6 +190,7 @@ def test_burst_delivered_once(pair: tuple[ServerProcess, ServerProcess], stub: H
     with client_of(a) as api:
         _burst_workflow(api, stub)
     count = 120
+    before = [in_app_deliveries(server) for server in pair]
 
     def send(number: int) -> int:
         server = (a, b)[number % 2]
@@ -202,9 +215,18 @@ def test_burst_delivered_once(pair: tuple[ServerProcess, ServerProcess], stub: H
     )
     assert len(contents) == count
     assert {rows for _, rows in contents} == {1}
-    # Both servers ran jobs, so the queues really were shared.
+    # Each process counts the deliveries it made: both took work from the shared queues, and
+    # together they delivered each in-app message once.
+    delivered = poll(
+        lambda: [in_app_deliveries(server) - earlier for server, earlier in zip(pair, before, strict=True)],
+        lambda shares: sum(shares) >= count,
+        "both servers' delivery counters",
+    )
+    assert all(share > 0 for share in delivered), delivered
+    assert sum(delivered) == count
     for server in pair:
-        assert "started 4 queue consumers" in server.log()
+        assert "mode Redis (job store in SQLite, queues and realtime fan-out in Redis" in server.log()
+        assert f"with key prefix '{PREFIX}'" in server.log()
 
 
 def _snooze_first(server: ServerProcess, subscriber_id: str) -> None:
