@@ -40,7 +40,8 @@ RESUBSCRIBE_INITIAL_SECONDS = 0.1
 RESUBSCRIBE_MAX_SECONDS = 5.0
 # Seconds of silence on the subscription after which redis-py sends a PING to check the connection.
 HEALTH_CHECK_SECONDS = 10
-# Message ids one frame-building pass reads at most.
+# Size of one frame-building pass, in message ids plus one per event. A pass stops taking events
+# once it reaches this, so the last event (at most 100 ids, the task batch) may overshoot it.
 MAX_BATCH = 500
 
 
@@ -190,7 +191,9 @@ class RedisFanout:
             if first is None:
                 return
             events = [first]
-            while len(events) < MAX_BATCH:
+            size = len(first.ids) + 1
+            # The bound keeps the job store's IN lists far below SQLite's limit on parameters.
+            while size < MAX_BATCH:
                 try:
                     event = self._events.get_nowait()
                 except queue.Empty:
@@ -199,6 +202,7 @@ class RedisFanout:
                     self._deliver(events)
                     return
                 events.append(event)
+                size += len(event.ids) + 1
             self._deliver(events)
 
     def _deliver(self, events: list[Event]) -> None:
