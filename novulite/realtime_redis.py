@@ -41,7 +41,7 @@ RESUBSCRIBE_MAX_SECONDS = 5.0
 # Seconds of silence on the subscription after which redis-py sends a PING to check the connection.
 HEALTH_CHECK_SECONDS = 10
 # Size of one frame-building pass, in message ids plus one per event. A pass stops taking events
-# once it reaches this, so the last event (at most 100 ids, the task batch) may overshoot it.
+# once it reaches this, so the last event may overshoot it by one task batch of ids.
 MAX_BATCH = 500
 
 
