@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from litestar import Litestar, Request, get
@@ -53,10 +53,12 @@ from novulite.engine.timer import DueJobTimer
 from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
 from novulite.lifecycle import ServeLifecycle
-from novulite.limiter.connect import describe_limiter, open_limiter
+from novulite.limiter.connect import describe_limiter, open_limiter, redact_url
 from novulite.metrics import METRICS_PATH, Metrics, RequestTimer
 from novulite.queues import Queues
 from novulite.realtime import Hub
+from novulite.realtime_redis import RedisFanout
+from novulite.redis_keys import realtime_channel
 from novulite.resources import resource_dir
 from novulite.security import TokenSigner
 from novulite.services import Services
@@ -89,16 +91,28 @@ def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
     metrics = Metrics()
     metrics.watch_state(
         jobs_by_status=lambda: _jobs_by_status(store),
-        queue_depths=queues.pending_counts,
+        queue_depths=queues.pending_counts_or_empty,
         socket_count=lambda: hub.connection_count,
     )
     return metrics
 
 
-def build_worker_context(settings: Settings, clock: Clock, store: Store, hub: Hub) -> WorkerContext:
-    """Build what queue tasks share, with its timer, lease keeper and call pool, and register the tasks."""
+def build_worker_context(
+    settings: Settings, clock: Clock, store: Store, hub: Hub, on_revoke: Callable[[], None] = lambda: None
+) -> WorkerContext:
+    """Build what queue tasks share, with its timer, lease keeper and call pool, and register the tasks.
+
+    In Redis mode it also builds the realtime fan-out; `on_revoke` runs when another process
+    rotates an environment's key, to drop caches that still accept the old one.
+    """
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
-    queues = Queues(settings.queue_dir, workers=settings.queue_workers)
+    queues = Queues(
+        settings.queue_dir,
+        workers=settings.queue_workers,
+        redis_url=settings.redis_url,
+        redis_prefix=settings.redis_prefix,
+    )
+    limiter = open_limiter(settings.redis_url, settings.data_dir, settings.redis_prefix)
     worker = WorkerContext(
         store=store,
         clock=clock,
@@ -106,12 +120,17 @@ def build_worker_context(settings: Settings, clock: Clock, store: Store, hub: Hu
         settings=settings,
         publish=hub.publish_threadsafe,
         has_sockets=hub.has_sockets,
-        limiter=open_limiter(settings.redis_url, settings.data_dir),
+        limiter=limiter,
         metrics=_build_metrics(store, queues, hub) if settings.metrics else None,
     )
     worker.timer = DueJobTimer(worker)
     worker.leases = LeaseKeeper(store, clock, settings.job_lease_seconds)
     worker.calls = CallPool()
+    if settings.redis_url:
+        worker.fanout = RedisFanout(
+            settings.redis_url, realtime_channel(settings.redis_prefix), hub, on_revoke=on_revoke
+        )
+        hub.broadcast_revoke = worker.fanout.publish_revoke
     register_tasks(worker)
     return worker
 
@@ -121,7 +140,8 @@ def build_services(settings: Settings, clock: Clock) -> Services:
     reader, writer = create_async_engines(settings.database_target)
     signing_key = load_signing_key(store.read_engine)
     hub = Hub()
-    worker = build_worker_context(settings, clock, store, hub)
+    directory = Directory(reader)
+    worker = build_worker_context(settings, clock, store, hub, on_revoke=directory.invalidate_environments)
     queues = worker.queues
     limiter = worker.limiter
     assert limiter is not None
@@ -135,7 +155,7 @@ def build_services(settings: Settings, clock: Clock) -> Services:
         queues=queues,
         hub=hub,
         intake=intake,
-        directory=Directory(reader),
+        directory=directory,
         inbox_tokens=TokenSigner(signing_key, "inbox-session"),
         admin_sessions=TokenSigner(signing_key, "admin-session"),
         csrf_secret=hmac.new(signing_key, b"csrf", hashlib.sha256).hexdigest(),
@@ -145,10 +165,14 @@ def build_services(settings: Settings, clock: Clock) -> Services:
 
 
 def describe_mode(settings: Settings) -> str:
-    """Name the storage and fan-out this process uses, for the startup log line."""
+    """Name where the job store, queues and realtime fan-out live, for the startup log line."""
+    store = "PostgreSQL job store" if settings.database_url else "SQLite job store"
     if settings.redis_url:
-        return "mode Redis (SQLite job store and queues, in-process realtime)"
-    return "mode embedded (SQLite job store and queues, in-process realtime)"
+        return (
+            f"mode scale-out ({store}, queues and realtime fan-out in Redis at "
+            f"{redact_url(settings.redis_url)} with key prefix {settings.redis_prefix!r})"
+        )
+    return f"mode embedded ({store}, SQLite queues, in-process realtime)"
 
 
 def _describe_role(settings: Settings) -> str:
@@ -165,6 +189,9 @@ def _lifespan(services: Services) -> Any:
         # The consumers start in the background once the job store and Redis respond, so the
         # health check can return 503 meanwhile.
         services.lifecycle.start()
+        if services.worker.fanout is not None:
+            # Every serve process holds sockets, so it listens for events from all others.
+            services.worker.fanout.start(services.worker)
 
         settings = services.settings
         rate_limits = settings.rate_limits
@@ -195,6 +222,8 @@ async def _shut_down(services: Services) -> None:
     await services.lifecycle.begin_shutdown()
     await services.intake.stop()
     await services.lifecycle.finish_shutdown()
+    if services.worker.fanout is not None:
+        await asyncio.to_thread(services.worker.fanout.stop)
     services.queues.close()
     if services.worker.leases is not None:
         await asyncio.to_thread(services.worker.leases.stop)

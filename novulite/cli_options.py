@@ -11,6 +11,8 @@ import click
 from novulite.config import default_data_dir
 from novulite.logs import LOG_FORMATS
 from novulite.outbound.policy import ALLOW_OPTION, ALLOW_SETTING, split_allow_setting
+from novulite.redis_keys import DEFAULT_PREFIX as DEFAULT_REDIS_PREFIX
+from novulite.redis_keys import PREFIX_RULE, check_prefix
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,6 +22,14 @@ def _outbound_allow(ctx: click.Context, param: click.Parameter, value: str | Non
         return split_allow_setting(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+
+
+def _redis_prefix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        check_prefix(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _database_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -76,11 +86,43 @@ SHARED_OPTIONS = (
         "--redis-url",
         envvar="NOVULITE_REDIS_URL",
         show_envvar=True,
-        help="Redis shared by every process on this job store, such as redis://:PASSWORD@127.0.0.1:6379/0; "
-        "set NOVULITE_REDIS_URL instead to keep a password out of `ps`. It holds the limiter's state "
-        "(throttle windows and API rate limits). Required by `novulite worker` and `serve --no-workers`. "
-        "Without it the limiter keeps its state in limiter.db in the data directory, and only one "
-        "process may use the data directory. At start the process waits up to --startup-timeout for it.",
+        help="Redis shared by every process of one deployment, such as redis://:PASSWORD@127.0.0.1:6379/0; "
+        "set NOVULITE_REDIS_URL instead to keep a password out of `ps`. It holds the queues, the realtime "
+        "fan-out between processes and the limiter's state (throttle windows and API rate limits). "
+        "Required by `novulite worker` and `serve --no-workers`. Without it all three stay in this "
+        "process and its data directory, and only one process may use the data directory. At start "
+        "the process waits up to --startup-timeout for it.",
+    ),
+    click.option(
+        "--redis-prefix",
+        default=DEFAULT_REDIS_PREFIX,
+        show_default=True,
+        envvar="NOVULITE_REDIS_PREFIX",
+        show_envvar=True,
+        callback=_redis_prefix,
+        help="Start of every Redis key and pub/sub channel this process uses. Processes of one deployment "
+        "must share it, and deployments that share a Redis need different ones. "
+        f"{PREFIX_RULE[0].upper()}{PREFIX_RULE[1:]}.",
+    ),
+    click.option(
+        "--reconcile-interval",
+        default=5.0,
+        show_default=True,
+        type=click.FloatRange(0.1, 3600),
+        envvar="NOVULITE_RECONCILE_INTERVAL",
+        show_envvar=True,
+        help="Seconds between passes of the reconciler, which re-queues work whose queue entry was lost.",
+    ),
+    click.option(
+        "--reconcile-grace",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(0.5, 86400),
+        envvar="NOVULITE_RECONCILE_GRACE",
+        show_envvar=True,
+        help="Seconds queued work may wait before the reconciler assumes its queue entry was lost and "
+        "enqueues it again. A shorter grace recovers sooner but re-queues more entries that were only "
+        "slow; repeated entries are harmless.",
     ),
     click.option(
         "--job-lease-seconds",

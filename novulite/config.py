@@ -50,8 +50,11 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     # PostgreSQL job store URL (postgresql://user@host:port/db); None keeps the job store in SQLite.
     database_url: str | None = None
-    # Redis for the limiter, shared by every process that uses it; None keeps the limiter in SQLite.
+    # Redis for the queues, realtime fan-out and the limiter, shared by every process that uses it;
+    # None keeps all three inside this process and its data directory.
     redis_url: str | None = None
+    # Start of every Redis key and channel name, so several deployments can share one Redis.
+    redis_prefix: str = "novulite"
     # API rate limits per API key; None turns them off.
     rate_limits: RateLimits | None = None
     # Whether GET /metrics serves Prometheus metrics. When off, the path returns 404.
@@ -70,8 +73,11 @@ class Settings:
 
     @property
     def shared_store(self) -> bool:
-        """Whether other processes may run jobs on this job store at the same time: true in Redis mode."""
-        return bool(self.redis_url)
+        """Whether other processes may run jobs on this job store at the same time.
+
+        True in Redis mode and on PostgreSQL, whose job store other hosts can reach.
+        """
+        return bool(self.redis_url or self.database_url)
 
     @property
     def database_path(self) -> Path:

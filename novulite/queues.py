@@ -1,9 +1,11 @@
 """Huey queues, one instance per queue name, consumed by threads inside this process.
 
-Each queue has its own SQLite file, because Huey locks a storage per instance and
-four instances sharing one file would contend for SQLite's lock. Tasks carry ids
-only, and the consumer reads everything else from the job store. The reconciler can
-therefore recover a lost queue entry from the job store's state.
+Embedded, each queue has its own SQLite file, because Huey locks a storage per
+instance and four instances sharing one file would contend for SQLite's lock. With
+a Redis URL every queue is a Redis list that all processes share (see
+novulite.queue_redis). Tasks carry ids only, and the consumer reads everything else
+from the job store. The reconciler can therefore recover a lost queue entry from
+the job store's state.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
-from huey import SqliteHuey
+import redis
+from huey import RedisHuey, SqliteHuey
 from huey.api import Task
 from huey.consumer import Consumer, Worker
 from huey.storage import SqliteStorage
 
 from novulite.ids import new_transaction_id
 from novulite.pacing import Pacer
+from novulite.queue_redis import HeldEntries, OutageLog, PrefixedRedisStorage, connection_pool
+from novulite.redis_keys import DEFAULT_PREFIX
 
 logger = logging.getLogger("novulite.queues")
 
@@ -94,6 +99,39 @@ class _WakeableWorker(Worker):
             self.delay *= self.backoff
 
 
+class _RedisWorker(_WakeableWorker):
+    """A worker that blocks in BRPOP, and logs and backs off while Redis is unreachable.
+
+    Huey's worker logs a traceback for every failed read. During an outage that is one
+    per back-off step per thread, so failures go to the queues' OutageLog instead.
+    """
+
+    outage: OutageLog
+
+    def loop(self, now: Any = None) -> None:
+        self.pacer.wait_turn()
+        started = time.thread_time()
+        try:
+            task = self.huey.dequeue()
+        except redis.RedisError as exc:
+            self.outage.failed(exc)
+            self.sleep()
+            return
+        except Exception:
+            # An entry that cannot be decoded must not end the worker thread.
+            logger.exception("reading an entry from queue %s failed", self.huey.name)
+            return
+        self.outage.succeeded()
+        # BRPOP already waited, so an empty read goes straight back to waiting, with no sleep.
+        self.delay = self.default_delay
+        if task is not None:
+            try:
+                self.huey.execute(task, now)
+            except Exception:
+                logger.exception("task %s on queue %s failed", task.name, self.huey.name)
+        self.pacer.charge(time.thread_time() - started)
+
+
 class _EmbeddedConsumer(Consumer):
     """A consumer that runs inside the server process and leaves signals to uvicorn."""
 
@@ -108,6 +146,8 @@ class _EmbeddedConsumer(Consumer):
         worker = super()._create_worker()
         worker.wakeup = self._wakeup
         worker.pacer = self._pacer
+        if isinstance(worker, _RedisWorker):
+            worker.outage = self.huey.storage.outage
         return worker
 
     def _set_signal_handlers(self) -> None:
@@ -115,16 +155,53 @@ class _EmbeddedConsumer(Consumer):
         pass
 
 
+class _RedisConsumer(_EmbeddedConsumer):
+    worker_class = _RedisWorker
+
+
+# Back-off of a Redis consumer after a failed read: from 0.1 s, doubling, up to 2 s.
+REDIS_RETRY_INITIAL_SECONDS = 0.1
+REDIS_RETRY_MAX_SECONDS = 2.0
+
+
 class Queues:
     """The four pipeline queues, their task registry and, once started, their consumers."""
 
-    def __init__(self, directory: Path, workers: int = 1, pacer: Pacer | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        workers: int = 1,
+        pacer: Pacer | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        """Open the queues: SQLite files in `directory`, or Redis lists under `redis_prefix`."""
         self._workers = workers
         self.pacer = pacer or Pacer()
-        self._hueys = {
-            name: _Huey(name, filename=str(directory / f"{name}.db"), results=False, utc=True, timeout=15)
-            for name in QUEUE_NAMES
-        }
+        self._hueys: dict[str, Any]
+        # Entries waiting for Redis to return; None in embedded mode, where enqueue errors propagate.
+        self._held: HeldEntries | None = None
+        if redis_url:
+            self._outage = OutageLog("the queues")
+            pool = connection_pool(redis_url)
+            self._hueys = {
+                name: RedisHuey(
+                    name,
+                    results=False,
+                    utc=True,
+                    storage_class=PrefixedRedisStorage,
+                    key_prefix=redis_prefix,
+                    outage=self._outage,
+                    connection_pool=pool,
+                )
+                for name in QUEUE_NAMES
+            }
+            self._held = HeldEntries(self._send)
+        else:
+            self._hueys = {
+                name: _Huey(name, filename=str(directory / f"{name}.db"), results=False, utc=True, timeout=15)
+                for name in QUEUE_NAMES
+            }
         self._wakeups = {name: threading.Event() for name in QUEUE_NAMES}
         self._tasks: dict[str, Any] = {}
         self._consumers: list[_EmbeddedConsumer] = []
@@ -135,14 +212,41 @@ class Queues:
         """Register `function` as task `name` on `queue`; names must match across processes."""
         self._tasks[name] = self._hueys[queue].task(name=name, task_base=_Task)(function)
 
+    @property
+    def reachable(self) -> bool:
+        """Whether the last call to the queues' storage succeeded; always true in embedded mode."""
+        return self._held is None or not self._outage.down
+
     def enqueue(self, name: str, *args: Any) -> None:
+        """Enqueue task `name`; in Redis mode an entry Redis cannot take waits in memory until it returns."""
         task = self._tasks[name]
-        task(*args)
-        self._wakeups[task.huey.name].set()
+        if self._held is None:
+            task(*args)
+            self._wakeups[task.huey.name].set()
+            return
+        try:
+            task(*args)
+        except redis.RedisError as exc:
+            self._outage.failed(exc)
+            self._held.hold(name, args, None)
 
     def schedule(self, name: str, delay_seconds: float, *args: Any) -> None:
         """Enqueue task `name` to run after `delay_seconds`; Huey's scheduler thread releases it."""
-        self._tasks[name].schedule(args=args, delay=delay_seconds)
+        if self._held is None:
+            self._tasks[name].schedule(args=args, delay=delay_seconds)
+            return
+        try:
+            self._tasks[name].schedule(args=args, delay=delay_seconds)
+        except redis.RedisError as exc:
+            self._outage.failed(exc)
+            self._held.hold(name, args, time.monotonic() + delay_seconds)
+
+    def _send(self, name: str, args: tuple[Any, ...], delay_seconds: float | None) -> None:
+        if delay_seconds:
+            self._tasks[name].schedule(args=args, delay=delay_seconds)
+        else:
+            self._tasks[name](*args)
+        self._outage.succeeded()
 
     def take_waiting(self, name: str) -> Iterator[Any]:
         """Dequeue waiting entries of task `name` one at a time, yielding the first argument of each.
@@ -154,7 +258,7 @@ class Queues:
         """
         huey = self._tasks[name].huey
         while not self._draining:
-            waiting = huey.dequeue()
+            waiting = self._dequeue_nowait(huey)
             if waiting is None:
                 return
             if waiting.name == name:
@@ -162,16 +266,49 @@ class Queues:
             else:
                 huey.execute(waiting)
 
+    def _dequeue_nowait(self, huey: Any) -> Any:
+        if self._held is None:
+            return huey.dequeue()
+        # A blocking pop would hold the running task up to BLOCKING_READ_SECONDS on an empty queue.
+        try:
+            data = huey.storage.dequeue_nowait()
+        except redis.RedisError as exc:
+            # The task runs with the batch it has, and the consumer logs the outage once.
+            self._outage.failed(exc)
+            return None
+        return None if data is None else huey.deserialize_task(data)
+
     def pending_counts(self) -> dict[str, int]:
         return {name: huey.pending_count() for name, huey in self._hueys.items()}
+
+    def pending_counts_or_empty(self) -> dict[str, int]:
+        """Return the pending counts, or an empty dict while the queues' Redis is unreachable.
+
+        For pages and metrics scrapes, which show no queue depths during an outage instead of failing.
+        """
+        try:
+            return self.pending_counts()
+        except redis.RedisError:
+            return {}
 
     def start(self, names: Collection[str] | None = None) -> None:
         """Start a consumer for each queue in `names`, or for every queue when `names` is None."""
         selected = QUEUE_NAMES if names is None else tuple(name for name in QUEUE_NAMES if name in names)
         self._draining = False
         for name in selected:
-            consumer = _EmbeddedConsumer(
-                self._hueys[name],
+            consumer = self._consumer(name, self._hueys[name])
+            consumer.start()
+            self._consumers.append(consumer)
+        if self._held is not None:
+            self._held.start()
+        logger.info(
+            "started consumers of %s with %d threads each", ", ".join(selected) or "no queue", self._workers
+        )
+
+    def _consumer(self, name: str, huey: Any) -> _EmbeddedConsumer:
+        if self._held is None:
+            return _EmbeddedConsumer(
+                huey,
                 self._wakeups[name],
                 self.pacer,
                 workers=self._workers,
@@ -181,10 +318,17 @@ class Queues:
                 check_worker_health=False,
                 worker_type="thread",
             )
-            consumer.start()
-            self._consumers.append(consumer)
-        logger.info(
-            "started consumers of %s with %d threads each", ", ".join(selected) or "no queue", self._workers
+        return _RedisConsumer(
+            huey,
+            self._wakeups[name],
+            self.pacer,
+            workers=self._workers,
+            periodic=False,
+            initial_delay=REDIS_RETRY_INITIAL_SECONDS,
+            backoff=2.0,
+            max_delay=REDIS_RETRY_MAX_SECONDS,
+            check_worker_health=False,
+            worker_type="thread",
         )
 
     @property
@@ -221,6 +365,8 @@ class Queues:
 
     def close(self) -> None:
         """Close the queue storage; call it after the last enqueue of this process."""
+        if self._held is not None:
+            self._held.stop()
         for huey in self._hueys.values():
             huey.storage.close()
 

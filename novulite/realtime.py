@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -130,6 +131,8 @@ class Hub:
     def __init__(self) -> None:
         self._sockets: dict[str, set[SocketConnection]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Sends a revoke to the other processes (Redis mode); None when this process is the only one.
+        self.broadcast_revoke: Callable[[str, str], None] | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -148,6 +151,11 @@ class Hub:
         connections.discard(connection)
         if not connections:
             del self._sockets[connection.subscriber_pk]
+
+    @property
+    def has_any_sockets(self) -> bool:
+        """Whether any socket is open; safe to call from any thread."""
+        return bool(self._sockets)
 
     def has_sockets(self, subscriber_pk: str) -> bool:
         """Return whether the subscriber has an open socket; safe to call from any thread."""
@@ -186,12 +194,43 @@ class Hub:
                 for text in texts:
                     connection.offer(text)
 
+    def call_threadsafe(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run `callback(*args)` on the event loop from any thread; a no-op once the loop is gone."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            logger.debug("event loop closed; dropped a call to %s", getattr(callback, "__name__", callback))
+
     def finish_all(self, close_code: int = WS_CLOSE_NORMAL) -> None:
         """Close every socket with `close_code` once the frames already queued on it are sent."""
         for connections in self._sockets.values():
             for connection in connections:
                 connection.close_code = close_code
                 connection.finish()
+
+    def close_all_for_retry(self) -> None:
+        """Close every socket with 1013 (try again later), so clients reconnect and replay missed frames."""
+        closed = 0
+        for connections in self._sockets.values():
+            for connection in connections:
+                connection.close_code = WS_CLOSE_TRY_AGAIN_LATER
+                connection.finish()
+                closed += 1
+        if closed:
+            logger.info("closed %d sockets with 1013 so their clients reconnect and replay", closed)
+
+    async def revoke_everywhere(self, environment_id: str, error_text: str) -> int:
+        """Close the environment's sockets in this process and, in Redis mode, in every other one.
+
+        Returns how many were open in this process.
+        """
+        revoked = self.revoke_environment(environment_id, error_text)
+        if self.broadcast_revoke is not None:
+            await asyncio.to_thread(self.broadcast_revoke, environment_id, error_text)
+        return revoked
 
     def revoke_environment(self, environment_id: str, error_text: str) -> int:
         """Close every socket of the environment with `error_text`; return how many were open."""

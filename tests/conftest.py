@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -51,11 +52,20 @@ LIMITER_MODES = ("sqlite", "redis")
 
 
 def limiter_env(request: pytest.FixtureRequest, mode: str) -> dict[str, str]:
-    """Return the variables that start a server on the given limiter: SQLite, or the private Redis."""
+    """Return the variables that start a server on the given limiter: SQLite, or the private Redis.
+
+    In Redis mode the queues move to Redis too, so each server gets its own key prefix: servers
+    with different data directories must not consume each other's queue entries.
+    """
     if mode == "redis":
         redis_server: RedisProcess = request.getfixturevalue("redis_server")
-        return {"NOVULITE_REDIS_URL": redis_server.url}
+        return {"NOVULITE_REDIS_URL": redis_server.url, "NOVULITE_REDIS_PREFIX": unique_prefix()}
     return {}
+
+
+def unique_prefix() -> str:
+    """Return a Redis key prefix that no other server of this run uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session")

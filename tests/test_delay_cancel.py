@@ -91,7 +91,7 @@ def test_stale_queue_entry_after_cancel_does_nothing(
     job_ids = [row["id"] for row in delay_jobs(server, "tx-cancel-stale")]
     producer = Queues(server.data_dir / "queues")
     # Registered only to name the tasks as the server does; this process never runs them.
-    register_tasks(SimpleNamespace(queues=producer))  # type: ignore[arg-type]
+    register_tasks(SimpleNamespace(queues=producer, fanout=None))  # type: ignore[arg-type]
     producer.enqueue(RUN_JOBS, job_ids)
     producer.stop(0)
     # One consumer thread takes the standard queue in order, so once a job queued after the

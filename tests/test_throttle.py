@@ -218,13 +218,19 @@ def test_invalid_controls_rejected(
     assert shared_api.get("/v2/workflows/bad-throttle").status_code == 404
 
 
-def test_redis_outage_retries_job(tmp_path: Path) -> None:
+def test_redis_error_retries_job(tmp_path: Path) -> None:
+    """A limiter call that Redis rejects fails the throttle's attempt, and the retry passes.
+
+    The queues use the same Redis, so stopping it would stop the job from running at all.
+    Denying the scripting commands by ACL fails only the limiter's script calls.
+    """
     redis_process = RedisProcess(tmp_path).start()
     server = start_server(tmp_path, env={"NOVULITE_REDIS_URL": redis_process.url})
+    admin = redis_process.client()
     try:
         with api_client(server) as api:
             throttled_workflow(api, "outage", **LONG_WINDOW)
-            redis_process.stop()
+            admin.acl_setuser("default", enabled=True, commands=["-evalsha", "-eval"], reset_keys=False)
             transaction_id = trigger(api, "outage", "ann", payload={"n": 1})
             poll(
                 lambda: query(
@@ -236,12 +242,13 @@ def test_redis_outage_retries_job(tmp_path: Path) -> None:
                 bool,
                 "the throttle's first attempt to fail",
             )
-            redis_process.start()
+            admin.acl_setuser("default", enabled=True, commands=["+evalsha", "+eval"], reset_keys=False)
             jobs = finished_jobs(server, transaction_id, 2)
         assert jobs["throttle"].status == "completed"
         assert "Attempt 1 failed; retrying" in jobs["throttle"].details
         assert jobs["inbox"].status == "completed"
         assert len(messages_of(server, transaction_id)) == 1
     finally:
+        admin.close()
         server.stop()
         redis_process.stop()

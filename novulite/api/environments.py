@@ -38,7 +38,9 @@ async def rotate_api_key(services: Services, environment_id: str, identifier: st
     """Replace an environment's secret key, close its open inbox sockets and return the new key.
 
     The old key, subscriber hashes made with it and inbox session tokens issued under it are
-    rejected from the moment this returns, in this process.
+    rejected from the moment this returns, in this process. In Redis mode the other processes
+    close their sockets and drop their cached environments when the revoke reaches them over
+    pub/sub. Without Redis, other processes accept the old key until their cache expires.
     """
     new_key = security.generate_api_key()
     async with services.writer.begin() as connection:
@@ -54,7 +56,7 @@ async def rotate_api_key(services: Services, environment_id: str, identifier: st
         )
     services.directory.invalidate_environments()
     # Open sockets were authenticated under the old key, so they end as a handshake with it would.
-    closed = services.hub.revoke_environment(environment_id, invalid_token_frame("/ws"))
+    closed = await services.hub.revoke_everywhere(environment_id, invalid_token_frame("/ws"))
     logger.warning("secret API key rotated environment=%s sockets_closed=%d", identifier, closed)
     return new_key
 

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # Seconds the Redis PING may take. Shorter than the limiter's 3 s timeout, so that a probe with a
 # short timeout of its own receives the 503 instead of timing out.
 REDIS_PING_TIMEOUT_SECONDS = 1.0
+# Seconds the pending counts of the queues may take, for the same reason.
+QUEUE_COUNT_TIMEOUT_SECONDS = 1.0
 
 
 def _describe(exc: BaseException) -> str:
@@ -40,7 +42,15 @@ async def _check_database(services: Services) -> dict[str, Any]:
 
 async def _check_queues(services: Services) -> dict[str, Any]:
     try:
-        pending = await asyncio.to_thread(services.queues.pending_counts)
+        # In Redis mode the counts come from Redis, so a hung Redis must not hold up the response.
+        pending = await asyncio.wait_for(
+            asyncio.to_thread(services.queues.pending_counts), QUEUE_COUNT_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        return {
+            "status": "down",
+            "message": f"counting queue entries took over {QUEUE_COUNT_TIMEOUT_SECONDS:g} s",
+        }
     except Exception as exc:
         return {"status": "down", "message": _describe(exc)}
     if not services.settings.runs_jobs:

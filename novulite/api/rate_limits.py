@@ -24,6 +24,7 @@ from novulite.limiter.aioredis import AsyncRedisLimiter
 from novulite.limiter.base import Limiter, TokenResult
 from novulite.limiter.connect import OUTAGE_ERRORS, async_redis_client
 from novulite.rate_limits import Bucket, RateLimits
+from novulite.redis_keys import limiter_prefix
 from novulite.services import Services
 
 logger = logging.getLogger("novulite.api")
@@ -81,7 +82,9 @@ class InlineTaker:
 def token_taker(settings: Settings, limiter: Limiter) -> TokenTaker:
     """Return what the API charges requests to: asyncio Redis when configured, else `limiter` inline."""
     if settings.redis_url:
-        return AsyncRedisLimiter(async_redis_client(settings.redis_url))
+        return AsyncRedisLimiter(
+            async_redis_client(settings.redis_url), prefix=limiter_prefix(settings.redis_prefix)
+        )
     return InlineTaker(limiter)
 
 

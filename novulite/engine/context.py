@@ -42,3 +42,6 @@ class WorkerContext:
     calls: CallPool | None = None
     # Counts deliveries and failures for GET /metrics. None where metrics are off.
     metrics: Metrics | None = None
+    # In Redis mode, publishes realtime events to every process (a realtime_redis.RedisFanout), and
+    # the ws_socket_queue tasks publish instead of building frames. None delivers in this process.
+    fanout: Any = None

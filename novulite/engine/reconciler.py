@@ -65,6 +65,10 @@ def release_leases(ctx: WorkerContext) -> int:
 
 def reconcile(ctx: WorkerContext, grace: dt.timedelta) -> int:
     """Enqueue every trigger, notification and job left behind; return how many were enqueued."""
+    if not ctx.queues.reachable:
+        # Entries enqueued now would only wait in memory beside those already held for Redis.
+        logger.debug("skipped a reconciler pass while the queues' Redis is unreachable")
+        return 0
     now = ctx.clock.now()
     cutoff = now - grace
     with ctx.store.read() as session:

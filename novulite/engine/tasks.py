@@ -43,17 +43,25 @@ def _folding(ctx: WorkerContext, name: str, function: BatchFunction) -> Callable
     return run
 
 
+def _publish_messages(ctx: WorkerContext, message_ids: list[str]) -> None:
+    """Send new message ids to every process, each of which frames them for its own sockets."""
+    ctx.fanout.publish_messages(message_ids)
+
+
 def register_tasks(ctx: WorkerContext) -> None:
     batched: list[tuple[str, str, BatchFunction]] = [
         (TRIGGER_HANDLER, HANDLE_TRIGGERS, handle_triggers),
         (PROCESS_SUBSCRIBER, EXPAND_NOTIFICATIONS, expand_notifications),
         (STANDARD, RUN_JOBS, run_jobs),
-        (WS_SOCKET, MESSAGES_CREATED, messages_created),
+        (WS_SOCKET, MESSAGES_CREATED, messages_created if ctx.fanout is None else _publish_messages),
     ]
     for queue, name, function in batched:
         ctx.queues.register(queue, name, _folding(ctx, name, function))
 
     def on_counts_changed(subscriber_pk: str, context: str) -> None:
-        counts_changed(ctx, subscriber_pk, context)
+        if ctx.fanout is None:
+            counts_changed(ctx, subscriber_pk, context)
+        else:
+            ctx.fanout.publish_counts(subscriber_pk, context)
 
     ctx.queues.register(WS_SOCKET, COUNTS_CHANGED, on_counts_changed)

@@ -15,6 +15,7 @@ from redis.backoff import NoBackoff
 from novulite.limiter.base import Limiter
 from novulite.limiter.redis import RedisLimiter
 from novulite.limiter.sqlite import SqliteLimiter
+from novulite.redis_keys import DEFAULT_PREFIX, limiter_prefix
 
 # Seconds a Redis connection attempt or command may take. A throttle step waits for Redis on a
 # worker thread, and an API request under rate limits waits for it too, so a hung Redis must fail fast.
@@ -92,9 +93,9 @@ def check_redis(url: str) -> None:
         client.close()
 
 
-def open_limiter(redis_url: str | None, data_dir: Path) -> Limiter:
+def open_limiter(redis_url: str | None, data_dir: Path, redis_prefix: str = DEFAULT_PREFIX) -> Limiter:
     if redis_url:
-        return RedisLimiter(redis_client(redis_url))
+        return RedisLimiter(redis_client(redis_url), prefix=limiter_prefix(redis_prefix))
     return SqliteLimiter(data_dir / "limiter.db")
 
 

@@ -15,8 +15,10 @@ from novulite.limiter.base import (
     check_reserve_arguments,
     check_take_arguments,
 )
+from novulite.redis_keys import DEFAULT_PREFIX as _DEPLOYMENT_PREFIX
+from novulite.redis_keys import limiter_prefix
 
-DEFAULT_PREFIX = "novulite:limiter:"
+DEFAULT_PREFIX = limiter_prefix(_DEPLOYMENT_PREFIX)
 
 
 def _script_source(name: str) -> str:

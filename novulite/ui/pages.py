@@ -141,7 +141,7 @@ async def dashboard(request: Request[Any, Any, Any], admin: str) -> Template:
         "notification_count": notifications or 0,
         "jobs_by_status": by_status,
         "recovered_jobs": [tuple(row) for row in recovered],
-        "queue_depths": await asyncio.to_thread(services.queues.pending_counts),
+        "queue_depths": await asyncio.to_thread(services.queues.pending_counts_or_empty),
         "socket_count": services.hub.connection_count,
     }
     return render(request, "admin/dashboard.html", admin, context)

@@ -131,7 +131,11 @@ def _settings_rows(settings: Settings) -> list[tuple[str, str]]:
         ("API rate limits (capacity:refill per second)", rate_limits),
         ("Inbox session length", f"{settings.inbox_token_ttl_seconds / 3600:g} hours"),
         ("WebSocket ping interval", f"{settings.ws_ping_interval_seconds:g} seconds"),
-        ("Redis for the limiter", _url_masked(settings.redis_url) or "none (the limiter uses SQLite)"),
+        (
+            "Redis for queues, realtime fan-out and the limiter",
+            _url_masked(settings.redis_url) or "none (all three stay in this process and SQLite)",
+        ),
+        ("Redis key prefix", settings.redis_prefix if settings.redis_url else "not used"),
         ("Outbound requests may reach", outbound),
         ("Queue workers", str(settings.queue_workers)),
         ("Maximum request body", f"{settings.max_body_bytes} bytes"),
