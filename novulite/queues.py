@@ -83,6 +83,8 @@ class _Task(Task):
 class _WakeableWorker(Worker):
     wakeup: threading.Event
     pacer: Pacer
+    # The consumer's stop flag, set when the process stops taking entries.
+    stop_flag: Any
 
     def loop(self, now: Any = None) -> None:
         self.pacer.wait_turn()
@@ -124,12 +126,26 @@ class _RedisWorker(_WakeableWorker):
         self.outage.succeeded()
         # BRPOP already waited, so an empty read goes straight back to waiting, with no sleep.
         self.delay = self.default_delay
+        if task is not None and self.stop_flag.is_set():
+            # The process began draining while this thread waited in BRPOP. Running the entry now
+            # would claim a job that the drain cannot wait for, so another process gets it instead.
+            self._hand_back(task)
+            return
         if task is not None:
             try:
                 self.huey.execute(task, now)
             except Exception:
                 logger.exception("task %s on queue %s failed", task.name, self.huey.name)
         self.pacer.charge(time.thread_time() - started)
+
+    def _hand_back(self, task: Any) -> None:
+        try:
+            self.huey.enqueue(task)
+        except redis.RedisError as exc:
+            # The job store still has the work, and the reconciler of another process re-queues it.
+            logger.warning(
+                "could not hand entry %s of queue %s back to Redis: %s", task.id, self.huey.name, exc
+            )
 
 
 class _EmbeddedConsumer(Consumer):
@@ -144,6 +160,7 @@ class _EmbeddedConsumer(Consumer):
 
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
+        worker.stop_flag = self.stop_flag
         worker.wakeup = self._wakeup
         worker.pacer = self._pacer
         if isinstance(worker, _RedisWorker):

@@ -225,7 +225,7 @@ def test_burst_delivered_once(pair: tuple[ServerProcess, ServerProcess], stub: H
     assert all(share > 0 for share in delivered), delivered
     assert sum(delivered) == count
     for server in pair:
-        assert "mode Redis (job store in SQLite, queues and realtime fan-out in Redis" in server.log()
+        assert "mode scale-out (SQLite job store, queues and realtime fan-out in Redis" in server.log()
         assert f"with key prefix '{PREFIX}'" in server.log()
 
 
