@@ -54,7 +54,7 @@ from novulite.errors import EXCEPTION_HANDLERS
 from novulite.intake import TriggerIntake
 from novulite.lifecycle import ServeLifecycle
 from novulite.limiter.connect import describe_limiter, open_limiter, redact_url
-from novulite.metrics import METRICS_PATH, Metrics, RequestTimer
+from novulite.metrics import METRICS_PATH, Metrics, RequestTimer, read_active_jobs
 from novulite.queues import Queues
 from novulite.realtime import Hub
 from novulite.realtime_redis import RedisFanout
@@ -82,17 +82,10 @@ async def metrics_page(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def _jobs_by_status(store: Store) -> dict[str, int]:
-    rows = store.raw_read().execute("SELECT status, count(*) FROM job GROUP BY status").fetchall()
-    return {status: count for status, count in rows}
-
-
 def _build_metrics(store: Store, queues: Queues, hub: Hub) -> Metrics:
     metrics = Metrics()
     metrics.watch_state(
-        jobs_by_status=lambda: _jobs_by_status(store),
-        queue_depths=queues.pending_counts_or_empty,
-        socket_count=lambda: hub.connection_count,
+        active_jobs=lambda: read_active_jobs(store.raw_read()), socket_count=lambda: hub.connection_count
     )
     return metrics
 

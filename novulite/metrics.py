@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -22,31 +25,60 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTI
 OTHER_METHOD = "other"
 
 
-class _StateCollector(Collector):
-    """Gauges read from the running process when a scrape collects them."""
+# Key of the server_setting row where metric-active-jobs passes store their figures.
+SNAPSHOT_KEY = "metrics.active_jobs"
 
-    def __init__(
-        self,
-        jobs_by_status: Callable[[], Mapping[str, int]],
-        queue_depths: Callable[[], Mapping[str, int]],
-        socket_count: Callable[[], int],
-    ) -> None:
-        self._jobs_by_status = jobs_by_status
-        self._queue_depths = queue_depths
+
+@dataclasses.dataclass(frozen=True)
+class ActiveJobs:
+    """Figures of one metric-active-jobs pass."""
+
+    recorded_at: dt.datetime
+    jobs_by_status: dict[str, int]
+    # Entries waiting per queue; empty when the queues' Redis was unreachable.
+    queue_depths: dict[str, int]
+
+
+def read_active_jobs(raw: Any) -> ActiveJobs | None:
+    """Return the last recorded figures, or None before the first pass."""
+    row = raw.execute("SELECT value FROM server_setting WHERE key = ?", (SNAPSHOT_KEY,)).fetchone()
+    if row is None:
+        return None
+    stored = json.loads(row[0])
+    return ActiveJobs(
+        recorded_at=dt.datetime.fromisoformat(stored["recordedAt"]),
+        jobs_by_status=stored["jobs"],
+        queue_depths=stored["queues"],
+    )
+
+
+class _StateCollector(Collector):
+    """Gauges read when a scrape collects them: the last metric-active-jobs figures and open sockets."""
+
+    def __init__(self, active_jobs: Callable[[], ActiveJobs | None], socket_count: Callable[[], int]) -> None:
+        self._active_jobs = active_jobs
         self._socket_count = socket_count
 
     def collect(self) -> Iterable[Metric]:
+        recorded = self._active_jobs()
         jobs = GaugeMetricFamily("novulite_jobs", "Jobs in the job store by status.", labels=["status"])
-        for status, count in sorted(self._jobs_by_status().items()):
-            jobs.add_metric([status], count)
-        yield jobs
-
         depth = GaugeMetricFamily(
             "novulite_queue_depth", "Entries waiting in each Huey queue.", labels=["queue"]
         )
-        for queue, count in sorted(self._queue_depths().items()):
-            depth.add_metric([queue], count)
+        if recorded is not None:
+            for status, count in sorted(recorded.jobs_by_status.items()):
+                jobs.add_metric([status], count)
+            for queue, count in sorted(recorded.queue_depths.items()):
+                depth.add_metric([queue], count)
+        yield jobs
         yield depth
+        if recorded is not None:
+            yield GaugeMetricFamily(
+                "novulite_active_jobs_recorded_timestamp_seconds",
+                "Unix time of the metric-active-jobs pass that novulite_jobs and novulite_queue_depth "
+                "come from.",
+                value=recorded.recorded_at.timestamp(),
+            )
 
         yield GaugeMetricFamily(
             "novulite_open_sockets", "Open inbox WebSocket connections.", value=self._socket_count()
@@ -78,13 +110,10 @@ class Metrics:
         )
 
     def watch_state(
-        self,
-        jobs_by_status: Callable[[], Mapping[str, int]],
-        queue_depths: Callable[[], Mapping[str, int]],
-        socket_count: Callable[[], int],
+        self, active_jobs: Callable[[], ActiveJobs | None], socket_count: Callable[[], int]
     ) -> None:
-        """Register the gauges that read jobs, queues and sockets at each scrape."""
-        self.registry.register(_StateCollector(jobs_by_status, queue_depths, socket_count))
+        """Register the gauges that read the metric-active-jobs figures and the sockets at each scrape."""
+        self.registry.register(_StateCollector(active_jobs, socket_count))
 
     def count_delivery(self, channel: str, provider: str | None, delivered: bool) -> None:
         counter = self.deliveries if delivered else self.delivery_failures

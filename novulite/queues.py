@@ -34,13 +34,15 @@ TRIGGER_HANDLER = "trigger-handler"
 PROCESS_SUBSCRIBER = "process-subscriber"
 STANDARD = "standard"
 WS_SOCKET = "ws_socket_queue"
-QUEUE_NAMES = (TRIGGER_HANDLER, PROCESS_SUBSCRIBER, STANDARD, WS_SOCKET)
+METRIC_ACTIVE_JOBS = "metric-active-jobs"
+QUEUE_NAMES = (TRIGGER_HANDLER, PROCESS_SUBSCRIBER, STANDARD, WS_SOCKET, METRIC_ACTIVE_JOBS)
 
 # Task names are stored in queue entries, so producers and consumers must agree on them.
 HANDLE_TRIGGERS = "handle_triggers"  # on trigger-handler, args: [trigger ids]
 EXPAND_NOTIFICATIONS = "expand_notifications"  # on process-subscriber, args: [notification ids]
 RUN_JOBS = "run_jobs"  # on standard, args: [job ids]
 MESSAGES_CREATED = "messages_created"  # on ws_socket_queue, args: [message ids]
+RECORD_ACTIVE_JOBS = "record_active_jobs"  # on metric-active-jobs, no args
 COUNTS_CHANGED = "counts_changed"  # on ws_socket_queue, args: subscriber pk, context key
 
 # Idle polling starts at 5 ms and backs off to 1 s. Enqueues from this process wake

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,14 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import start_server
-from tests.helpers import create_workflow, open_session
+from tests.helpers import create_workflow, open_session, poll
 from tests.http_stub import HttpStub, Reply
 from tests.pipeline import finished_jobs, query, trigger
 from tests.servers import API_KEY, ServerProcess
 
-QUEUES = {"trigger-handler", "process-subscriber", "standard", "ws_socket_queue"}
+QUEUES = {"trigger-handler", "process-subscriber", "standard", "ws_socket_queue", "metric-active-jobs"}
+# Seconds between metric-active-jobs passes in these tests' server (the reconciler's interval).
+RECORD_INTERVAL = "0.2"
 
 _numbers = itertools.count()
 
@@ -42,7 +45,10 @@ def stub() -> Iterator[HttpStub]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(tmp_path_factory.mktemp("metrics"), env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"})
+    process = start_server(
+        tmp_path_factory.mktemp("metrics"),
+        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1", "NOVULITE_RECONCILE_INTERVAL": RECORD_INTERVAL},
+    )
     yield process
     process.stop()
 
@@ -161,7 +167,14 @@ def test_job_and_queue_gauges(api: httpx.Client, server: ServerProcess) -> None:
         row["status"]: row["count"]
         for row in query(server, "SELECT status, count(*) AS count FROM job GROUP BY status")
     }
-    samples = scrape(server)
+    finished_at = time.time()
+
+    # The gauges come from the last metric-active-jobs pass, so wait for one after the job finished.
+    samples = poll(
+        lambda: scrape(server),
+        lambda found: found.get(("novulite_active_jobs_recorded_timestamp_seconds", ()), 0) > finished_at,
+        "a metric-active-jobs pass after the job finished",
+    )
     jobs = {dict(labels)["status"]: v for (name, labels), v in samples.items() if name == "novulite_jobs"}
     assert jobs == stored
     assert jobs["completed"] >= 1

@@ -19,7 +19,7 @@ from novulite.db.models import Job, Notification, TriggerEvent
 from novulite.engine.context import WorkerContext
 from novulite.engine.retention import RETENTION_INTERVAL_SECONDS, purge_history
 from novulite.idempotency import purge_expired
-from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RUN_JOBS
+from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS, RECORD_ACTIVE_JOBS, RUN_JOBS
 
 logger = logging.getLogger("novulite.worker")
 
@@ -135,6 +135,8 @@ class Reconciler:
         self._thread = threading.Thread(target=self._loop, name="novulite-reconciler", daemon=True)
 
     def start(self) -> None:
+        # The first figures for /metrics come at once instead of one interval after the start.
+        self._request_active_jobs()
         self._thread.start()
 
     def stop(self) -> None:
@@ -150,12 +152,19 @@ class Reconciler:
                 reconcile(self._ctx, self._grace)
             except Exception:
                 logger.exception("reconciler pass failed; the next pass retries")
+            self._request_active_jobs()
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
                 self._purge_idempotency_records()
             if time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + RETENTION_INTERVAL_SECONDS
                 self._purge_history()
+
+    def _request_active_jobs(self) -> None:
+        try:
+            self._ctx.queues.enqueue(RECORD_ACTIVE_JOBS)
+        except Exception:
+            logger.exception("enqueueing a metric-active-jobs pass failed; the next interval retries")
 
     def _purge_history(self) -> None:
         days = self._ctx.settings.retention_days

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from novulite.engine.active_jobs import record_active_jobs
 from novulite.engine.context import WorkerContext
 from novulite.engine.expansion import expand_notifications
 from novulite.engine.runner import run_jobs
@@ -14,7 +15,9 @@ from novulite.queues import (
     EXPAND_NOTIFICATIONS,
     HANDLE_TRIGGERS,
     MESSAGES_CREATED,
+    METRIC_ACTIVE_JOBS,
     PROCESS_SUBSCRIBER,
+    RECORD_ACTIVE_JOBS,
     RUN_JOBS,
     STANDARD,
     TRIGGER_HANDLER,
@@ -65,3 +68,8 @@ def register_tasks(ctx: WorkerContext) -> None:
             ctx.fanout.publish_counts(subscriber_pk, context)
 
     ctx.queues.register(WS_SOCKET, COUNTS_CHANGED, on_counts_changed)
+
+    def on_record_active_jobs() -> None:
+        record_active_jobs(ctx)
+
+    ctx.queues.register(METRIC_ACTIVE_JOBS, RECORD_ACTIVE_JOBS, on_record_active_jobs)
