@@ -20,6 +20,7 @@ from typing import Any
 from novulite.clock import Clock
 from novulite.db.fast import db_datetime, insert_rows, placeholders
 from novulite.db.models import ExecutionDetail, table
+from novulite.db.sql import json_text
 from novulite.db.store import Store
 from novulite.engine.details import detail_row
 
@@ -28,7 +29,9 @@ logger = logging.getLogger("novulite.worker")
 _details = table(ExecutionDetail)
 
 # SQL true for a failed job whose error marks it retryable or its outcome unknown.
-RETRYABLE_SQL = "(json_extract(error, '$.retryable') = 1 OR json_extract(error, '$.outcome') = 'unknown')"
+RETRYABLE_SQL = (
+    f"({json_text('error', 'retryable')} = 'true' OR {json_text('error', 'outcome')} = '\"unknown\"')"
+)
 
 
 def is_retryable(error: dict[str, Any] | None) -> bool:

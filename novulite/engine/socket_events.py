@@ -18,11 +18,12 @@ logger = logging.getLogger("novulite.ws")
 # batch, in one statement over ix_message_inbox, with the inboxes given as a VALUES table. The
 # conditions are those of novulite.messages.unread_conditions and unseen_conditions.
 _COUNTS = (
-    "SELECT m.subscriber_pk, m.context_key, m.severity, sum(m.read = 0), sum(m.seen = 0) "
+    "SELECT m.subscriber_pk, m.context_key, m.severity, "
+    "count(*) FILTER (WHERE NOT m.read), count(*) FILTER (WHERE NOT m.seen) "
     "FROM message m JOIN inbox "
     "ON m.subscriber_pk = inbox.subscriber_pk AND m.context_key = inbox.context_key "
-    "WHERE m.channel = 'in_app' AND m.archived = 0 AND (m.snoozed_until IS NULL OR m.snoozed_until <= ?) "
-    "AND (m.read = 0 OR m.seen = 0) GROUP BY m.subscriber_pk, m.context_key, m.severity"
+    "WHERE m.channel = 'in_app' AND NOT m.archived AND (m.snoozed_until IS NULL OR m.snoozed_until <= ?) "
+    "AND (NOT m.read OR NOT m.seen) GROUP BY m.subscriber_pk, m.context_key, m.severity"
 )
 # Inboxes counted per statement, two bound parameters each.
 _COUNT_CHUNK = 400
