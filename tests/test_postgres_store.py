@@ -8,6 +8,7 @@ so two servers on one database share the job store and nothing else.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import os
 import re
@@ -24,6 +25,9 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
+from novulite.db.migrate import upgrade
+from novulite.db.store import Store
+from novulite.engine import runner
 from tests.conftest import start_server
 from tests.helpers import admin_session, create_workflow, inbox_messages, open_session
 from tests.http_stub import HttpStub, Reply
@@ -332,3 +336,256 @@ def test_backup_points_to_pg_dump(tmp_path: Path, database_url: str) -> None:
     assert result.returncode != 0
     assert "pg_dump" in result.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+def trigger_body(workflow_id: str, transaction_id: str, subscriber_id: str = "alice") -> dict[str, Any]:
+    return {
+        "name": workflow_id,
+        "to": subscriber_id,
+        "payload": {"text": transaction_id},
+        "transactionId": transaction_id,
+    }
+
+
+async def send_and_kill(server: ServerProcess, transaction_ids: list[str], kill_after: int) -> set[str]:
+    """Send triggers concurrently, SIGKILL the server once `kill_after` were acknowledged; return those."""
+    acknowledged: set[str] = set()
+    enough = asyncio.Event()
+
+    async def send(client: httpx.AsyncClient, transaction_id: str) -> None:
+        try:
+            response = await client.post("/v1/events/trigger", json=trigger_body("crash", transaction_id))
+        except httpx.TransportError:
+            return
+        if response.status_code == 201:
+            acknowledged.add(transaction_id)
+        if len(acknowledged) >= kill_after:
+            enough.set()
+
+    limits = httpx.Limits(max_connections=len(transaction_ids))
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers=AUTHORIZED, timeout=10, limits=limits
+    ) as client:
+        tasks = [asyncio.create_task(send(client, transaction_id)) for transaction_id in transaction_ids]
+        finished_sending = asyncio.create_task(asyncio.wait(tasks))
+        await asyncio.wait(
+            {finished_sending, asyncio.create_task(enough.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        server.kill()
+        await finished_sending
+    return set(acknowledged)
+
+
+def message_counts(database_url: str, transaction_ids: list[str]) -> dict[str, int]:
+    placeholders = ", ".join(["%s"] * len(transaction_ids))
+    counted = rows(
+        database_url,
+        f"SELECT transaction_id, count(*) FROM message WHERE transaction_id IN ({placeholders}) "
+        "GROUP BY transaction_id",
+        *transaction_ids,
+    )
+    return dict(counted)  # type: ignore[arg-type]
+
+
+def test_kill_mid_burst_delivers_once(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
+    create_workflow(api, "crash")
+
+    for round_number in range(2):
+        transaction_ids = [f"burst-{round_number}-{index}" for index in range(30)]
+        acknowledged = asyncio.run(send_and_kill(server, transaction_ids, kill_after=8))
+        assert len(acknowledged) >= 8
+
+        server.start()
+        wait_until(
+            lambda: set(message_counts(database_url, transaction_ids)) >= acknowledged,  # noqa: B023
+            f"{len(acknowledged)} acknowledged triggers to reach the inbox",
+        )
+        wait_until(
+            lambda: rows(database_url, "SELECT count(*) FROM job WHERE status <> 'completed'") == [(0,)],
+            "every job to complete",
+        )
+        counts = message_counts(database_url, transaction_ids)
+        for transaction_id in acknowledged:
+            assert counts[transaction_id] == 1, transaction_id
+        assert all(count == 1 for count in counts.values()), counts
+        attempts = rows(database_url, "SELECT DISTINCT attempt FROM job")
+        assert attempts == [(1,)]
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    first = start_on(tmp_path / "first", database_url)
+    second = start_on(tmp_path / "second", database_url)
+    yield first, second
+    first.stop()
+    second.stop()
+
+
+async def send_to_both(servers: tuple[ServerProcess, ServerProcess], bodies: list[dict[str, Any]]) -> None:
+    """Send the bodies at once, alternating between the two servers."""
+    clients = [
+        httpx.AsyncClient(base_url=server.base_url, headers=AUTHORIZED, timeout=20) for server in servers
+    ]
+    try:
+        responses = await asyncio.gather(
+            *(clients[index % 2].post("/v1/events/trigger", json=body) for index, body in enumerate(bodies))
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+    for response in responses:
+        assert response.status_code == 201, response.text
+
+
+def test_two_servers_run_each_job_once(
+    two_servers: tuple[ServerProcess, ServerProcess], database_url: str, stub: HttpStub
+) -> None:
+    first, _ = two_servers
+    with httpx.Client(base_url=first.base_url, headers=AUTHORIZED, timeout=10) as api:
+        create_steps(api, "shared", call_step(stub.url("/hook")), in_app_step())
+    transaction_ids = [f"shared-{index}" for index in range(60)]
+    # Each subscriber appears in several triggers sent to both servers, so both upsert it at once.
+    bodies = [
+        trigger_body("shared", transaction_id, f"user-{index % 7}")
+        for index, transaction_id in enumerate(transaction_ids)
+    ]
+
+    asyncio.run(send_to_both(two_servers, bodies))
+
+    wait_until(
+        lambda: rows(database_url, "SELECT count(*) FROM job WHERE status = 'completed'") == [(120,)],
+        "all 120 jobs to complete",
+    )
+    assert rows(database_url, "SELECT count(*) FROM job") == [(120,)]
+    assert rows(database_url, "SELECT DISTINCT attempt FROM job") == [(1,)]
+    assert message_counts(database_url, transaction_ids) == dict.fromkeys(transaction_ids, 1)
+    assert rows(database_url, "SELECT count(*) FROM subscriber WHERE subscriber_id LIKE 'user-%%'") == [(7,)]
+    keys = [request.headers["idempotency-key"] for request in stub.received("/hook")]
+    assert len(keys) == 60
+    assert len(set(keys)) == 60
+
+
+def test_two_servers_share_one_digest(
+    two_servers: tuple[ServerProcess, ServerProcess], database_url: str
+) -> None:
+    first, _ = two_servers
+    digest = {
+        "name": "Collect",
+        "stepId": "collect",
+        "type": "digest",
+        "controlValues": {"amount": 2, "unit": "seconds"},
+    }
+    with httpx.Client(base_url=first.base_url, headers=AUTHORIZED, timeout=10) as api:
+        create_steps(api, "together", digest, in_app_step(body="{{ steps.collect.eventCount }} events"))
+    transaction_ids = [f"together-{index}" for index in range(12)]
+
+    asyncio.run(
+        send_to_both(
+            two_servers,
+            [trigger_body("together", transaction_id, "zoe") for transaction_id in transaction_ids],
+        )
+    )
+
+    wait_until(lambda: unfinished_jobs(database_url) == 0, "the digest to be sent")
+    assert rows(database_url, "SELECT count(*) FROM job") == [(24,)]
+    assert rows(database_url, "SELECT status, count(*) FROM digest GROUP BY status") == [("sent", 1)]
+    assert rows(database_url, "SELECT content FROM message") == [("12 events",)]
+
+
+def unfinished_jobs(database_url: str) -> int:
+    ((count,),) = rows(database_url, "SELECT count(*) FROM job WHERE status NOT IN ('completed', 'merged')")
+    return int(count)
+
+
+def insert_jobs(database_url: str, count: int) -> list[str]:
+    """Insert `count` queued jobs without the rows they refer to, after dropping the job table's foreign keys.
+
+    Only the claims are under test, and the database belongs to this test alone.
+    """
+    ids = [f"claim{index:019d}" for index in range(count)]
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        foreign_keys = connection.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'job'::regclass AND contype = 'f'"
+        ).fetchall()
+        for (name,) in foreign_keys:
+            connection.execute(f'ALTER TABLE job DROP CONSTRAINT "{name}"')
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO job (id, environment_id, notification_id, subscriber_pk, transaction_id, "
+                "step_id, type, position, step, status, attempt, max_attempts, run_at, "
+                "created_at, updated_at) "
+                "VALUES (%s, 'e', 'n', 's', 't', 'inbox', 'in_app', 0, '{}', 'queued', 0, 3, "
+                "now(), now(), now())",
+                [(job_id,) for job_id in ids],
+            )
+    return ids
+
+
+def test_concurrent_claims_take_each_job_once(database_url: str) -> None:
+    stores = [Store(database_url), Store(database_url)]
+    upgrade(stores[0].write_engine)
+    job_ids = insert_jobs(database_url, 400)
+    claimed: list[list[str]] = [[], []]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def claim_all(worker: int) -> None:
+        # Each worker takes the ids in another order, in overlapping batches, as two processes
+        # whose reconcilers queued the same jobs would.
+        order = job_ids[::-1] if worker else job_ids
+        start.wait()
+        try:
+            for begin in range(0, len(order), 25):
+                batch = order[begin : begin + 40]
+                with stores[worker].raw_write() as raw:
+                    jobs, _ = runner._claim(raw, batch, dt.datetime.now(dt.UTC), 60.0)
+                    ids = [job.id for job in jobs]
+                    if ids:
+                        marks = ", ".join("?" * len(ids))
+                        raw.execute(f"UPDATE job SET status = 'completed' WHERE id IN ({marks})", ids)
+                claimed[worker].extend(ids)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim_all, args=(worker,)) for worker in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for store in stores:
+        store.dispose()
+
+    assert errors == []
+    assert set(claimed[0]).isdisjoint(claimed[1])
+    assert sorted(claimed[0] + claimed[1]) == job_ids
+    assert rows(database_url, "SELECT DISTINCT status, attempt FROM job") == [("completed", 1)]
+
+
+def test_claim_skips_job_held_elsewhere(database_url: str) -> None:
+    stores = [Store(database_url), Store(database_url)]
+    upgrade(stores[0].write_engine)
+    held_id, free_id = insert_jobs(database_url, 2)
+    now = dt.datetime.now(dt.UTC)
+    second_claim: list[list[str]] = []
+
+    def claim_both() -> None:
+        with stores[1].raw_write() as raw:
+            jobs, _ = runner._claim(raw, [held_id, free_id], now, 60.0)
+            second_claim.append([job.id for job in jobs])
+
+    try:
+        with stores[0].raw_write() as raw:
+            first, _ = runner._claim(raw, [held_id], now, 60.0)
+            assert [job.id for job in first] == [held_id]
+            # The first transaction still holds its job while the second claims both.
+            other = threading.Thread(target=claim_both)
+            other.start()
+            other.join(timeout=10)
+            assert not other.is_alive(), "the second claim waited for the first transaction"
+    finally:
+        other.join(timeout=10)
+        for store in stores:
+            store.dispose()
+
+    assert second_claim == [[free_id]]
+    assert rows(database_url, "SELECT id, attempt FROM job ORDER BY id") == [(held_id, 1), (free_id, 1)]

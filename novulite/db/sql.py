@@ -9,16 +9,28 @@ sqlite3.Connection has no such attribute.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
+
+logger = logging.getLogger("novulite.db")
+
+T = TypeVar("T")
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
 # A row that broke a unique or foreign key constraint, from either driver.
 INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
+# PostgreSQL aborted the transaction to break a deadlock or a serialization conflict; running
+# it again may succeed. SQLite's single writer raises neither.
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+)
 # Any error the job store's driver raised: the database is down, locked, or refused a statement.
 DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
@@ -64,6 +76,15 @@ def json_text(column: str, key: str) -> str:
     return f"CAST({column} -> '{key}' AS TEXT)"
 
 
+def begin_snapshot(connection: Any) -> str:
+    """Return the statement that starts a read-only transaction whose statements share one snapshot.
+
+    A SQLite transaction reads one snapshot from its first read on. PostgreSQL's
+    default READ COMMITTED takes a new snapshot per statement, so it needs REPEATABLE READ.
+    """
+    return "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if is_postgresql(connection) else "BEGIN"
+
+
 def claimable(connection: Any, table: str, count: int, condition: str) -> str:
     """Return the WHERE condition of a claim: which of `count` ids, bound first, meet `condition`.
 
@@ -78,3 +99,23 @@ def claimable(connection: Any, table: str, count: int, condition: str) -> str:
         return f"id IN ({ids}) AND {condition}"
     locked = f"SELECT id FROM {table} WHERE id IN ({ids}) AND {condition} ORDER BY id FOR UPDATE SKIP LOCKED"
     return f"id IN ({locked})"
+
+
+# Runs of a transaction that PostgreSQL aborted for a deadlock, before the error goes to the caller.
+CONFLICT_ATTEMPTS = 3
+
+
+def retry_conflicts(transaction: Callable[[], T], description: str) -> T:
+    """Run `transaction` (a whole write transaction), again when PostgreSQL aborted it for a deadlock.
+
+    Batches that lock rows in different orders, such as a cancel and a job batch of the
+    same chain, can deadlock; PostgreSQL then rolls one back, and a new run succeeds.
+    """
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return transaction()
+        except RETRYABLE_ERRORS as exc:
+            if attempt == CONFLICT_ATTEMPTS:
+                raise
+            logger.warning("%s was rolled back (%s); running it again", description, type(exc).__name__)
+    raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ from typing import Any
 
 from novulite.db.fast import fetch, placeholders
 from novulite.db.models import Message, Subscriber, Workflow, table
+from novulite.db.sql import begin_snapshot
 from novulite.engine.context import WorkerContext
 from novulite.messages import to_raw_entity, unread_counts, unread_frame, unseen_frame
 
@@ -75,7 +76,7 @@ def messages_created(ctx: WorkerContext, message_ids: list[str]) -> None:
     """Send each new message to its subscriber's sockets, then that subscriber's counts once."""
     raw = ctx.store.raw_read()
     # One read transaction, so the messages and the counts come from the same snapshot.
-    raw.execute("BEGIN")
+    raw.execute(begin_snapshot(raw))
     try:
         frames = _frames(raw, _with_sockets(ctx, raw, message_ids), ctx.clock.now())
     finally:

@@ -130,7 +130,8 @@ def _record_failure(ctx: WorkerContext, trigger_id: str) -> None:
     """Count a failed attempt; the reconciler retries later, until the attempts run out."""
     now = ctx.clock.now()
     with ctx.store.write() as session:
-        trigger = session.get(TriggerEvent, trigger_id)
+        # Locked on PostgreSQL, where another process may record a failure of the same trigger.
+        trigger = session.get(TriggerEvent, trigger_id, with_for_update=True)
         if trigger is None or trigger.status != "received":
             return
         trigger.attempts += 1
