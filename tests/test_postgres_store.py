@@ -23,13 +23,21 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import websockets
 from aiosmtpd.controller import Controller
 
+from novulite.clock import SystemClock
 from novulite.db.migrate import upgrade
+from novulite.db.postgres import RawConnection
 from novulite.db.store import Store
 from novulite.engine import runner
+from novulite.engine.cancel import cancel_transaction
+from novulite.engine.failed_jobs import Requeued, discard_failed_jobs, retry_failed_jobs
+from novulite.engine.retention import PurgeResult, purge_history
+from novulite.engine.socket_events import count_frames
+from novulite.idempotency import purge_expired
 from tests.conftest import start_server
-from tests.helpers import admin_session, create_workflow, inbox_messages, open_session
+from tests.helpers import admin_session, create_workflow, inbox_messages, next_frame, open_session
 from tests.http_stub import HttpStub, Reply
 from tests.postgres import PostgresProcess
 from tests.servers import API_KEY, ServerProcess, free_port
@@ -61,11 +69,18 @@ def start_on(root: Path, database_url: str, env: dict[str, str] | None = None) -
     return start_server(root, ["--database-url", database_url], {**OUTBOUND_ENV, **(env or {})})
 
 
+def check_log(process: ServerProcess) -> None:
+    """Fail on a traceback in the server's log: background threads log their errors instead of raising."""
+    log = process.log()
+    assert "Traceback" not in log, log
+
+
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
     process = start_on(tmp_path / "one", database_url)
     yield process
     process.stop()
+    check_log(process)
 
 
 @pytest.fixture
@@ -120,28 +135,41 @@ def in_app_step(step_id: str = "inbox", body: str = "Hello {{ payload.text }}") 
     return {"name": step_id, "stepId": step_id, "type": "in_app", "controlValues": {"body": body}}
 
 
-def test_inbox_delivery(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
+async def deliver_over_socket(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
     create_workflow(api, "welcome")
-
-    transaction_id = trigger(
-        api, "welcome", {"subscriberId": "alice", "firstName": "Alice"}, payload={"text": "hi"}
-    )
-
-    assert finished(database_url, transaction_id, 1) == {"inbox": "completed"}
     token = open_session(server.base_url, "alice")["token"]
-    (message,) = inbox_messages(server.base_url, token)
-    assert message["body"] == "Hello Alice: hi"
-    assert message["transactionId"] == transaction_id
-    read = httpx.patch(
-        f"{server.base_url}/v1/inbox/notifications/{message['id']}/read",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert read.status_code == 200, read.text
-    assert read.json()["data"]["isRead"] is True
-    assert rows(database_url, "SELECT count(*) FROM message WHERE transaction_id = %s", transaction_id) == [
-        (1,)
-    ]
+    async with websockets.connect(f"{server.ws_url}?token={token}") as socket:
+        initial = await next_frame(socket, "unread_count_changed")
+        assert initial["unreadCount"] == 0
+
+        to = {"subscriberId": "alice", "firstName": "Alice"}
+        transaction_id = await asyncio.to_thread(trigger, api, "welcome", to, payload={"text": "hi"})
+
+        received = await next_frame(socket, "notification_received")
+        assert received["message"]["content"] == "Hello Alice: hi"
+        assert received["message"]["transactionId"] == transaction_id
+        counted = await next_frame(socket, "unread_count_changed")
+        assert counted["unreadCount"] == 1
+
+        (message,) = inbox_messages(server.base_url, token)
+        assert message["body"] == "Hello Alice: hi"
+        read = httpx.patch(
+            f"{server.base_url}/v1/inbox/notifications/{message['id']}/read",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert read.status_code == 200, read.text
+        assert read.json()["data"]["isRead"] is True
+        dropped = await next_frame(socket, "unread_count_changed")
+        assert dropped["unreadCount"] == 0
+
+    assert job_statuses(database_url, transaction_id) == {"inbox": "completed"}
+    messages = rows(database_url, "SELECT read FROM message WHERE transaction_id = %s", transaction_id)
+    assert messages == [(True,)]
+
+
+def test_inbox_delivery(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
+    asyncio.run(deliver_over_socket(server, api, database_url))
 
 
 def test_health_and_metrics(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
@@ -419,6 +447,8 @@ def two_servers(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProce
     yield first, second
     first.stop()
     second.stop()
+    check_log(first)
+    check_log(second)
 
 
 async def send_to_both(servers: tuple[ServerProcess, ServerProcess], bodies: list[dict[str, Any]]) -> None:
@@ -589,3 +619,30 @@ def test_claim_skips_job_held_elsewhere(database_url: str) -> None:
 
     assert second_claim == [[free_id]]
     assert rows(database_url, "SELECT id, attempt FROM job ORDER BY id") == [(held_id, 1), (free_id, 1)]
+
+
+def test_raw_connection_keeps_percent_literals(database_url: str) -> None:
+    connection = RawConnection(database_url)
+    try:
+        assert connection.execute("SELECT '100%'").fetchone() == ("100%",)
+        assert connection.execute("SELECT '5%' || ?", ["?"]).fetchone() == ("5%?",)
+    finally:
+        connection.close()
+
+
+def test_maintenance_statements_run(database_url: str) -> None:
+    store = Store(database_url)
+    upgrade(store.write_engine)
+    clock = SystemClock()
+    now = clock.now()
+    try:
+        assert purge_history(store.raw_write, now, 1) == PurgeResult(0, 0)
+        with store.raw_write() as raw:
+            assert purge_expired(raw, now) == 0
+        frames = count_frames(store.raw_read(), "nobody", "", now)
+        assert [frame["event"] for frame in frames] == ["unread_count_changed", "unseen_count_changed"]
+        assert retry_failed_jobs(store, clock, ["missing"], "admin") == Requeued([], 0)
+        assert discard_failed_jobs(store, clock, ["missing"], "admin") == 0
+        assert not cancel_transaction(store, clock, "environment", "transaction").anything
+    finally:
+        store.dispose()

@@ -55,14 +55,17 @@ def psycopg_url(url: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def translate(sql: str) -> str:
+def translate(sql: str, with_parameters: bool = True) -> str:
     """Rewrite SQLite-style SQL for psycopg: `?` placeholders become `%s`, a literal `%` becomes `%%`.
 
     Placeholders inside quoted strings are left alone. `BEGIN IMMEDIATE` becomes `BEGIN`:
-    PostgreSQL has no database-wide write lock to take up front.
+    PostgreSQL has no database-wide write lock to take up front. psycopg reads `%` as a
+    placeholder only when parameters are passed, so SQL without them is sent unchanged.
     """
     if sql.startswith("BEGIN IMMEDIATE"):
         return "BEGIN"
+    if not with_parameters:
+        return sql
     out = []
     for index, part in enumerate(re.split(r"('(?:[^']|'')*')", sql)):
         if index % 2:
@@ -110,7 +113,7 @@ class RawConnection:
         return self._connection
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> psycopg.Cursor[Any]:
-        translated = translate(sql)
+        translated = translate(sql, bool(parameters))
         cursor = self._live().execute(translated, parameters or None)
         if translated.startswith("BEGIN"):
             self._in_transaction = True
