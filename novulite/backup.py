@@ -39,7 +39,7 @@ class BackupReport:
     row_counts: dict[str, int]
 
 
-def refuse_postgresql(database_url: str) -> str:
+def postgresql_backup_message(database_url: str) -> str:
     """Return the message that sends the operator of a PostgreSQL job store to pg_dump."""
     return (
         f"the job store is PostgreSQL ({redact_url(database_url)}), which this command cannot copy; "

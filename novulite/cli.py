@@ -460,10 +460,10 @@ def backup(path: Path, data_dir: Path | None, force: bool, database_url: str | N
     then renamed to PATH. The queue files are not copied: the server re-queues
     unfinished work from the job store when it starts.
     """
-    from novulite.backup import BackupError, back_up, refuse_postgresql
+    from novulite.backup import BackupError, back_up, postgresql_backup_message
 
     if database_url:
-        raise click.ClickException(refuse_postgresql(database_url))
+        raise click.ClickException(postgresql_backup_message(database_url))
     settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve())
     try:
         report = back_up(settings.database_path, path.expanduser().absolute(), force=force)

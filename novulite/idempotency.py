@@ -113,7 +113,7 @@ def store(
     existing = find(raw, environment_id, key.key, now)
     if existing is not None:
         return existing
-    # Only an expired record goes: a live one committed since the read above stays and wins.
+    # Only an expired record is deleted. A live one committed since the read above stays and wins.
     raw.execute(
         "DELETE FROM idempotency_record WHERE environment_id = ? AND key = ? AND expires_at <= ?",
         (environment_id, key.key, db_datetime(now)),

@@ -96,8 +96,8 @@ def upsert_subscribers(
             changed[subscriber_id] = row
     raced = _insert_new(raw, created)
     if raced:
-        # Another process created these subscribers after the read above (PostgreSQL only):
-        # apply the specs to its rows as updates instead.
+        # Another process created these subscribers after the read above, which happens on
+        # PostgreSQL only. The specs update the rows it stored instead.
         for subscriber_id, row in _stored_rows(raw, environment_id, raced).items():
             del created[subscriber_id]
             stored[subscriber_id] = row

@@ -346,23 +346,26 @@ def test_failed_job_retried_from_admin(
 
 
 def test_backup_points_to_pg_dump(tmp_path: Path, database_url: str) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "novulite",
-            "backup",
-            str(tmp_path / "copy.db"),
-            "--database-url",
-            database_url,
-        ],
+    command = [sys.executable, "-m", "novulite", "backup", str(tmp_path / "copy.db")]
+    with_password = database_url.replace("postgres@", "postgres:backup-secret-81@")
+
+    by_option = subprocess.run(
+        [*command, "--database-url", database_url], capture_output=True, text=True, timeout=60, check=False
+    )
+    by_variable = subprocess.run(
+        command,
+        env={**os.environ, "NOVULITE_DATABASE_URL": with_password},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert result.returncode != 0
-    assert "pg_dump" in result.stderr
+
+    for result in (by_option, by_variable):
+        assert result.returncode == 1
+        assert "pg_dump" in result.stderr
+    assert "backup-secret-81" not in by_variable.stderr
+    assert "postgres:***@127.0.0.1" in by_variable.stderr
     assert not (tmp_path / "copy.db").exists()
 
 

@@ -1,8 +1,8 @@
 """SQL fragments whose text differs between the SQLite and the PostgreSQL job store.
 
 The engine writes one SQL text for both stores wherever SQLite 3.40 and PostgreSQL 15
-agree: booleans compared with TRUE and FALSE, counts with CASE, JSON read with `->`.
-The few fragments that cannot be shared are chosen here, from the connection a
+agree: booleans compared with TRUE and FALSE, conditional counts with FILTER, and JSON
+read with `->`. The few fragments that cannot be shared are chosen here, from the connection a
 statement runs on: novulite.db.postgres.RawConnection names its dialect, and a
 sqlite3.Connection has no such attribute.
 """
@@ -10,7 +10,6 @@ sqlite3.Connection has no such attribute.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -23,16 +22,12 @@ T = TypeVar("T")
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
-# A row that broke a unique or foreign key constraint, from either driver.
-INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, psycopg.IntegrityError)
-# PostgreSQL aborted the transaction to break a deadlock or a serialization conflict; running
+# PostgreSQL aborted the transaction to break a deadlock or a serialization conflict, so running
 # it again may succeed. SQLite's single writer raises neither.
 RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
 )
-# Any error the job store's driver raised: the database is down, locked, or refused a statement.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 
 
 def dialect_of(connection: Any) -> str:
@@ -109,7 +104,7 @@ def retry_conflicts(transaction: Callable[[], T], description: str) -> T:
     """Run `transaction` (a whole write transaction), again when PostgreSQL aborted it for a deadlock.
 
     Batches that lock rows in different orders, such as a cancel and a job batch of the
-    same chain, can deadlock; PostgreSQL then rolls one back, and a new run succeeds.
+    same chain, can deadlock. PostgreSQL then rolls one back, and a new run succeeds.
     """
     for attempt in range(1, CONFLICT_ATTEMPTS + 1):
         try:

@@ -119,7 +119,7 @@ def record_sent_at_once(raw: sqlite3.Connection, scope: Scope, job: Any, now: dt
 
 
 def find(raw: sqlite3.Connection, digest_id: str, lock: bool = False) -> Any | None:
-    """Return the digest row; `lock` holds it until the transaction ends, for a decision on its status."""
+    """Return the digest row; with `lock`, keep it locked until the transaction ends, to act on its status."""
     sql = "SELECT * FROM digest WHERE id = ?" + (for_update(raw) if lock else "")
     rows = fetch(raw, sql, [digest_id], _digests)
     return rows[0] if rows else None

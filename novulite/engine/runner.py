@@ -158,7 +158,7 @@ def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     return outcome
 
 
-# Claimable jobs: due ones, and running ones whose runner's lease expired. Each takes the instant now.
+# Claimable jobs: due ones, and running ones whose runner's lease expired. Each binds the current instant.
 _DUE = "status IN ('queued', 'delayed') AND run_at <= ?"
 _LEASE_EXPIRED = "status = 'running' AND lease_until < ?"
 

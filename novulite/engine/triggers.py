@@ -65,7 +65,7 @@ def _next_pages(ctx: WorkerContext, trigger_ids: list[str]) -> None:
 _notifications = table(Notification)
 _subscribers = table(Subscriber)
 _TRIGGER_COLUMNS = "id, environment_id, workflow_pk, transaction_id, recipients, actor, context"
-# A direct trigger not yet fanned out; paged triggers have a cursor.
+# A direct trigger not yet fanned out. Paged triggers have a cursor.
 _WAITING_DIRECT = "status = 'received' AND cursor IS NULL"
 
 
