@@ -649,3 +649,20 @@ def test_maintenance_statements_run(database_url: str) -> None:
         assert not cancel_transaction(store, clock, "environment", "transaction").anything
     finally:
         store.dispose()
+
+
+def test_delivery_after_postgres_restart(
+    server: ServerProcess, api: httpx.Client, database_url: str, postgres: PostgresProcess
+) -> None:
+    create_workflow(api, "restart")
+    before = trigger(api, "restart", "ivan", payload={"text": "before"})
+    assert finished(database_url, before, 1) == {"inbox": "completed"}
+
+    postgres.stop()
+    postgres.start()
+
+    after = trigger(api, "restart", "ivan", payload={"text": "after"})
+    assert finished(database_url, after, 1) == {"inbox": "completed"}
+    token = open_session(server.base_url, "ivan")["token"]
+    bodies = [message["body"] for message in inbox_messages(server.base_url, token)]
+    assert bodies == ["Hello : after", "Hello : before"]

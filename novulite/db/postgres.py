@@ -102,8 +102,10 @@ class RawConnection:
         """Return the connection, opening a new one if the server dropped the old one.
 
         Worker threads keep their connections for the life of the process, so after a
-        PostgreSQL restart the statement that met the dead connection fails, and the
-        next one outside a transaction reconnects.
+        PostgreSQL restart the first statement meets a dead connection. A BEGIN or a
+        SELECT outside a transaction is then sent again on a new connection (see
+        execute). Any other statement fails, because it may have run, and the next
+        statement outside a transaction reconnects.
         """
         if self._connection.broken or self._connection.closed:
             if self._in_transaction:
@@ -114,7 +116,13 @@ class RawConnection:
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> psycopg.Cursor[Any]:
         translated = translate(sql, bool(parameters))
-        cursor = self._live().execute(translated, parameters or None)
+        try:
+            cursor = self._live().execute(translated, parameters or None)
+        except psycopg.OperationalError:
+            repeatable = translated.startswith(("BEGIN", "SELECT")) and not self._in_transaction
+            if not (repeatable and self._connection.broken):
+                raise
+            cursor = self._live().execute(translated, parameters or None)
         if translated.startswith("BEGIN"):
             self._in_transaction = True
         elif translated in ("COMMIT", "ROLLBACK"):
