@@ -666,3 +666,39 @@ def test_delivery_after_postgres_restart(
     token = open_session(server.base_url, "ivan")["token"]
     bodies = [message["body"] for message in inbox_messages(server.base_url, token)]
     assert bodies == ["Hello : after", "Hello : before"]
+
+
+async def send_keyed_to_both(servers: tuple[ServerProcess, ServerProcess], key: str) -> list[httpx.Response]:
+    """Send one trigger with Idempotency-Key `key` to both servers at once; return both responses."""
+    body = {"name": "keyed", "to": "judy", "payload": {"key": key}}
+    headers = {**AUTHORIZED, "Idempotency-Key": key}
+    async with (
+        httpx.AsyncClient(base_url=servers[0].base_url, headers=headers, timeout=20) as first,
+        httpx.AsyncClient(base_url=servers[1].base_url, headers=headers, timeout=20) as second,
+    ):
+        return list(
+            await asyncio.gather(
+                first.post("/v1/events/trigger", json=body), second.post("/v1/events/trigger", json=body)
+            )
+        )
+
+
+def test_two_servers_share_idempotency_keys(
+    two_servers: tuple[ServerProcess, ServerProcess], database_url: str
+) -> None:
+    with httpx.Client(base_url=two_servers[0].base_url, headers=AUTHORIZED, timeout=10) as api:
+        create_workflow(api, "keyed")
+    keys = [f"order-{index}" for index in range(15)]
+
+    for key in keys:
+        responses = asyncio.run(send_keyed_to_both(two_servers, key))
+
+        statuses = [response.status_code for response in responses]
+        assert statuses == [201, 201], [response.text for response in responses]
+        transaction_ids = {response.json()["data"]["transactionId"] for response in responses}
+        assert len(transaction_ids) == 1, key
+
+    assert rows(database_url, "SELECT count(*) FROM trigger_event") == [(15,)]
+    assert rows(database_url, "SELECT count(*) FROM idempotency_record WHERE status_code = 201") == [(15,)]
+    wait_until(lambda: unfinished_jobs(database_url) == 0, "the keyed triggers to be delivered")
+    assert rows(database_url, "SELECT count(*) FROM message") == [(15,)]
