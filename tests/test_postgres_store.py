@@ -702,3 +702,55 @@ def test_two_servers_share_idempotency_keys(
     assert rows(database_url, "SELECT count(*) FROM idempotency_record WHERE status_code = 201") == [(15,)]
     wait_until(lambda: unfinished_jobs(database_url) == 0, "the keyed triggers to be delivered")
     assert rows(database_url, "SELECT count(*) FROM message") == [(15,)]
+
+
+def in_app_deliveries(server: ServerProcess) -> float:
+    """Return the in-app deliveries this server's workers made, from its metrics."""
+    metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    found = re.search(
+        r'^novulite_deliveries_total\{channel="in_app",provider="[^"]*"\} (\S+)$', metrics, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_two_servers_release_due_jobs_once(
+    tmp_path: Path, server: ServerProcess, api: httpx.Client, database_url: str, stub: HttpStub
+) -> None:
+    wait = {
+        "name": "Wait",
+        "stepId": "wait",
+        "type": "delay",
+        "controlValues": {"amount": 6, "unit": "seconds"},
+    }
+    create_steps(api, "due", wait, call_step(stub.url("/due")), in_app_step())
+    transaction_ids = [f"due-{index}" for index in range(80)]
+    bodies = [
+        trigger_body("due", transaction_id, f"kim-{index % 5}")
+        for index, transaction_id in enumerate(transaction_ids)
+    ]
+    asyncio.run(send_to_both((server, server), bodies))
+
+    # The delays come due after the second server started, so both servers' timers queue
+    # every due job, and the claims decide which server runs it.
+    second = start_on(tmp_path / "second", database_url)
+    try:
+        wait_until(lambda: unfinished_jobs(database_url) == 0, "the delayed jobs to be delivered")
+        deliveries = [in_app_deliveries(server), in_app_deliveries(second)]
+    finally:
+        second.stop()
+    check_log(second)
+
+    assert sum(deliveries) == 80
+    assert all(count > 0 for count in deliveries), deliveries
+    assert rows(database_url, "SELECT count(*) FROM job") == [(240,)]
+    assert rows(database_url, "SELECT DISTINCT attempt FROM job") == [(1,)]
+    assert message_counts(database_url, transaction_ids) == dict.fromkeys(transaction_ids, 1)
+    keys = [request.headers["idempotency-key"] for request in stub.received("/due")]
+    assert len(keys) == 80
+    assert len(set(keys)) == 80
+    resumed = rows(
+        database_url,
+        "SELECT count(*) FROM execution_detail d JOIN job j ON j.id = d.job_id "
+        "WHERE j.step_id = 'wait' AND d.status = 'Success'",
+    )
+    assert resumed == [(80,)]
