@@ -754,3 +754,24 @@ def test_two_servers_release_due_jobs_once(
         "WHERE j.step_id = 'wait' AND d.status = 'Success'",
     )
     assert resumed == [(80,)]
+
+
+def test_cancel_delayed_transaction(api: httpx.Client, database_url: str) -> None:
+    wait = {
+        "name": "Wait",
+        "stepId": "wait",
+        "type": "delay",
+        "controlValues": {"amount": 1, "unit": "hours"},
+    }
+    create_steps(api, "cancel", wait, in_app_step())
+    transaction_id = trigger(api, "cancel", "lena", payload={"text": "never"})
+    wait_until(
+        lambda: job_statuses(database_url, transaction_id).get("wait") == "delayed", "the delay to wait"
+    )
+
+    response = api.delete(f"/v1/events/trigger/{transaction_id}")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] is True
+    assert job_statuses(database_url, transaction_id) == {"wait": "canceled", "inbox": "canceled"}
+    assert rows(database_url, "SELECT count(*) FROM message") == [(0,)]
