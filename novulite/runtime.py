@@ -228,11 +228,19 @@ class WorkerRuntime:
 
     def _requeue_left_work(self) -> None:
         ctx = self._ctx
-        if ctx.settings.shared_store:
+        if ctx.settings.redis_url:
             # Another live process may hold the leases of running jobs, and the entries it just
-            # queued may not have been taken yet. So leases stay, and only work older than the
-            # reconciler's grace is queued again; expired leases are picked up by the reconciler.
+            # queued in the shared queues may not have been taken yet. So leases stay, and only
+            # work older than the reconciler's grace is queued again; the reconciler picks up
+            # expired leases.
             reconcile(ctx, dt.timedelta(seconds=ctx.settings.reconcile_grace_seconds))
+            return
+        if ctx.settings.shared_store:
+            # PostgreSQL without Redis: other processes may run jobs under their leases, so those
+            # stay. This process's queues are its own files, and an entry lost with the last run
+            # would otherwise wait out the grace; a repeated entry is harmless, as claims are
+            # conditional.
+            reconcile(ctx, dt.timedelta(0))
             return
         # Embedded mode: this process is the only one running jobs on this store, so no running
         # job is live, and the queue entries of the last run may have been lost with it.

@@ -136,8 +136,12 @@ def test_health_and_metrics(server: ServerProcess, api: httpx.Client, database_u
     health = httpx.get(f"{server.base_url}/v1/health-check", timeout=10)
     assert health.status_code == 200, health.text
     assert health.json()["info"]["db"] == {"status": "up"}
-    metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
-    assert re.search(r'^novulite_jobs\{status="completed"\} 1(\.0)?$', metrics, re.MULTILINE), metrics
+    # The job gauges come from the last metric-active-jobs pass, which the reconciler requests.
+    completed = re.compile(r'^novulite_jobs\{status="completed"\} 1(\.0)?$', re.MULTILINE)
+    wait_until(
+        lambda: completed.search(httpx.get(f"{server.base_url}/metrics", timeout=10).text) is not None,
+        "the completed job in /metrics",
+    )
 
 
 @pytest.fixture
