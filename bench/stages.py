@@ -6,7 +6,9 @@ stage on this machine. Queue hand-offs are replaced by a list, so Huey's own cos
 is not included.
 
 Usage (from the repository root, in the project's virtualenv):
-    python bench/stages.py [COUNT] [--profile]
+    python bench/stages.py [COUNT] [--profile] [--database-url postgresql://...]
+
+With --database-url the job store is that PostgreSQL database, which must be empty.
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ def main() -> None:
     )
     parser.add_argument("count", nargs="?", type=int, default=300, help="triggers to push through")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the second half")
+    parser.add_argument("--database-url", help="a PostgreSQL job store in place of a new SQLite file")
     args = parser.parse_args()
 
-    settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="novulite-stages-")))
-    store = Store(settings.database_path)
+    data_dir = Path(tempfile.mkdtemp(prefix="novulite-stages-"))
+    settings = Settings(data_dir=data_dir, database_url=args.database_url)
+    store = Store(settings.database_target)
     prepare_database(store.write_engine, settings, SystemClock())
     store.dispose()
     services = build_services(settings, SystemClock())

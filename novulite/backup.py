@@ -9,6 +9,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from novulite.limiter.connect import redact_url
+
 # Pages copied per backup step, and seconds slept between steps. In WAL mode a reader does not
 # block writers, and the sleep leaves the disk to the server between steps.
 PAGES_PER_STEP = 1024
@@ -35,6 +37,15 @@ class BackupReport:
     path: Path
     size_bytes: int
     row_counts: dict[str, int]
+
+
+def postgresql_backup_message(database_url: str) -> str:
+    """Return the message that sends the operator of a PostgreSQL job store to pg_dump."""
+    return (
+        f"the job store is PostgreSQL ({redact_url(database_url)}), which this command cannot copy; "
+        "back it up with PostgreSQL's own tools, for example "
+        "`pg_dump --format=custom --file=novulite.dump DATABASE_URL`, and restore with pg_restore"
+    )
 
 
 def back_up(source: Path, target: Path, *, force: bool = False) -> BackupReport:

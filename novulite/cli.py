@@ -447,15 +447,23 @@ def vapid_keys(subject: str) -> None:
     help=f"Folder of the server whose database to copy. [default: {default_data_dir()}]",
 )
 @click.option("--force", is_flag=True, help="Replace PATH if it exists.")
-def backup(path: Path, data_dir: Path | None, force: bool) -> None:
+@click.option(
+    "--database-url",
+    envvar="NOVULITE_DATABASE_URL",
+    show_envvar=True,
+    help="The server's PostgreSQL job store, if it uses one: this command then stops and names pg_dump.",
+)
+def backup(path: Path, data_dir: Path | None, force: bool, database_url: str | None) -> None:
     """Write a consistent copy of the job store to PATH, also while the server runs.
 
     The copy goes to a temporary file beside PATH, passes PRAGMA integrity_check and is
     then renamed to PATH. The queue files are not copied: the server re-queues
     unfinished work from the job store when it starts.
     """
-    from novulite.backup import BackupError, back_up
+    from novulite.backup import BackupError, back_up, postgresql_backup_message
 
+    if database_url:
+        raise click.ClickException(postgresql_backup_message(database_url))
     settings = Settings(data_dir=(data_dir or default_data_dir()).expanduser().resolve())
     try:
         report = back_up(settings.database_path, path.expanduser().absolute(), force=force)

@@ -106,17 +106,22 @@ def store(
     """Store a record for `key` in the caller's write transaction.
 
     Returns None when it was stored, or the live record that already contains the key.
+    On PostgreSQL another process may store the same key at the same moment: the
+    INSERT then waits for that transaction, skips the row, and the record it committed
+    is returned.
     """
     existing = find(raw, environment_id, key.key, now)
     if existing is not None:
         return existing
+    # Only an expired record is deleted. A live one committed since the read above stays and wins.
     raw.execute(
-        "DELETE FROM idempotency_record WHERE environment_id = ? AND key = ?", (environment_id, key.key)
+        "DELETE FROM idempotency_record WHERE environment_id = ? AND key = ? AND expires_at <= ?",
+        (environment_id, key.key, db_datetime(now)),
     )
-    raw.execute(
+    inserted = raw.execute(
         "INSERT INTO idempotency_record "
         "(id, environment_id, key, request_hash, status_code, response, created_at, expires_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (environment_id, key) DO NOTHING RETURNING id",
         (
             new_id(),
             environment_id,
@@ -127,8 +132,18 @@ def store(
             db_datetime(now),
             db_datetime(now + RECORD_LIFETIME),
         ),
-    )
+    ).fetchone()
+    if inserted is None:
+        return find(raw, environment_id, key.key, now)
     return None
+
+
+def complete(raw: sqlite3.Connection, environment_id: str, key: str, status_code: int, body: Any) -> None:
+    """Record the response of the request that stored `key`, for repeats to replay."""
+    raw.execute(
+        "UPDATE idempotency_record SET status_code = ?, response = ? WHERE environment_id = ? AND key = ?",
+        (status_code, None if body is None else json.dumps(body), environment_id, key),
+    )
 
 
 def purge_expired(raw: sqlite3.Connection, now: dt.datetime) -> int:

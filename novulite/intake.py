@@ -144,9 +144,11 @@ class TriggerIntake:
 
 def _insert_keyed(raw: Any, row: dict[str, Any], keyed: KeyedTrigger) -> IntakeResult:
     environment_id, now = row["environment_id"], row["created_at"]
-    repeated = idempotency.find(raw, environment_id, keyed.key.key, now)
+    # The key is stored before the trigger, so of two processes that receive it at once, the
+    # second finds the first's record and stores no trigger.
+    repeated = idempotency.store(raw, environment_id, keyed.key, now, None, None)
     if repeated is not None:
         return IntakeResult(False, repeated)
     inserted = insert_returning(raw, _triggers, row, _SKIP_REPEATED_TRANSACTION) is not None
-    idempotency.store(raw, environment_id, keyed.key, now, 201, keyed.respond(inserted))
+    idempotency.complete(raw, environment_id, keyed.key.key, 201, keyed.respond(inserted))
     return IntakeResult(inserted)

@@ -53,12 +53,12 @@ def find_integration(
     if identifier:
         rows = fetch(
             raw,
-            "SELECT * FROM integration WHERE environment_id = ? AND identifier = ? AND active = 1",
+            "SELECT * FROM integration WHERE environment_id = ? AND identifier = ? AND active = TRUE",
             [environment_id, identifier],
             _integrations,
         )
         return rows[0] if rows else None
-    sql = "SELECT * FROM integration WHERE environment_id = ? AND channel = ? AND active = 1"
+    sql = "SELECT * FROM integration WHERE environment_id = ? AND channel = ? AND active = TRUE"
     parameters: list[Any] = [environment_id, channel]
     if provider_ids is not None:
         providers = sorted(provider_ids)

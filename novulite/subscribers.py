@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from novulite.clock import isoformat
 from novulite.credentials import to_channel_settings
-from novulite.db.fast import fetch, insert_rows, placeholders, write_value
+from novulite.db.fast import fetch, insert_many_returning, placeholders, write_value
 from novulite.db.models import Subscriber, table
 from novulite.ids import ORGANIZATION_ID, new_id
 
@@ -83,16 +83,7 @@ def upsert_subscribers(
     Later specs for the same subscriberId win, as if applied one after another.
     """
     requested_ids = list(dict.fromkeys(spec["subscriberId"] for spec in specs))
-    stored = {
-        row.subscriber_id: vars(row)
-        for row in fetch(
-            raw,
-            "SELECT * FROM subscriber WHERE environment_id = ? "
-            f"AND subscriber_id IN ({placeholders(len(requested_ids))})",
-            [environment_id, *requested_ids],
-            _subscribers,
-        )
-    }
+    stored = _stored_rows(raw, environment_id, requested_ids)
     created: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, Any]] = {}
     for spec in specs:
@@ -103,12 +94,47 @@ def upsert_subscribers(
             created[subscriber_id] = row
         if _apply(row, spec, now) and subscriber_id in stored:
             changed[subscriber_id] = row
-    insert_rows(raw, _subscribers, created.values())
+    raced = _insert_new(raw, created)
+    if raced:
+        # Another process created these subscribers after the read above, which happens on
+        # PostgreSQL only. The specs update the rows it stored instead.
+        for subscriber_id, row in _stored_rows(raw, environment_id, raced).items():
+            del created[subscriber_id]
+            stored[subscriber_id] = row
+            for spec in specs:
+                if spec["subscriberId"] == subscriber_id and _apply(row, spec, now):
+                    changed[subscriber_id] = row
     assignments = ", ".join(f"{column} = ?" for column in _PROFILE_COLUMNS)
     for row in changed.values():
         values = [write_value(_subscribers, column, row[column]) for column in _PROFILE_COLUMNS]
         raw.execute(f"UPDATE subscriber SET {assignments} WHERE id = ?", [*values, row["id"]])
     return {subscriber_id: row["id"] for subscriber_id, row in {**stored, **created}.items()}
+
+
+def _stored_rows(raw: sqlite3.Connection, environment_id: str, subscriber_ids: list[str]) -> dict[str, Any]:
+    rows = fetch(
+        raw,
+        "SELECT * FROM subscriber WHERE environment_id = ? "
+        f"AND subscriber_id IN ({placeholders(len(subscriber_ids))})",
+        [environment_id, *subscriber_ids],
+        _subscribers,
+    )
+    return {row.subscriber_id: vars(row) for row in rows}
+
+
+# Rows per INSERT of new subscribers, well within both databases' limits on bound parameters.
+_INSERT_CHUNK = 200
+_SKIP_EXISTING = " ON CONFLICT (environment_id, subscriber_id) DO NOTHING RETURNING subscriber_id"
+
+
+def _insert_new(raw: sqlite3.Connection, created: dict[str, dict[str, Any]]) -> list[str]:
+    """Insert the new rows, skipping subscriberIds stored meanwhile; return those skipped."""
+    rows = list(created.values())
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        inserted.update(insert_many_returning(raw, _subscribers, chunk, _SKIP_EXISTING))
+    return [subscriber_id for subscriber_id in created if subscriber_id not in inserted]
 
 
 def _new_row(environment_id: str, subscriber_id: str, now: dt.datetime) -> dict[str, Any]:

@@ -9,7 +9,9 @@ Datetimes are naive UTC text `YYYY-MM-DD HH:MM:SS.ffffff`, JSON is `json.dumps`
 text, and booleans are 0 and 1.
 
 On PostgreSQL, novulite.db.postgres.RawConnection runs the same SQL; it returns timestamps as
-datetimes and JSON as text, and the readers here take both forms.
+datetimes and JSON as text, and the readers here take both forms. Booleans are written as
+Python bools there, and SQL compares them with TRUE and FALSE, which SQLite reads as 1 and 0.
+The fragments whose text differs between the two stores are in novulite.db.sql.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ PostgreSQL casts to the column's type, so instants written as text land in times
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.types.string import TextLoader
+
+logger = logging.getLogger("novulite.db")
 
 # URL schemes that `--database-url` accepts; novulite chooses the driver itself.
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -52,14 +55,17 @@ def psycopg_url(url: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def translate(sql: str) -> str:
+def translate(sql: str, with_parameters: bool = True) -> str:
     """Rewrite SQLite-style SQL for psycopg: `?` placeholders become `%s`, a literal `%` becomes `%%`.
 
     Placeholders inside quoted strings are left alone. `BEGIN IMMEDIATE` becomes `BEGIN`:
-    PostgreSQL has no database-wide write lock to take up front.
+    PostgreSQL has no database-wide write lock to take up front. psycopg reads `%` as a
+    placeholder only when parameters are passed, so SQL without them is sent unchanged.
     """
     if sql.startswith("BEGIN IMMEDIATE"):
         return "BEGIN"
+    if not with_parameters:
+        return sql
     out = []
     for index, part in enumerate(re.split(r"('(?:[^']|'')*')", sql)):
         if index % 2:
@@ -80,15 +86,51 @@ class RawConnection:
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
-        self._connection = psycopg.connect(psycopg_url(url), autocommit=True)
+        self._url = url
+        self._connection = self._open()
+        # Whether the caller began a transaction and has not ended it: a connection lost then
+        # must fail the transaction, never carry its remaining statements on a new connection.
+        self._in_transaction = False
+
+    def _open(self) -> psycopg.Connection[Any]:
+        connection = psycopg.connect(psycopg_url(self._url), autocommit=True)
         for name in ("json", "jsonb"):
-            self._connection.adapters.register_loader(name, TextLoader)
+            connection.adapters.register_loader(name, TextLoader)
+        return connection
+
+    def _live(self) -> psycopg.Connection[Any]:
+        """Return the connection, opening a new one if the server dropped the old one.
+
+        Worker threads keep their connections for the life of the process, so after a
+        PostgreSQL restart the first statement meets a dead connection. A BEGIN or a
+        SELECT outside a transaction is then sent again on a new connection (see
+        execute). Any other statement fails, because it may have run, and the next
+        statement outside a transaction reconnects.
+        """
+        if self._connection.broken or self._connection.closed:
+            if self._in_transaction:
+                raise psycopg.OperationalError("the PostgreSQL connection was lost during a transaction")
+            logger.warning("the PostgreSQL connection was lost; reconnecting")
+            self._connection = self._open()
+        return self._connection
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> psycopg.Cursor[Any]:
-        return self._connection.execute(translate(sql), parameters or None)
+        translated = translate(sql, bool(parameters))
+        try:
+            cursor = self._live().execute(translated, parameters or None)
+        except psycopg.OperationalError:
+            repeatable = translated.startswith(("BEGIN", "SELECT")) and not self._in_transaction
+            if not (repeatable and self._connection.broken):
+                raise
+            cursor = self._live().execute(translated, parameters or None)
+        if translated.startswith("BEGIN"):
+            self._in_transaction = True
+        elif translated in ("COMMIT", "ROLLBACK"):
+            self._in_transaction = False
+        return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor[Any]:
-        cursor = self._connection.cursor()
+        cursor = self._live().cursor()
         cursor.executemany(translate(sql), rows)
         return cursor
 
@@ -96,10 +138,16 @@ class RawConnection:
         return MAX_PARAMETERS
 
     def commit(self) -> None:
+        self._in_transaction = False
+        if self._connection.broken:
+            raise psycopg.OperationalError("the PostgreSQL connection was lost before COMMIT")
         if self._connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._connection.execute("COMMIT")
 
     def rollback(self) -> None:
+        self._in_transaction = False
+        if self._connection.broken:
+            return
         if self._connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._connection.execute("ROLLBACK")
 

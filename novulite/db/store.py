@@ -7,7 +7,9 @@ each waiting writer starts the moment the previous one commits.
 
 On PostgreSQL (a URL in place of the path) the raw connections are
 novulite.db.postgres.RawConnection, which takes the same SQL. The lock stays, so one
-process writes as it does on SQLite; other processes write beside it.
+process writes as it does on SQLite, but other processes write beside it: their
+transactions interleave under READ COMMITTED, which is why claims and read-then-write
+paths lock rows on PostgreSQL (see novulite.db.sql).
 """
 
 from __future__ import annotations

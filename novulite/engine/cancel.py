@@ -33,12 +33,14 @@ query to the fan-out, expansion or runner.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sqlite3
 
 from novulite.clock import Clock
 from novulite.db.fast import db_datetime, fetch, insert_rows
 from novulite.db.models import ExecutionDetail, table
+from novulite.db.sql import retry_conflicts
 from novulite.db.store import Store
 from novulite.engine import digests
 from novulite.engine.details import detail_row
@@ -71,6 +73,11 @@ class Canceled:
 
 def cancel_transaction(store: Store, clock: Clock, environment_id: str, transaction_id: str) -> Canceled:
     """Cancel what has not run yet of one transaction in one environment; return what was stopped."""
+    cancel = functools.partial(_cancel_once, store, clock, environment_id, transaction_id)
+    return retry_conflicts(cancel, f"canceling transaction {transaction_id}")
+
+
+def _cancel_once(store: Store, clock: Clock, environment_id: str, transaction_id: str) -> Canceled:
     statuses = ", ".join("?" for _ in CANCELABLE_JOB_STATUSES)
     with store.raw_write() as raw:
         # Read the time under the write lock, so every job batch committed before the cancel is older.

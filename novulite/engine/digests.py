@@ -17,6 +17,7 @@ from typing import Any
 from novulite.clock import isoformat
 from novulite.db.fast import db_datetime, fetch, insert_returning, insert_rows
 from novulite.db.models import Digest, ExecutionDetail, Job, TriggerEvent, table
+from novulite.db.sql import for_update, is_postgresql
 from novulite.engine.details import detail_row
 from novulite.ids import new_id
 
@@ -57,6 +58,18 @@ class Membership:
         return self.owner_job_id == job_id
 
 
+def lock_scope(raw: sqlite3.Connection, scope: Scope) -> None:
+    """Make concurrent events of one scope decide in turn, until the caller's transaction ends.
+
+    Without it, two processes on PostgreSQL could both find no recent event in the
+    look-back window and both send at once. SQLite's single writer needs no lock.
+    """
+    if is_postgresql(raw):
+        raw.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ["digest\n" + "\n".join(scope.key)]
+        )
+
+
 def open_or_join(
     raw: sqlite3.Connection, scope: Scope, job: Any, due_at: dt.datetime, now: dt.datetime
 ) -> Membership:
@@ -75,10 +88,13 @@ def open_or_join(
             # Its owner failed without sending: give the digest to its oldest follower, or close it.
             hand_over(raw, found.id, now, f"its owner job {found.owner_job_id} is {found.owner_status}")
             continue
-        raw.execute(
-            "UPDATE digest SET last_event_at = ?, updated_at = ? WHERE id = ?",
+        joined = raw.execute(
+            "UPDATE digest SET last_event_at = ?, updated_at = ? WHERE id = ? AND status = 'open'",
             [db_datetime(now), db_datetime(now), found.id],
-        )
+        ).rowcount
+        if not joined:
+            # On PostgreSQL the owner's process sent or handed over the digest since it was read.
+            continue
         _link(raw, job.id, found.id)
         return Membership(found.id, found.owner_job_id, found.due_at)
     raise RuntimeError(f"could neither open nor join a digest for {scope}")
@@ -102,8 +118,10 @@ def record_sent_at_once(raw: sqlite3.Connection, scope: Scope, job: Any, now: dt
     return str(row["id"])
 
 
-def find(raw: sqlite3.Connection, digest_id: str) -> Any | None:
-    rows = fetch(raw, "SELECT * FROM digest WHERE id = ?", [digest_id], _digests)
+def find(raw: sqlite3.Connection, digest_id: str, lock: bool = False) -> Any | None:
+    """Return the digest row; with `lock`, keep it locked until the transaction ends, to act on its status."""
+    sql = "SELECT * FROM digest WHERE id = ?" + (for_update(raw) if lock else "")
+    rows = fetch(raw, sql, [digest_id], _digests)
     return rows[0] if rows else None
 
 
@@ -139,7 +157,7 @@ def hand_over(raw: sqlite3.Connection, digest_id: str, now: dt.datetime, reason:
     were merged, become pending so they run after it. Returns the new owner's id.
     """
     at = db_datetime(now)
-    digest = find(raw, digest_id)
+    digest = find(raw, digest_id, lock=True)
     if digest is None or digest.status != "open":
         return None
     followers = fetch(

@@ -8,6 +8,7 @@ from typing import Any
 
 from novulite.db.fast import fetch, insert_rows, placeholders
 from novulite.db.models import ExecutionDetail, Job, Notification, Step, table
+from novulite.db.sql import claimable
 from novulite.engine.context import WorkerContext
 from novulite.engine.details import detail_row
 from novulite.ids import new_id
@@ -20,6 +21,7 @@ DEFAULT_ATTEMPTS = 3
 
 _jobs = table(Job)
 _details = table(ExecutionDetail)
+_PENDING = "expansion = 'pending'"
 
 
 def expand_notifications(ctx: WorkerContext, notification_ids: list[str]) -> None:
@@ -46,7 +48,7 @@ def _create_jobs(ctx: WorkerContext, notification_ids: list[str]) -> list[str]:
         claimed = fetch(
             raw,
             f"UPDATE notification SET expansion = 'done' "
-            f"WHERE id IN ({placeholders(len(notification_ids))}) AND expansion = 'pending' "
+            f"WHERE {claimable(raw, 'notification', len(notification_ids), _PENDING)} "
             "RETURNING id, environment_id, workflow_pk, subscriber_pk, transaction_id",
             notification_ids,
             table(Notification),
@@ -59,7 +61,7 @@ def _create_jobs(ctx: WorkerContext, notification_ids: list[str]) -> list[str]:
         active_steps = fetch(
             raw,
             "SELECT id, workflow_pk, step_id, name, type, control_values FROM step "
-            f"WHERE workflow_pk IN ({placeholders(len(workflow_pks))}) AND active = 1 "
+            f"WHERE workflow_pk IN ({placeholders(len(workflow_pks))}) AND active = TRUE "
             "ORDER BY workflow_pk, position",
             workflow_pks,
             table(Step),

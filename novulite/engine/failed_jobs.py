@@ -13,6 +13,7 @@ acts once.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sqlite3
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from novulite.clock import Clock
 from novulite.db.fast import db_datetime, insert_rows, placeholders
 from novulite.db.models import ExecutionDetail, table
+from novulite.db.sql import json_text, retry_conflicts
 from novulite.db.store import Store
 from novulite.engine.details import detail_row
 
@@ -28,7 +30,9 @@ logger = logging.getLogger("novulite.worker")
 _details = table(ExecutionDetail)
 
 # SQL true for a failed job whose error marks it retryable or its outcome unknown.
-RETRYABLE_SQL = "(json_extract(error, '$.retryable') = 1 OR json_extract(error, '$.outcome') = 'unknown')"
+RETRYABLE_SQL = (
+    f"({json_text('error', 'retryable')} = 'true' OR {json_text('error', 'outcome')} = '\"unknown\"')"
+)
 
 
 def is_retryable(error: dict[str, Any] | None) -> bool:
@@ -67,6 +71,11 @@ def retry_failed_jobs(store: Store, clock: Clock, job_ids: list[str], admin: str
     """
     if not job_ids:
         return Requeued([], 0)
+    retry = functools.partial(_retry_once, store, clock, job_ids, admin)
+    return retry_conflicts(retry, f"retrying {len(job_ids)} failed jobs")
+
+
+def _retry_once(store: Store, clock: Clock, job_ids: list[str], admin: str) -> Requeued:
     with store.raw_write() as raw:
         now = clock.now()
         at = db_datetime(now)
@@ -115,6 +124,11 @@ def discard_failed_jobs(store: Store, clock: Clock, job_ids: list[str], admin: s
     """Mark failed jobs canceled, keeping their error; return how many were discarded."""
     if not job_ids:
         return 0
+    discard = functools.partial(_discard_once, store, clock, job_ids, admin)
+    return retry_conflicts(discard, f"discarding {len(job_ids)} failed jobs")
+
+
+def _discard_once(store: Store, clock: Clock, job_ids: list[str], admin: str) -> int:
     with store.raw_write() as raw:
         now = clock.now()
         at = db_datetime(now)

@@ -29,6 +29,7 @@ from typing import Any
 
 from novulite.db.fast import db_datetime, fetch, insert_rows, placeholders
 from novulite.db.models import Notification, TriggerEvent, table
+from novulite.db.sql import for_update
 from novulite.engine.context import WorkerContext
 from novulite.engine.notifications import notification_row
 from novulite.queues import EXPAND_NOTIFICATIONS, HANDLE_TRIGGERS
@@ -88,7 +89,8 @@ def _next_page(ctx: WorkerContext, trigger_id: str) -> tuple[list[str], bool]:
         found = fetch(
             raw,
             f"SELECT {_TRIGGER_COLUMNS} FROM trigger_event "
-            "WHERE id = ? AND status = 'received' AND cursor IS NOT NULL",
+            # The row lock makes processes that were handed the same trigger take its pages in turn.
+            f"WHERE id = ? AND status = 'received' AND cursor IS NOT NULL{for_update(raw)}",
             [trigger_id],
             table(TriggerEvent),
         )
@@ -192,7 +194,7 @@ def _everyone(
     """Add the next subscribers of the environment; return how many were read and the last subscriberId."""
     rows = raw.execute(
         "SELECT id, subscriber_id FROM subscriber WHERE environment_id = ? AND subscriber_id > ? "
-        "AND deleted = 0 ORDER BY subscriber_id LIMIT ?",
+        "AND deleted = FALSE ORDER BY subscriber_id LIMIT ?",
         (trigger.environment_id, page.after or "", limit),
     ).fetchall()
     for subscriber_pk, subscriber_id in rows:

@@ -60,7 +60,8 @@ class LeaseKeeper:
             held = list(self._held.items())
         overdue = [key for key, until in held if until <= now]
         lost: list[tuple[str, int]] = []
-        due = [key for key, until in held if until > now]
+        # In id order, as claims lock rows, so two transactions on PostgreSQL wait in one direction.
+        due = sorted(key for key, until in held if until > now)
         if due:
             lease_until = db_datetime(now + self._lease)
             with self._store.raw_write() as raw:

@@ -28,7 +28,7 @@ _EXPIRED_MESSAGES = """
 DELETE FROM message WHERE id IN (
     SELECT id FROM message
     WHERE status = 'sent' AND created_at < ?
-      AND (channel != 'in_app' OR read = 1 OR archived = 1)
+      AND (channel <> 'in_app' OR read OR archived)
     LIMIT ?
 )
 """

@@ -40,6 +40,7 @@ from novulite.db.models import (
     Workflow,
     table,
 )
+from novulite.db.sql import claimable, not_indexed
 from novulite.engine import gate
 from novulite.engine.conditions import ConditionError
 from novulite.engine.context import WorkerContext
@@ -157,6 +158,11 @@ def _run_isolating_failures(ctx: WorkerContext, job_ids: list[str]) -> _Outcome:
     return outcome
 
 
+# Claimable jobs: due ones, and running ones whose runner's lease expired. Each binds the current instant.
+_DUE = "status IN ('queued', 'delayed') AND run_at <= ?"
+_LEASE_EXPIRED = "status = 'running' AND lease_until < ?"
+
+
 def _claim(
     raw: sqlite3.Connection, job_ids: list[str], now: dt.datetime, lease_seconds: float
 ) -> tuple[list[Any], set[str]]:
@@ -171,10 +177,10 @@ def _claim(
     # A job delayed for a retry left no output, and its claim starts the next attempt.
     jobs = fetch(
         raw,
-        "UPDATE job SET status = 'running', attempt = attempt + (status <> 'delayed' OR output IS NULL), "
-        "lease_until = ?, "
-        f"updated_at = ? WHERE id IN ({placeholders(len(job_ids))}) "
-        "AND status IN ('queued', 'delayed') AND run_at <= ? RETURNING *",
+        "UPDATE job SET status = 'running', "
+        "attempt = attempt + CASE WHEN status <> 'delayed' OR output IS NULL THEN 1 ELSE 0 END, "
+        "lease_until = ?, updated_at = ? "
+        f"WHERE {claimable(raw, 'job', len(job_ids), _DUE)} RETURNING *",
         [lease_until, at, *job_ids, at],
         _jobs,
     )
@@ -185,7 +191,7 @@ def _claim(
         fetch(
             raw,
             "UPDATE job SET attempt = attempt + 1, lease_until = ?, updated_at = ? "
-            f"WHERE id IN ({placeholders(len(rest))}) AND status = 'running' AND lease_until < ? RETURNING *",
+            f"WHERE {claimable(raw, 'job', len(rest), _LEASE_EXPIRED)} RETURNING *",
             [lease_until, at, *rest, at],
             _jobs,
         )
@@ -335,7 +341,7 @@ def _record_results(
         # keeps SQLite on the notification_id index, as in _queue_next.
         raw.executemany(
             "UPDATE job SET status = ?, updated_at = ? "
-            "WHERE notification_id = ? AND position > ? AND +status = 'pending'",
+            f"WHERE notification_id = ? AND position > ? AND {not_indexed(raw, 'status')} = 'pending'",
             halted,
         )
     if finished:
@@ -457,7 +463,8 @@ def _queue_next(raw: sqlite3.Connection, parent_ids: list[str], now: dt.datetime
     at = db_datetime(now)
     rows = raw.execute(
         "UPDATE job SET status = 'queued', run_at = ?, updated_at = ? "
-        f"WHERE parent_id IN ({placeholders(len(parent_ids))}) AND +status = 'pending' RETURNING id",
+        f"WHERE parent_id IN ({placeholders(len(parent_ids))}) AND {not_indexed(raw, 'status')} = 'pending' "
+        "RETURNING id",
         [at, at, *parent_ids],
     ).fetchall()
     return [row[0] for row in rows]
@@ -555,7 +562,7 @@ def _fail(
         # `+status` keeps SQLite on the notification_id index, as in _queue_next.
         canceled = raw.execute(
             "UPDATE job SET status = 'canceled', updated_at = ? "
-            "WHERE notification_id = ? AND position > ? AND +status = 'pending'",
+            f"WHERE notification_id = ? AND position > ? AND {not_indexed(raw, 'status')} = 'pending'",
             [db_datetime(now), job.notification_id, job.position],
         ).rowcount
         if canceled:

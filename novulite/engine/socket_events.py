@@ -9,6 +9,7 @@ from typing import Any
 
 from novulite.db.fast import fetch, placeholders
 from novulite.db.models import Message, Subscriber, Workflow, table
+from novulite.db.sql import begin_snapshot
 from novulite.engine.context import WorkerContext
 from novulite.messages import to_raw_entity, unread_counts, unread_frame, unseen_frame
 
@@ -18,11 +19,12 @@ logger = logging.getLogger("novulite.ws")
 # batch, in one statement over ix_message_inbox, with the inboxes given as a VALUES table. The
 # conditions are those of novulite.messages.unread_conditions and unseen_conditions.
 _COUNTS = (
-    "SELECT m.subscriber_pk, m.context_key, m.severity, sum(m.read = 0), sum(m.seen = 0) "
+    "SELECT m.subscriber_pk, m.context_key, m.severity, "
+    "count(*) FILTER (WHERE NOT m.read), count(*) FILTER (WHERE NOT m.seen) "
     "FROM message m JOIN inbox "
     "ON m.subscriber_pk = inbox.subscriber_pk AND m.context_key = inbox.context_key "
-    "WHERE m.channel = 'in_app' AND m.archived = 0 AND (m.snoozed_until IS NULL OR m.snoozed_until <= ?) "
-    "AND (m.read = 0 OR m.seen = 0) GROUP BY m.subscriber_pk, m.context_key, m.severity"
+    "WHERE m.channel = 'in_app' AND NOT m.archived AND (m.snoozed_until IS NULL OR m.snoozed_until <= ?) "
+    "AND (NOT m.read OR NOT m.seen) GROUP BY m.subscriber_pk, m.context_key, m.severity"
 )
 # Inboxes counted per statement, two bound parameters each.
 _COUNT_CHUNK = 400
@@ -74,7 +76,7 @@ def messages_created(ctx: WorkerContext, message_ids: list[str]) -> None:
     """Send each new message to its subscriber's sockets, then that subscriber's counts once."""
     raw = ctx.store.raw_read()
     # One read transaction, so the messages and the counts come from the same snapshot.
-    raw.execute("BEGIN")
+    raw.execute(begin_snapshot(raw))
     try:
         frames = _frames(raw, _with_sockets(ctx, raw, message_ids), ctx.clock.now())
     finally:

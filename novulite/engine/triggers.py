@@ -12,8 +12,9 @@ import datetime as dt
 import logging
 from typing import Any
 
-from novulite.db.fast import db_datetime, fetch, insert_rows, placeholders
+from novulite.db.fast import db_datetime, fetch, insert_rows
 from novulite.db.models import Notification, Subscriber, TriggerEvent, table
+from novulite.db.sql import claimable
 from novulite.engine.context import WorkerContext
 from novulite.engine.fanout import fan_out_page, paged_triggers
 from novulite.engine.notifications import context_keys as context_keys
@@ -64,6 +65,8 @@ def _next_pages(ctx: WorkerContext, trigger_ids: list[str]) -> None:
 _notifications = table(Notification)
 _subscribers = table(Subscriber)
 _TRIGGER_COLUMNS = "id, environment_id, workflow_pk, transaction_id, recipients, actor, context"
+# A direct trigger not yet fanned out. Paged triggers have a cursor.
+_WAITING_DIRECT = "status = 'received' AND cursor IS NULL"
 
 
 def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> tuple[list[str], int]:
@@ -78,7 +81,7 @@ def _fan_out(ctx: WorkerContext, trigger_ids: list[str]) -> tuple[list[str], int
         claimed = fetch(
             raw,
             "UPDATE trigger_event SET status = 'processed', processed_at = ?, error = NULL "
-            f"WHERE id IN ({placeholders(len(trigger_ids))}) AND status = 'received' AND cursor IS NULL "
+            f"WHERE {claimable(raw, 'trigger_event', len(trigger_ids), _WAITING_DIRECT)} "
             f"RETURNING {_TRIGGER_COLUMNS}",
             [db_datetime(now), *trigger_ids],
             table(TriggerEvent),
@@ -127,7 +130,8 @@ def _record_failure(ctx: WorkerContext, trigger_id: str) -> None:
     """Count a failed attempt; the reconciler retries later, until the attempts run out."""
     now = ctx.clock.now()
     with ctx.store.write() as session:
-        trigger = session.get(TriggerEvent, trigger_id)
+        # Locked on PostgreSQL, where another process may record a failure of the same trigger.
+        trigger = session.get(TriggerEvent, trigger_id, with_for_update=True)
         if trigger is None or trigger.status != "received":
             return
         trigger.attempts += 1

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02, VapidException
 from pywebpush import WebPusher, WebPushException
 
+from novulite.db.sql import for_update
 from novulite.engine.context import WorkerContext
 from novulite.engine.steps import delivery
 from novulite.engine.steps.base import (
@@ -310,7 +311,9 @@ def _perform(send: _Send, worker: WorkerContext) -> StepResult:
 def remove_subscriptions(worker: WorkerContext, subscriber_pk: str, endpoints: set[str]) -> None:
     """Remove the device tokens of gone subscriptions from every channel entry of the subscriber."""
     with worker.store.raw_write() as raw:
-        row = raw.execute("SELECT channels FROM subscriber WHERE id = ?", [subscriber_pk]).fetchone()
+        row = raw.execute(
+            f"SELECT channels FROM subscriber WHERE id = ?{for_update(raw)}", [subscriber_pk]
+        ).fetchone()
         if row is None or not row[0]:
             return
         channels = json.loads(row[0])

@@ -147,6 +147,7 @@ def _collect(ctx: StepContext) -> StepResult:
     )
     notes = [(zone_note, "Warning", None)] if zone_note else []
     raw = ctx.connection
+    digests.lock_scope(raw, scope)
 
     if window.look_back is not None:
         since = look_back_start(ctx.now, *window.look_back, zone)
@@ -178,7 +179,8 @@ def _collect(ctx: StepContext) -> StepResult:
 
 
 def _send(ctx: StepContext) -> StepResult:
-    digest = digests.find(ctx.connection, ctx.job.digest_id)
+    # Locked, so an event that joins at this moment is either collected here or opens the next digest.
+    digest = digests.find(ctx.connection, ctx.job.digest_id, lock=True)
     if digest is None or digest.status != "open" or digest.owner_job_id != ctx.job.id:
         state = "missing" if digest is None else f"{digest.status}, owned by job {digest.owner_job_id}"
         raise PermanentStepError(f"digest {ctx.job.digest_id} cannot be sent by this job: it is {state}")
