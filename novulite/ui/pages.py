@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
 from litestar.response import Redirect, Template
-from sqlalchemy import ColumnElement, func, or_, select, true
+from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite import security
@@ -21,6 +21,7 @@ from novulite.api.activity import parse_instant
 from novulite.api.auth import services_of
 from novulite.db.models import AdminUser, ExecutionDetail, Job, Notification, Step, Subscriber, Workflow
 from novulite.engine.failed_jobs import (
+    RETRYABLE_SQL,
     discard_failed_jobs,
     is_retryable,
     not_retryable_reason,
@@ -173,11 +174,6 @@ async def workflows_page(request: Request[Any, Any, Any], admin: str, page: int 
 
 # The failed-jobs page's filters: query parameters on the page, hidden fields on "Retry all matching".
 FAILED_JOB_FILTERS = ("workflow", "provider", "error", "after", "before")
-# A failed job a retry may help, as is_retryable decides: its error marks it retryable, or its outcome
-# is unknown. Written with SQLAlchemy's JSON operators so it compiles for SQLite and PostgreSQL.
-RETRYABLE = or_(
-    Job.error["retryable"].as_boolean().is_(true()), Job.error["outcome"].as_string() == "unknown"
-)
 # The maximum number of failed jobs one "Retry all matching" queues. Pressing it again queues more.
 RETRY_MATCHING_LIMIT = 1000
 
@@ -355,7 +351,7 @@ async def _retryable_job_ids(
     """
     statement = (
         _failed_jobs_statement(conditions)
-        .where(RETRYABLE)
+        .where(text(RETRYABLE_SQL))
         .with_only_columns(Job.id)
         .order_by(Job.updated_at, Job.id)
         .limit(RETRY_MATCHING_LIMIT + 1)
