@@ -3,19 +3,22 @@
 `ServerProcess.database` is the SQLite file's path in the embedded mode and the
 `--database-url` in the scale-out mode. SQL uses `?` placeholders in both: it is rewritten
 for psycopg as the engine's own SQL is. PostgreSQL rows come back in the forms sqlite3
-gives where tests depend on them: JSON columns as text. Booleans come back as bool, which
-compares equal to SQLite's 1 and 0.
+gives where tests depend on them: JSON columns as text, and timestamps as the text SQLAlchemy
+stores in SQLite, `YYYY-MM-DD HH:MM:SS.ffffff`. Booleans come back as bool, which compares
+equal to SQLite's 1 and 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.adapt import Loader
 from psycopg.types.string import TextLoader
 
 from novulite.db.postgres import psycopg_url, translate
@@ -53,11 +56,20 @@ def _sqlite_row_factory(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> Row:
     return _row(tuple(column[0] for column in cursor.description), values)
 
 
+class SqliteTimestampLoader(Loader):
+    """Load a PostgreSQL timestamp as the text SQLAlchemy writes for a datetime in SQLite."""
+
+    def load(self, data: Any) -> str:
+        instant = dt.datetime.fromisoformat(bytes(data).decode())
+        return instant.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 @contextlib.contextmanager
 def _postgres(url: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(psycopg_url(url), autocommit=True, row_factory=_postgres_row_factory) as connection:
         for name in ("json", "jsonb"):
             connection.adapters.register_loader(name, TextLoader)
+        connection.adapters.register_loader("timestamp", SqliteTimestampLoader)
         yield connection
 
 

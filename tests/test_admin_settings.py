@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import start_server
+from tests.conftest import ServerMode, start_server
 from tests.helpers import admin_session, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID, ServerProcess, free_port
@@ -30,6 +30,8 @@ from tests.test_admin_ui import (
 )
 from tests.test_email import SMTP_PASSWORD, SMTP_USER, Mailbox, mailbox  # noqa: F401 (mailbox is a fixture)
 
+pytestmark = pytest.mark.both_modes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 # Set to 1 to copy the screenshots this module takes over those in docs/screenshots.
@@ -39,14 +41,18 @@ NEW_PASSWORD = "a-new-admin-password-42"
 
 
 @pytest.fixture(scope="module")
-def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def module_server(
+    tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode
+) -> Iterator[ServerProcess]:
     """One server for the tests that leave the secret key and the admin password as they are.
 
     It may reach 127.0.0.1 only because it runs with NOVULITE_OUTBOUND_ALLOW=127.0.0.1, for
     the HTTP stub that the chat test messages are posted to.
     """
     process = start_server(
-        tmp_path_factory.mktemp("admin-settings"), env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
+        tmp_path_factory.mktemp("admin-settings"),
+        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
+        mode=server_mode,
     )
     yield process
     process.stop()
@@ -346,9 +352,7 @@ def create_integration(
 
 
 def stored_credentials(server: ServerProcess, integration_id: str) -> dict[str, Any]:
-    rows = read_rows(
-        server.data_dir / "novulite.db", "SELECT credentials FROM integration WHERE id = ?", (integration_id,)
-    )
+    rows = read_rows(server.database, "SELECT credentials FROM integration WHERE id = ?", (integration_id,))
     return json.loads(rows[0][0])  # type: ignore[no-any-return]
 
 
