@@ -14,7 +14,7 @@ from tests.helpers import create_workflow
 from tests.postgres import PostgresProcess, postgres_bin
 from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
 
-# How a test server is deployed. "embedded" keeps everything in the data directory;
+# How a test server is deployed. "embedded" keeps everything in the data directory, and
 # "scale-out" puts the job store on a private PostgreSQL database of its own.
 SERVER_MODES = ("embedded", "scale-out")
 _database_numbers = itertools.count(1)

@@ -1,7 +1,7 @@
 """Read and write a server's job store straight from a test, on SQLite or PostgreSQL.
 
 `ServerProcess.database` is the SQLite file's path in the embedded mode and the
-`--database-url` in the scale-out mode. SQL uses `?` placeholders in both: it is rewritten
+`--database-url` in the scale-out mode. SQL uses `?` placeholders in both, and is rewritten
 for psycopg as the engine's own SQL is. PostgreSQL rows come back in the forms sqlite3
 gives where tests depend on them: JSON columns as text, and timestamps as the text SQLAlchemy
 stores in SQLite, `YYYY-MM-DD HH:MM:SS.ffffff`. Booleans come back as bool, which compares

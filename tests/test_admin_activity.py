@@ -49,7 +49,8 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[HttpStub]:
+def stub(server_mode: ServerMode) -> Iterator[HttpStub]:
+    """An HTTP stub for each server mode's server, because a route keeps the replies it has not sent."""
     server = HttpStub().start()
     yield server
     server.stop()

@@ -7,14 +7,11 @@ import json
 from typing import Any
 
 import httpx
-import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import open_session, subscriber_hash
 from tests.servers import API_KEY, APP_ID, ServerProcess
-
-pytestmark = pytest.mark.both_modes
 
 
 def _session(server: ServerProcess, subscriber_id: str, hash_value: str) -> httpx.Response:

@@ -12,8 +12,6 @@ from novulite.engine.conditions import ConditionError, skip_reason
 from tests.pipeline import finished_jobs, messages_of, server_fixtures, trigger
 from tests.servers import ServerProcess
 
-pytestmark = pytest.mark.both_modes
-
 _workflow_numbers = itertools.count()
 
 

@@ -133,7 +133,10 @@ def test_list_tags_encodings(
         # Types compare exactly, as JavaScript's === does.
         ({"level": 3}, {"alert", "digest", "promo"}),
         ({"level": "3"}, set()),
+        ({"level": 3.0}, {"alert", "digest", "promo"}),
+        ({"level": True}, set()),
         ({"missing": "x"}, set()),
+        ({"missing": None}, set()),
         # A stored object is not a scalar.
         ({"meta": "eu"}, set()),
     ],

@@ -11,8 +11,6 @@ import pytest
 from tests.pipeline import finished_jobs, messages_of, server_fixtures, trigger
 from tests.servers import ServerProcess
 
-pytestmark = pytest.mark.both_modes
-
 _numbers = itertools.count()
 
 
