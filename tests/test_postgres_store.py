@@ -16,12 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import websockets
 from aiosmtpd.controller import Controller
@@ -36,17 +34,32 @@ from novulite.engine.failed_jobs import Requeued, discard_failed_jobs, retry_fai
 from novulite.engine.retention import PurgeResult, purge_history
 from novulite.engine.socket_events import count_frames
 from novulite.idempotency import purge_expired
-from tests.conftest import start_server
 from tests.helpers import admin_session, create_workflow, inbox_messages, next_frame, open_session
 from tests.http_stub import HttpStub, Reply
+from tests.pg_store import (
+    AUTHORIZED,
+    Mailbox,
+    call_step,
+    check_log,
+    create_steps,
+    finished,
+    in_app_deliveries,
+    in_app_step,
+    insert_jobs,
+    job_statuses,
+    message_counts,
+    rows,
+    send_and_kill,
+    send_keyed_to_both,
+    send_to_both,
+    start_on,
+    trigger,
+    trigger_body,
+    unfinished_jobs,
+    wait_until,
+)
 from tests.postgres import PostgresProcess
-from tests.servers import API_KEY, ServerProcess, free_port
-
-AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
-SETTLE_SECONDS = 20.0
-# Loopback only: the SMTP server and the HTTP stub that the steps call run in this test process.
-OUTBOUND_ENV = {"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
-FINAL_STATUSES = ("completed", "failed", "skipped", "canceled", "merged")
+from tests.servers import ServerProcess, free_port
 
 _databases = itertools.count()
 
@@ -64,17 +77,6 @@ def database_url(postgres: PostgresProcess) -> str:
     return postgres.create_database(f"test_{os.getpid()}_{next(_databases)}")
 
 
-def start_on(root: Path, database_url: str, env: dict[str, str] | None = None) -> ServerProcess:
-    root.mkdir(parents=True, exist_ok=True)
-    return start_server(root, ["--database-url", database_url], {**OUTBOUND_ENV, **(env or {})})
-
-
-def check_log(process: ServerProcess) -> None:
-    """Fail on a traceback in the server's log: background threads log their errors instead of raising."""
-    log = process.log()
-    assert "Traceback" not in log, log
-
-
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
     process = start_on(tmp_path / "one", database_url)
@@ -87,52 +89,6 @@ def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.base_url, headers=AUTHORIZED, timeout=10) as client:
         yield client
-
-
-def rows(database_url: str, sql: str, *parameters: Any) -> list[tuple[Any, ...]]:
-    """Run one query on the test's database, with psycopg's %s placeholders."""
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        return connection.execute(sql, parameters).fetchall()
-
-
-def wait_until(condition: Callable[[], bool], description: str, timeout: float = SETTLE_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {description}"
-        time.sleep(0.05)
-
-
-def job_statuses(database_url: str, transaction_id: str) -> dict[str, str]:
-    found = rows(database_url, "SELECT step_id, status FROM job WHERE transaction_id = %s", transaction_id)
-    return dict(found)  # type: ignore[arg-type]
-
-
-def finished(database_url: str, transaction_id: str, count: int) -> dict[str, str]:
-    """Wait until the transaction has `count` jobs, all in a final status; return them by stepId."""
-    statuses: dict[str, str] = {}
-
-    def done() -> bool:
-        statuses.update(job_statuses(database_url, transaction_id))
-        return len(statuses) == count and all(status in FINAL_STATUSES for status in statuses.values())
-
-    wait_until(done, f"the {count} jobs of {transaction_id} to finish")
-    return job_statuses(database_url, transaction_id)
-
-
-def trigger(api: httpx.Client, workflow_id: str, to: Any, **fields: Any) -> str:
-    response = api.post("/v1/events/trigger", json={"name": workflow_id, "to": to, **fields})
-    assert response.status_code == 201, response.text
-    return str(response.json()["data"]["transactionId"])
-
-
-def create_steps(api: httpx.Client, workflow_id: str, *steps: dict[str, Any]) -> None:
-    body = {"name": workflow_id, "workflowId": workflow_id, "steps": list(steps)}
-    response = api.post("/v2/workflows", json=body)
-    assert response.status_code == 201, response.text
-
-
-def in_app_step(step_id: str = "inbox", body: str = "Hello {{ payload.text }}") -> dict[str, Any]:
-    return {"name": step_id, "stepId": step_id, "type": "in_app", "controlValues": {"body": body}}
 
 
 async def deliver_over_socket(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
@@ -182,19 +138,6 @@ def test_health_and_metrics(server: ServerProcess, api: httpx.Client, database_u
     assert health.json()["info"]["db"] == {"status": "up"}
     metrics = httpx.get(f"{server.base_url}/metrics", timeout=10).text
     assert re.search(r'^novulite_jobs\{status="completed"\} 1(\.0)?$', metrics, re.MULTILINE), metrics
-
-
-class Mailbox:
-    """An aiosmtpd handler that keeps the recipients of every accepted message."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.recipients: list[str] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.recipients.extend(envelope.rcpt_tos)
-        return "250 2.0.0 Message accepted"
 
 
 @pytest.fixture
@@ -300,11 +243,6 @@ def stub() -> Iterator[HttpStub]:
     server.stop()
 
 
-def call_step(url: str, **controls: Any) -> dict[str, Any]:
-    controls = {"method": "PUT", "url": url, **controls}
-    return {"name": "Call", "stepId": "call", "type": "http_request", "controlValues": controls}
-
-
 def test_transient_failure_retried(api: httpx.Client, database_url: str, stub: HttpStub) -> None:
     stub.route("/flaky", Reply(503, {"error": "busy"}), Reply(200, {"ok": True}))
     create_steps(api, "flaky", call_step(stub.url("/flaky")), in_app_step())
@@ -369,55 +307,6 @@ def test_backup_points_to_pg_dump(tmp_path: Path, database_url: str) -> None:
     assert not (tmp_path / "copy.db").exists()
 
 
-def trigger_body(workflow_id: str, transaction_id: str, subscriber_id: str = "alice") -> dict[str, Any]:
-    return {
-        "name": workflow_id,
-        "to": subscriber_id,
-        "payload": {"text": transaction_id},
-        "transactionId": transaction_id,
-    }
-
-
-async def send_and_kill(server: ServerProcess, transaction_ids: list[str], kill_after: int) -> set[str]:
-    """Send triggers concurrently, SIGKILL the server once `kill_after` were acknowledged; return those."""
-    acknowledged: set[str] = set()
-    enough = asyncio.Event()
-
-    async def send(client: httpx.AsyncClient, transaction_id: str) -> None:
-        try:
-            response = await client.post("/v1/events/trigger", json=trigger_body("crash", transaction_id))
-        except httpx.TransportError:
-            return
-        if response.status_code == 201:
-            acknowledged.add(transaction_id)
-        if len(acknowledged) >= kill_after:
-            enough.set()
-
-    limits = httpx.Limits(max_connections=len(transaction_ids))
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers=AUTHORIZED, timeout=10, limits=limits
-    ) as client:
-        tasks = [asyncio.create_task(send(client, transaction_id)) for transaction_id in transaction_ids]
-        finished_sending = asyncio.create_task(asyncio.wait(tasks))
-        await asyncio.wait(
-            {finished_sending, asyncio.create_task(enough.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        server.kill()
-        await finished_sending
-    return set(acknowledged)
-
-
-def message_counts(database_url: str, transaction_ids: list[str]) -> dict[str, int]:
-    placeholders = ", ".join(["%s"] * len(transaction_ids))
-    counted = rows(
-        database_url,
-        f"SELECT transaction_id, count(*) FROM message WHERE transaction_id IN ({placeholders}) "
-        "GROUP BY transaction_id",
-        *transaction_ids,
-    )
-    return dict(counted)  # type: ignore[arg-type]
-
-
 def test_kill_mid_burst_delivers_once(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
     create_workflow(api, "crash")
 
@@ -452,22 +341,6 @@ def two_servers(tmp_path: Path, database_url: str) -> Iterator[tuple[ServerProce
     second.stop()
     check_log(first)
     check_log(second)
-
-
-async def send_to_both(servers: tuple[ServerProcess, ServerProcess], bodies: list[dict[str, Any]]) -> None:
-    """Send the bodies at once, alternating between the two servers."""
-    clients = [
-        httpx.AsyncClient(base_url=server.base_url, headers=AUTHORIZED, timeout=20) for server in servers
-    ]
-    try:
-        responses = await asyncio.gather(
-            *(clients[index % 2].post("/v1/events/trigger", json=body) for index, body in enumerate(bodies))
-        )
-    finally:
-        for client in clients:
-            await client.aclose()
-    for response in responses:
-        assert response.status_code == 201, response.text
 
 
 def test_two_servers_run_each_job_once(
@@ -523,35 +396,6 @@ def test_two_servers_share_one_digest(
     assert rows(database_url, "SELECT count(*) FROM job") == [(24,)]
     assert rows(database_url, "SELECT status, count(*) FROM digest GROUP BY status") == [("sent", 1)]
     assert rows(database_url, "SELECT content FROM message") == [("12 events",)]
-
-
-def unfinished_jobs(database_url: str) -> int:
-    ((count,),) = rows(database_url, "SELECT count(*) FROM job WHERE status NOT IN ('completed', 'merged')")
-    return int(count)
-
-
-def insert_jobs(database_url: str, count: int) -> list[str]:
-    """Insert `count` queued jobs without the rows they refer to, after dropping the job table's foreign keys.
-
-    Only the claims are under test, and the database belongs to this test alone.
-    """
-    ids = [f"claim{index:019d}" for index in range(count)]
-    with psycopg.connect(database_url, autocommit=True) as connection:
-        foreign_keys = connection.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = 'job'::regclass AND contype = 'f'"
-        ).fetchall()
-        for (name,) in foreign_keys:
-            connection.execute(f'ALTER TABLE job DROP CONSTRAINT "{name}"')
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO job (id, environment_id, notification_id, subscriber_pk, transaction_id, "
-                "step_id, type, position, step, status, attempt, max_attempts, run_at, "
-                "created_at, updated_at) "
-                "VALUES (%s, 'e', 'n', 's', 't', 'inbox', 'in_app', 0, '{}', 'queued', 0, 3, "
-                "now(), now(), now())",
-                [(job_id,) for job_id in ids],
-            )
-    return ids
 
 
 def test_concurrent_claims_take_each_job_once(database_url: str) -> None:
@@ -666,3 +510,88 @@ def test_delivery_after_postgres_restart(
     token = open_session(server.base_url, "ivan")["token"]
     bodies = [message["body"] for message in inbox_messages(server.base_url, token)]
     assert bodies == ["Hello : after", "Hello : before"]
+
+
+def test_two_servers_share_idempotency_keys(
+    two_servers: tuple[ServerProcess, ServerProcess], database_url: str
+) -> None:
+    with httpx.Client(base_url=two_servers[0].base_url, headers=AUTHORIZED, timeout=10) as api:
+        create_workflow(api, "keyed")
+    keys = [f"order-{index}" for index in range(15)]
+
+    for key in keys:
+        responses = asyncio.run(send_keyed_to_both(two_servers, key))
+
+        statuses = [response.status_code for response in responses]
+        assert statuses == [201, 201], [response.text for response in responses]
+        transaction_ids = {response.json()["data"]["transactionId"] for response in responses}
+        assert len(transaction_ids) == 1, key
+
+    assert rows(database_url, "SELECT count(*) FROM trigger_event") == [(15,)]
+    assert rows(database_url, "SELECT count(*) FROM idempotency_record WHERE status_code = 201") == [(15,)]
+    wait_until(lambda: unfinished_jobs(database_url) == 0, "the keyed triggers to be delivered")
+    assert rows(database_url, "SELECT count(*) FROM message") == [(15,)]
+
+
+def test_two_servers_release_due_jobs_once(
+    tmp_path: Path, server: ServerProcess, api: httpx.Client, database_url: str, stub: HttpStub
+) -> None:
+    wait = {
+        "name": "Wait",
+        "stepId": "wait",
+        "type": "delay",
+        "controlValues": {"amount": 6, "unit": "seconds"},
+    }
+    create_steps(api, "due", wait, call_step(stub.url("/due")), in_app_step())
+    transaction_ids = [f"due-{index}" for index in range(80)]
+    bodies = [
+        trigger_body("due", transaction_id, f"kim-{index % 5}")
+        for index, transaction_id in enumerate(transaction_ids)
+    ]
+    asyncio.run(send_to_both((server, server), bodies))
+
+    # The delays come due after the second server started, so both servers' timers queue
+    # every due job, and the claims decide which server runs it.
+    second = start_on(tmp_path / "second", database_url)
+    try:
+        wait_until(lambda: unfinished_jobs(database_url) == 0, "the delayed jobs to be delivered")
+        deliveries = [in_app_deliveries(server), in_app_deliveries(second)]
+    finally:
+        second.stop()
+    check_log(second)
+
+    assert sum(deliveries) == 80
+    assert all(count > 0 for count in deliveries), deliveries
+    assert rows(database_url, "SELECT count(*) FROM job") == [(240,)]
+    assert rows(database_url, "SELECT DISTINCT attempt FROM job") == [(1,)]
+    assert message_counts(database_url, transaction_ids) == dict.fromkeys(transaction_ids, 1)
+    keys = [request.headers["idempotency-key"] for request in stub.received("/due")]
+    assert len(keys) == 80
+    assert len(set(keys)) == 80
+    resumed = rows(
+        database_url,
+        "SELECT count(*) FROM execution_detail d JOIN job j ON j.id = d.job_id "
+        "WHERE j.step_id = 'wait' AND d.status = 'Success'",
+    )
+    assert resumed == [(80,)]
+
+
+def test_cancel_delayed_transaction(api: httpx.Client, database_url: str) -> None:
+    wait = {
+        "name": "Wait",
+        "stepId": "wait",
+        "type": "delay",
+        "controlValues": {"amount": 1, "unit": "hours"},
+    }
+    create_steps(api, "cancel", wait, in_app_step())
+    transaction_id = trigger(api, "cancel", "lena", payload={"text": "never"})
+    wait_until(
+        lambda: job_statuses(database_url, transaction_id).get("wait") == "delayed", "the delay to wait"
+    )
+
+    response = api.delete(f"/v1/events/trigger/{transaction_id}")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] is True
+    assert job_statuses(database_url, transaction_id) == {"wait": "canceled", "inbox": "canceled"}
+    assert rows(database_url, "SELECT count(*) FROM message") == [(0,)]

@@ -36,7 +36,7 @@ from novulite.errors import (
     FieldError,
     error_body,
 )
-from novulite.idempotency import IdempotencyKey, check_repeat, find, read_key
+from novulite.idempotency import IdempotencyKey, StoredResponse, check_repeat, find, read_key
 from novulite.ids import new_id, new_transaction_id
 from novulite.intake import KeyedTrigger
 from novulite.services import Services
@@ -158,6 +158,10 @@ def _stored_acknowledgement(
     )
 
 
+def _find_stored(services: Services, environment_id: str, key: str) -> StoredResponse | None:
+    return find(services.store.raw_read(), environment_id, key, services.clock.now())
+
+
 async def accept_trigger(
     services: Services,
     environment: EnvironmentInfo,
@@ -170,7 +174,8 @@ async def accept_trigger(
     request with the same Idempotency-Key.
     """
     if key is not None:
-        stored = find(services.store.raw_read(), environment.id, key.key, services.clock.now())
+        # Off the event loop: on PostgreSQL the lookup is a network round trip, or a reconnect.
+        stored = await asyncio.to_thread(_find_stored, services, environment.id, key.key)
         if stored is not None:
             return check_repeat(stored, key)[1], True
     parsed = _parse(validate_trigger, body)
