@@ -15,11 +15,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, literal, or_, select
+from sqlalchemy import ColumnElement
 
 from novulite.api.body import json_type
 from novulite.db.models import Message
 from novulite.errors import FieldError
+from novulite.json_sql import JsonHasAny
 
 # Bounds as @novu/js enforces them, so one request cannot build an unbounded SQL statement.
 MAX_TAG_GROUPS = 30
@@ -202,36 +203,12 @@ def parse_instant(raw: Any, field: str, errors: list[FieldError]) -> dt.datetime
     return None
 
 
-def _matches(items: Any, value: Any) -> ColumnElement[bool]:
-    """Return whether a json_each row equals `value` in value and JSON type, as JavaScript's === compares."""
-    if value is None:
-        return items.c.type == "null"
-    if isinstance(value, bool):
-        return items.c.type == ("true" if value else "false")
-    if isinstance(value, str):
-        return (items.c.type == "text") & (items.c.value == literal(value))
-    return items.c.type.in_(("integer", "real")) & (items.c.value == literal(value))
-
-
-def _any_in(values: Any, group: list[Any]) -> ColumnElement[bool]:
-    """Return whether the json_each table `values` has a row equal to an item of `group`."""
-    items = values.table_valued("value", "type")
-    return exists(select(1).select_from(items).where(or_(*(_matches(items, value) for value in group))))
-
-
 def tag_conditions(groups: TagGroups) -> list[ColumnElement[bool]]:
-    return [_any_in(func.json_each(Message.tags), group) for group in groups if group]
+    return [JsonHasAny(Message.tags, (), group) for group in groups if group]
 
 
 def data_conditions(groups: DataGroups) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    for path, or_groups in groups:
-        json_path = "$" + "".join(f'."{key}"' for key in path)
-        # json_each walks an object's members, so a stored object must not match a scalar.
-        is_not_object = func.json_type(Message.data, json_path) != "object"
-        for group in or_groups:
-            conditions.append(is_not_object & _any_in(func.json_each(Message.data, json_path), group))
-    return conditions
+    return [JsonHasAny(Message.data, path, group) for path, or_groups in groups for group in or_groups]
 
 
 def created_conditions(gte: dt.datetime | None, lte: dt.datetime | None) -> list[ColumnElement[bool]]:

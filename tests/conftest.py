@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,19 +12,113 @@ from novu_py import Novu
 from playwright.sync_api import Browser, sync_playwright
 
 from tests.helpers import create_workflow
+from tests.postgres import PostgresProcess, postgres_bin
 from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
 
+# How a test server is deployed. "embedded" keeps everything in the data directory, and
+# "scale-out" puts the job store on a private PostgreSQL database of its own and the queues,
+# realtime fan-out and limiter in the run's private Redis, under a key prefix of its own.
+SERVER_MODES = ("embedded", "scale-out")
+_database_numbers = itertools.count(1)
 
-def start_server(root: Path, args: Sequence[str] = (), env: dict[str, str] | None = None) -> ServerProcess:
-    """Start a server with its data directory and log under `root`, given extra options and variables."""
+
+@dataclasses.dataclass(frozen=True)
+class ServerMode:
+    """One deployment mode for test servers, with the private services it needs."""
+
+    name: str = "embedded"
+    postgres: PostgresProcess | None = None
+    redis: RedisProcess | None = None
+
+    def server_options(self) -> tuple[list[str], str | None]:
+        """Return the command-line options of a new server in this mode, and its --database-url.
+
+        Every call in the scale-out mode creates an empty database and a new Redis key prefix, so
+        servers never share a job store or queues.
+        """
+        if self.postgres is None:
+            return [], None
+        url = self.postgres.create_database(f"server_{next(_database_numbers)}")
+        options = ["--database-url", url]
+        if self.redis is not None:
+            options += ["--redis-url", self.redis.url, "--redis-prefix", unique_prefix()]
+        return options, url
+
+
+EMBEDDED = ServerMode()
+
+
+def start_server(
+    root: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    mode: ServerMode = EMBEDDED,
+) -> ServerProcess:
+    """Start a server in `mode`: data directory and log under `root`, extra options and variables."""
+    options, database_url = mode.server_options()
     return ServerProcess(
         data_dir=root / "data",
         port=free_port(),
         command=server_command(),
         log_path=root / "server.log",
-        args=list(args),
+        args=[*options, *args],
         env=dict(env or {}),
+        database_url=database_url,
     ).start()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--server-mode",
+        choices=("both", *SERVER_MODES),
+        default="both",
+        help="run modules marked both_modes in both server modes (default), or only in the one named",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "both_modes: start the module's servers once embedded and once in the scale-out mode "
+        "(PostgreSQL and Redis)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test of a both_modes module that starts a server once per server mode."""
+    if (
+        "server_mode" not in metafunc.fixturenames
+        or metafunc.definition.get_closest_marker("both_modes") is None
+    ):
+        return
+    chosen = metafunc.config.getoption("server_mode")
+    modes = SERVER_MODES if chosen == "both" else (chosen,)
+    metafunc.parametrize("server_mode", modes, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresProcess]:
+    """A private PostgreSQL cluster for the whole run of one worker; each server gets a database in it."""
+    try:
+        postgres_bin()
+    except RuntimeError as error:
+        pytest.skip(str(error))
+    cluster = PostgresProcess().start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture(scope="module")
+def server_mode(request: pytest.FixtureRequest) -> ServerMode:
+    """The mode the module's servers start in: embedded, unless the module is marked both_modes."""
+    name = getattr(request, "param", "embedded")
+    if name == "scale-out":
+        return ServerMode(
+            name,
+            postgres=request.getfixturevalue("postgres_cluster"),
+            redis=request.getfixturevalue("redis_server"),
+        )
+    return EMBEDDED
 
 
 # Debian's Chromium, which Playwright drives; its own browser download cannot work here.
@@ -82,12 +178,14 @@ def api_client(process: ServerProcess) -> httpx.Client:
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode
+) -> Iterator[ServerProcess]:
     """One server for a whole module of table-driven tests, with the workflow `welcome`.
 
     A server start takes a few seconds, so tables whose requests store nothing share one.
     """
-    process = start_server(tmp_path_factory.mktemp("shared"))
+    process = start_server(tmp_path_factory.mktemp("shared"), mode=server_mode)
     with api_client(process) as api:
         create_workflow(api, "welcome")
     yield process
@@ -95,9 +193,9 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A fresh novulite server on a free loopback port with its own data directory."""
-    process = start_server(tmp_path)
+def server(tmp_path: Path, server_mode: ServerMode) -> Iterator[ServerProcess]:
+    """A fresh novulite server on a free loopback port with its own data directory and job store."""
+    process = start_server(tmp_path, mode=server_mode)
     yield process
     process.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from typing import Any
 
 import httpx
@@ -11,6 +10,7 @@ import httpx
 from tests.helpers import poll
 from tests.pipeline import query
 from tests.servers import ServerProcess
+from tests.stores import Row
 
 # stepIds of the steps delay_workflow creates.
 WAIT = "wait"
@@ -37,7 +37,7 @@ def db_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
-def delay_jobs(server: ServerProcess, transaction_id: str) -> list[sqlite3.Row]:
+def delay_jobs(server: ServerProcess, transaction_id: str) -> list[Row]:
     """Return the transaction's delay jobs, each with the count of the transaction's messages.
 
     One statement reads both, so a job seen `delayed` and the message count come from
@@ -52,7 +52,7 @@ def delay_jobs(server: ServerProcess, transaction_id: str) -> list[sqlite3.Row]:
     )
 
 
-def wait_delayed(server: ServerProcess, transaction_id: str, count: int = 1) -> list[sqlite3.Row]:
+def wait_delayed(server: ServerProcess, transaction_id: str, count: int = 1) -> list[Row]:
     """Wait until the transaction has `count` delay jobs, all `delayed`; return them."""
     return poll(
         lambda: delay_jobs(server, transaction_id),

@@ -9,16 +9,15 @@ import hashlib
 import hmac
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import websockets
 
 from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID
+from tests.stores import Database, read_rows, write_rows
 
 T = TypeVar("T")
 
@@ -92,7 +91,7 @@ def poll(fetch: Callable[[], T], ready: Callable[[T], bool], description: str, t
 
 
 def store_topic_subscription(
-    database: Path, environment_id: str, subscriber_pk: str, topic_key: str
+    database: Database, environment_id: str, subscriber_pk: str, topic_key: str
 ) -> tuple[str, str]:
     """Insert a topic and the subscriber's subscription to it straight into the job store.
 
@@ -101,38 +100,33 @@ def store_topic_subscription(
     topic_pk = hashlib.sha256(f"topic:{topic_key}".encode()).hexdigest()[:24]
     subscription_pk = hashlib.sha256(f"subscription:{topic_key}".encode()).hexdigest()[:24]
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
-    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-        connection.execute(
-            "INSERT INTO topic (id, environment_id, key, name, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (topic_pk, environment_id, topic_key, topic_key, now, now),
-        )
-        connection.execute(
-            "INSERT INTO topic_subscription (id, environment_id, topic_pk, subscriber_pk, identifier, "
-            "context_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?, '[]', ?, ?)",
+    write_rows(
+        database,
+        [
             (
-                subscription_pk,
-                environment_id,
-                topic_pk,
-                subscriber_pk,
-                f"tk_{topic_key}:{subscriber_pk}",
-                now,
-                now,
+                "INSERT INTO topic (id, environment_id, key, name, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (topic_pk, environment_id, topic_key, topic_key, now, now),
             ),
-        )
+            (
+                "INSERT INTO topic_subscription (id, environment_id, topic_pk, subscriber_pk, identifier, "
+                "context_keys, created_at, updated_at) VALUES (?, ?, ?, ?, ?, '[]', ?, ?)",
+                (
+                    subscription_pk,
+                    environment_id,
+                    topic_pk,
+                    subscriber_pk,
+                    f"tk_{topic_key}:{subscriber_pk}",
+                    now,
+                    now,
+                ),
+            ),
+        ],
+    )
     return topic_pk, subscription_pk
 
 
-def read_rows(database: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Run one SELECT on the server's SQLite file, opened read-only so the test cannot change it."""
-    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
-    try:
-        return connection.execute(sql, params).fetchall()
-    finally:
-        connection.close()
-
-
-def pipeline_busy(database: Path) -> int:
+def pipeline_busy(database: Database) -> int:
     """Count triggers, notifications and jobs the pipeline has yet to finish; 0 once it has settled."""
     (row,) = read_rows(
         database,
@@ -143,7 +137,7 @@ def pipeline_busy(database: Path) -> int:
     return int(row[0])
 
 
-def wait_settled(database: Path, timeout: float) -> None:
+def wait_settled(database: Database, timeout: float) -> None:
     """Wait until the pipeline has no trigger, notification or job left to process."""
     poll(lambda: pipeline_busy(database), lambda busy: busy == 0, "the pipeline to settle", timeout)
 

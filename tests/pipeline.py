@@ -7,7 +7,7 @@ with a deadline until every job of a transaction has finished.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import start_server
+from tests.conftest import ServerMode, start_server
 from tests.servers import API_KEY, ServerProcess
+from tests.stores import Row, read_rows
 
 FINAL_STATUSES = ("completed", "failed", "skipped", "canceled", "merged")
 
@@ -28,8 +29,10 @@ def server_fixtures() -> tuple[Any, Any]:
     """
 
     @pytest.fixture(scope="module")
-    def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-        process = start_server(tmp_path_factory.mktemp("module"))
+    def module_server(
+        tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode
+    ) -> Iterator[ServerProcess]:
+        process = start_server(tmp_path_factory.mktemp("module"), mode=server_mode)
         yield process
         process.stop()
 
@@ -63,22 +66,15 @@ def trigger(api: httpx.Client, workflow_id: str, to: Any, **fields: Any) -> str:
     return str(response.json()["data"]["transactionId"])
 
 
-def query(server: ServerProcess, sql: str, parameters: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-    """Run one read-only query on the server's database file."""
-    database = server.data_dir / "novulite.db"
-    connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
-    connection.row_factory = sqlite3.Row
-    try:
-        return connection.execute(sql, parameters).fetchall()
-    finally:
-        connection.close()
+def query(server: ServerProcess, sql: str, parameters: tuple[Any, ...] = ()) -> list[Row]:
+    """Run one read-only query on the server's job store; rows read by position or by column name."""
+    return read_rows(server.database, sql, parameters)
 
 
 def _read(server: ServerProcess, transaction_id: str) -> list[JobOutcome]:
     jobs = query(
         server,
-        "SELECT id, step_id, status, json_extract(error, '$.message') AS error FROM job "
-        "WHERE transaction_id = ? ORDER BY position",
+        "SELECT id, step_id, status, error FROM job WHERE transaction_id = ? ORDER BY position",
         (transaction_id,),
     )
     details = query(
@@ -92,7 +88,7 @@ def _read(server: ServerProcess, transaction_id: str) -> list[JobOutcome]:
             job["step_id"],
             job["status"],
             [row["detail"] for row in details if row["job_id"] == job["id"]],
-            job["error"],
+            json.loads(job["error"]).get("message") if job["error"] else None,
         )
         for job in jobs
     ]

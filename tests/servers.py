@@ -42,6 +42,8 @@ class ServerProcess:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     # How long the server may take to pass its health check after it starts.
     startup_seconds: float = STARTUP_SECONDS
+    # The PostgreSQL job store given in --database-url, or None for the SQLite file in the data directory.
+    database_url: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -50,6 +52,11 @@ class ServerProcess:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def database(self) -> Path | str:
+        """Return the job store tests read: the PostgreSQL URL, or the path of the SQLite file."""
+        return self.database_url or self.data_dir / "novulite.db"
 
     def start(self) -> ServerProcess:
         """Launch the server and wait until its health check returns 200."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,13 +15,14 @@ from novu_py.utils import RetryConfig
 
 from tests.helpers import next_frame, open_session, poll, store_topic_subscription
 from tests.servers import API_KEY, ServerProcess
+from tests.stores import write_rows
 
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
 # Without retries, an error status fails the call at once instead of being retried for up to an hour.
 NO_RETRIES = RetryConfig("none", None, False)
 # novu-py 3.19.0 reads its own deprecated `search` field while building every activity list
 # request, which raises a DeprecationWarning whether or not the caller set it.
-pytestmark = pytest.mark.filterwarnings("ignore:.*DEPRECATED.*:DeprecationWarning")
+pytestmark = [pytest.mark.both_modes, pytest.mark.filterwarnings("ignore:.*DEPRECATED.*:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -128,15 +127,15 @@ def test_activity_filters(novu: Novu) -> None:
 
 def test_activity_topic_filters(novu: Novu, shared_server: ServerProcess) -> None:
     transaction_id, (message,) = deliver(novu, "wes", "topics")
-    database = shared_server.data_dir / "novulite.db"
+    database = shared_server.database
     # Trigger fan-out to topics is built elsewhere, so the test stores the rows it would leave.
     topic_pk, subscription_pk = store_topic_subscription(
         database, message.environment_id, message.subscriber_id, "alerts"
     )
-    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-        connection.execute(
-            "UPDATE notification SET topics = ? WHERE id = ?", ('["alerts"]', message.notification_id)
-        )
+    write_rows(
+        database,
+        [("UPDATE notification SET topics = ? WHERE id = ?", ('["alerts"]', message.notification_id))],
+    )
 
     (entry,) = novu.notifications.list(
         request={"transaction_id": transaction_id, "topic_key": "alerts"}

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import start_server
+from tests.conftest import ServerMode, start_server
 from tests.helpers import admin_session, create_workflow, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.pipeline import finished_jobs, trigger
@@ -33,6 +33,8 @@ from tests.test_admin_ui import (
     open_context,
     sign_in,
 )
+
+pytestmark = pytest.mark.both_modes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
@@ -47,16 +49,19 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def stub() -> Iterator[HttpStub]:
+def stub(server_mode: ServerMode) -> Iterator[HttpStub]:
+    """An HTTP stub for each server mode's server, because a route keeps the replies it has not sent."""
     server = HttpStub().start()
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode) -> Iterator[ServerProcess]:
     process = start_server(
-        tmp_path_factory.mktemp("admin-activity"), env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
+        tmp_path_factory.mktemp("admin-activity"),
+        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
+        mode=server_mode,
     )
     yield process
     process.stop()
@@ -129,7 +134,7 @@ def listed_transactions(page: str) -> list[str]:
 
 def notification_id_of(server: ServerProcess, transaction_id: str) -> str:
     rows = read_rows(
-        server.data_dir / "novulite.db",
+        server.database,
         "SELECT id FROM notification WHERE transaction_id = ?",
         (transaction_id,),
     )
@@ -137,9 +142,7 @@ def notification_id_of(server: ServerProcess, transaction_id: str) -> str:
 
 
 def job_id_of(server: ServerProcess, transaction_id: str) -> str:
-    rows = read_rows(
-        server.data_dir / "novulite.db", "SELECT id FROM job WHERE transaction_id = ?", (transaction_id,)
-    )
+    rows = read_rows(server.database, "SELECT id FROM job WHERE transaction_id = ?", (transaction_id,))
     return str(rows[0][0])
 
 
@@ -198,7 +201,7 @@ def test_list_filters(api: httpx.Client, server: ServerProcess, stub: HttpStub, 
 
     # The stored creation time, to the microsecond: `after` keeps it, `before` leaves it out.
     (created,) = read_rows(
-        server.data_dir / "novulite.db",
+        server.database,
         "SELECT created_at FROM notification WHERE transaction_id = ?",
         (second,),
     )[0]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import api_client, start_server
+from tests.conftest import ServerMode, api_client, start_server
 from tests.helpers import admin_session, create_workflow, inbox_messages, open_session, poll
 from tests.servers import ServerProcess
 from tests.test_admin_ui import (
@@ -25,6 +25,8 @@ from tests.test_admin_ui import (
     trigger,
 )
 
+pytestmark = pytest.mark.both_modes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "subscriber.png"
 # Set to 1 to copy the screenshot this module takes over the one in docs/screenshots.
@@ -34,8 +36,10 @@ DEVICE_TOKEN = "device-token-that-must-stay-hidden-4821"
 
 
 @pytest.fixture(scope="module")
-def people_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(tmp_path_factory.mktemp("people"))
+def people_server(
+    tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode
+) -> Iterator[ServerProcess]:
+    process = start_server(tmp_path_factory.mktemp("people"), mode=server_mode)
     yield process
     process.stop()
 

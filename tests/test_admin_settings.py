@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.conftest import start_server
+from tests.conftest import ServerMode, start_server
 from tests.helpers import admin_session, read_rows
 from tests.http_stub import HttpStub, Reply
 from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID, ServerProcess, free_port
@@ -30,6 +30,8 @@ from tests.test_admin_ui import (
 )
 from tests.test_email import SMTP_PASSWORD, SMTP_USER, Mailbox, mailbox  # noqa: F401 (mailbox is a fixture)
 
+pytestmark = pytest.mark.both_modes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 # Set to 1 to copy the screenshots this module takes over those in docs/screenshots.
@@ -39,14 +41,18 @@ NEW_PASSWORD = "a-new-admin-password-42"
 
 
 @pytest.fixture(scope="module")
-def module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def module_server(
+    tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode
+) -> Iterator[ServerProcess]:
     """One server for the tests that leave the secret key and the admin password as they are.
 
     It may reach 127.0.0.1 only because it runs with NOVULITE_OUTBOUND_ALLOW=127.0.0.1, for
     the HTTP stub that the chat test messages are posted to.
     """
     process = start_server(
-        tmp_path_factory.mktemp("admin-settings"), env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
+        tmp_path_factory.mktemp("admin-settings"),
+        env={"NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"},
+        mode=server_mode,
     )
     yield process
     process.stop()
@@ -203,7 +209,10 @@ def test_settings_page_lists_server(module_server: ServerProcess, admin: httpx.C
     assert "360 hours" in page.text
     assert "public addresses only, plus 127.0.0.1" in page.text
     assert 'admin <span class="hint">(you)</span>' in page.text
-    assert f"SQLite file {module_server.data_dir / 'novulite.db'}" in page.text
+    if module_server.database_url is None:
+        assert f"SQLite file {module_server.data_dir / 'novulite.db'}" in page.text
+    else:
+        assert module_server.database_url in page.text
     assert "30 days" in page.text
     assert "<code>text</code>" in page.text
 
@@ -349,9 +358,7 @@ def create_integration(
 
 
 def stored_credentials(server: ServerProcess, integration_id: str) -> dict[str, Any]:
-    rows = read_rows(
-        server.data_dir / "novulite.db", "SELECT credentials FROM integration WHERE id = ?", (integration_id,)
-    )
+    rows = read_rows(server.database, "SELECT credentials FROM integration WHERE id = ?", (integration_id,))
     return json.loads(rows[0][0])  # type: ignore[no-any-return]
 
 
@@ -484,11 +491,13 @@ def test_test_email_reaches_mailbox(
     integration = smtp_integration(module_server, port)
     path = f"/admin/integrations/{integration['_id']}"
 
-    response = post_form(admin, path, f"{path}/test", {"recipient": "tester@example.com"})
+    # The mailbox serves the module in both server modes, so each server mails its own recipient.
+    recipient = f"tester-{module_server.port}@example.com"
+    response = post_form(admin, path, f"{path}/test", {"recipient": recipient})
 
     assert response.status_code == 200, response.text
     assert "The SMTP server accepted the message: 250" in response.text
-    received = handler.received("tester@example.com")
+    received = handler.received(recipient)
     assert len(received) == 1
     message, login = received[0]
     assert message["Subject"] == "Test message from novulite"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSi
 from tests.conftest import CHROMIUM
 from tests.helpers import create_workflow
 from tests.servers import ADMIN_PASSWORD, ServerProcess
+from tests.stores import Row, read_rows
+
+pytestmark = pytest.mark.both_modes
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "[::1]"}
 # Screenshots go to a temporary folder unless NOVULITE_SCREENSHOT_DIR names one, such as
@@ -113,21 +115,17 @@ def trigger(api: httpx.Client, workflow_id: str, subscriber_id: str, payload: di
     return str(response.json()["data"]["transactionId"])
 
 
-def wait_for_job(server: ServerProcess, transaction_id: str, status: str) -> sqlite3.Row:
+def wait_for_job(server: ServerProcess, transaction_id: str, status: str) -> Row:
     """Poll the job store read-only until the job of `transaction_id` has `status`, and return its row."""
-    database = server.data_dir / "novulite.db"
     deadline = time.monotonic() + JOB_DEADLINE_SECONDS
-    row: sqlite3.Row | None = None
+    row: Row | None = None
     while time.monotonic() < deadline:
-        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-        connection.row_factory = sqlite3.Row
-        try:
-            row = connection.execute(
-                "SELECT status, attempt, max_attempts, error FROM job WHERE transaction_id = ?",
-                (transaction_id,),
-            ).fetchone()
-        finally:
-            connection.close()
+        rows = read_rows(
+            server.database,
+            "SELECT status, attempt, max_attempts, error FROM job WHERE transaction_id = ?",
+            (transaction_id,),
+        )
+        row = rows[0] if rows else None
         if row is not None and row["status"] == status:
             return row
         time.sleep(0.05)
@@ -138,7 +136,7 @@ def wait_for_job(server: ServerProcess, transaction_id: str, status: str) -> sql
     )
 
 
-def make_failed_and_completed_jobs(server: ServerProcess, api: httpx.Client) -> sqlite3.Row:
+def make_failed_and_completed_jobs(server: ServerProcess, api: httpx.Client) -> Row:
     """Create one workflow whose job completes and one whose job fails, trigger both, wait for
     both outcomes and return the failed job's row."""
     create_workflow(api, "order-shipped")

@@ -26,6 +26,8 @@ from tests.test_admin_ui import (
     wait_for_job,
 )
 
+pytestmark = pytest.mark.both_modes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "workflow-editor.png"
 # Set to 1 to copy the screenshot this module takes over the one in docs/screenshots.
@@ -433,7 +435,7 @@ def test_removed_step_keeps_its_jobs(
         "replacement"
     ]
     rows = read_rows(
-        shared_server.data_dir / "novulite.db",
+        shared_server.database,
         "SELECT step_pk, status FROM job WHERE transaction_id = ?",
         (transaction_id,),
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +10,9 @@ from novu_py import Novu
 
 from tests.helpers import create_workflow, poll, read_rows, wait_settled
 from tests.servers import ServerProcess
+from tests.stores import Database
+
+pytestmark = pytest.mark.both_modes
 
 WORKFLOW_ID = "cancel-me"
 TOPIC_KEY = "crowd"
@@ -20,8 +22,8 @@ BATCH = 100
 SETTLE_SECONDS = 60.0
 
 
-def database(server: ServerProcess) -> Path:
-    return server.data_dir / "novulite.db"
+def database(server: ServerProcess) -> Database:
+    return server.database
 
 
 @pytest.fixture(scope="module")

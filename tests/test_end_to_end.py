@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 import websockets
 from novu_py import Novu
 
 from tests.helpers import create_workflow, next_frame, open_session
 from tests.servers import API_KEY, ServerProcess
+
+pytestmark = pytest.mark.both_modes
 
 
 async def _deliver_and_read(server: ServerProcess, api: httpx.Client) -> None:

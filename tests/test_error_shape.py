@@ -16,6 +16,8 @@ from novu_py.utils import RetryConfig
 
 from tests.servers import API_KEY, ServerProcess
 
+pytestmark = pytest.mark.both_modes
+
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
 MAX_BODY_BYTES = 2 * 1024 * 1024
 WS_POLICY_VIOLATION = 1008

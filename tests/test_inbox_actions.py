@@ -12,9 +12,11 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import api_client, start_server
+from tests.conftest import ServerMode, api_client, start_server
 from tests.helpers import context_hash, poll, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
+
+pytestmark = pytest.mark.both_modes
 
 NOTIFICATIONS = "/v1/inbox/notifications"
 
@@ -36,8 +38,8 @@ def _workflow(workflow_id: str, tags: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(tmp_path_factory.mktemp("actions"))
+def server(tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode) -> Iterator[ServerProcess]:
+    process = start_server(tmp_path_factory.mktemp("actions"), mode=server_mode)
     with api_client(process) as api:
         for workflow_id, tags in (("billing", ["billing"]), ("news", ["news"])):
             response = api.post("/v2/workflows", json=_workflow(workflow_id, tags))

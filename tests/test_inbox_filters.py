@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import api_client, start_server
+from tests.conftest import ServerMode, api_client, start_server
 from tests.helpers import in_app_workflow, poll, subscriber_hash
 from tests.servers import APP_ID, ServerProcess
+
+pytestmark = pytest.mark.both_modes
 
 NOTIFICATIONS = "/v1/inbox/notifications"
 DATA = {
@@ -31,8 +33,8 @@ def _workflow(workflow_id: str, tags: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    process = start_server(tmp_path_factory.mktemp("filters"))
+def server(tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode) -> Iterator[ServerProcess]:
+    process = start_server(tmp_path_factory.mktemp("filters"), mode=server_mode)
     yield process
     process.stop()
 
@@ -131,7 +133,10 @@ def test_list_tags_encodings(
         # Types compare exactly, as JavaScript's === does.
         ({"level": 3}, {"alert", "digest", "promo"}),
         ({"level": "3"}, set()),
+        ({"level": 3.0}, {"alert", "digest", "promo"}),
+        ({"level": True}, set()),
         ({"missing": "x"}, set()),
+        ({"missing": None}, set()),
         # A stored object is not a scalar.
         ({"meta": "eu"}, set()),
     ],

@@ -7,17 +7,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import api_client, start_server
+from tests.conftest import ServerMode, api_client, start_server
 from tests.helpers import create_workflow, open_session, poll
 from tests.servers import ServerProcess
+
+pytestmark = pytest.mark.both_modes
 
 MESSAGES = 5
 
 
 @pytest.fixture(scope="module")
-def inbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+def inbox(tmp_path_factory: pytest.TempPathFactory, server_mode: ServerMode) -> Iterator[httpx.Client]:
     """An inbox client for subscriber `pager`, who has MESSAGES notifications."""
-    process: ServerProcess = start_server(tmp_path_factory.mktemp("paging"))
+    process: ServerProcess = start_server(tmp_path_factory.mktemp("paging"), mode=server_mode)
     with api_client(process) as api:
         create_workflow(api, "paged", body="message {{ payload.n }}")
         for n in range(MESSAGES):

@@ -15,6 +15,8 @@ from tests.helpers import open_session
 from tests.pipeline import finished_jobs, server_fixtures, trigger
 from tests.servers import ServerProcess
 
+pytestmark = pytest.mark.both_modes
+
 STEP_CONTROLS = {
     "in_app": {"body": "Order {{ payload.order }} shipped"},
     "email": {"subject": "Order {{ payload.order }}", "body": "It shipped"},

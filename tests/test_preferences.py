@@ -16,6 +16,8 @@ from tests.helpers import subscriber_hash
 from tests.pipeline import finished_jobs, server_fixtures, trigger
 from tests.servers import API_KEY, APP_ID, ServerProcess
 
+pytestmark = pytest.mark.both_modes
+
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
 STEP_CONTROLS = {
     "in_app": {"body": "Order {{ payload.order }} shipped"},

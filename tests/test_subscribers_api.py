@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +14,9 @@ from novu_py.utils import RetryConfig
 
 from tests.helpers import poll, store_topic_subscription
 from tests.servers import API_KEY, ServerProcess
+from tests.stores import Database, read_rows, write_rows
+
+pytestmark = pytest.mark.both_modes
 
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
 # Without retries, an error status fails the call at once instead of being retried for up to an hour.
@@ -198,26 +198,24 @@ def test_search_filters(novu: Novu) -> None:
     assert missing.previous is None
 
 
-def _store_preference_and_subscription(database: Path, subscriber_pk: str, environment_id: str) -> None:
+def _store_preference_and_subscription(database: Database, subscriber_pk: str, environment_id: str) -> None:
     """Store a preference and a topic subscription for the subscriber, as those APIs would."""
     store_topic_subscription(database, environment_id, subscriber_pk, "news")
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
-    with contextlib.closing(sqlite3.connect(database)) as connection, connection:
-        connection.execute(
-            "INSERT INTO preference (id, environment_id, subscriber_pk, scope, enabled, channels, "
-            "context_key, created_at, updated_at) VALUES (?, ?, ?, 'global', 1, '{}', '', ?, ?)",
-            ("aaaaaaaaaaaaaaaaaaaaaaa3", environment_id, subscriber_pk, now, now),
-        )
+    insert = (
+        "INSERT INTO preference (id, environment_id, subscriber_pk, scope, enabled, channels, "
+        "context_key, created_at, updated_at) VALUES (?, ?, ?, 'global', TRUE, '{}', '', ?, ?)"
+    )
+    write_rows(database, [(insert, ("aaaaaaaaaaaaaaaaaaaaaaa3", environment_id, subscriber_pk, now, now))])
 
 
-def _count(database: Path, table: str, subscriber_pk: str) -> int:
-    with contextlib.closing(sqlite3.connect(database)) as connection:
-        row = connection.execute(f"SELECT count(*) FROM {table} WHERE subscriber_pk = ?", (subscriber_pk,))
-        return int(row.fetchone()[0])
+def _count(database: Database, table: str, subscriber_pk: str) -> int:
+    (row,) = read_rows(database, f"SELECT count(*) FROM {table} WHERE subscriber_pk = ?", (subscriber_pk,))
+    return int(row[0])
 
 
 def test_delete_removes_owned_rows(novu: Novu, api: httpx.Client, shared_server: ServerProcess) -> None:
-    database = shared_server.data_dir / "novulite.db"
+    database = shared_server.database
     created = novu.subscribers.create(
         create_subscriber_request_dto={"subscriber_id": "gina", "first_name": "Gina", "data": {"a": 1}}
     ).result

@@ -12,6 +12,8 @@ from novu_py.utils import BackoffStrategy, RetryConfig
 from tests.helpers import open_session, read_rows
 from tests.servers import ServerProcess
 
+pytestmark = pytest.mark.both_modes
+
 # novu-py retries a 409 for up to an hour by default; a test wants the error at once.
 NO_RETRIES = RetryConfig("none", BackoffStrategy(1, 1, 1.0, 1), False)
 
@@ -127,7 +129,7 @@ def test_topic_get_rename_delete(shared_novu: Novu, members: list[str], shared_s
     with pytest.raises(models.ErrorDto) as raised:
         shared_novu.topics.get(topic_key="on-call")
     assert raised.value.data.status_code == 404
-    database = shared_server.data_dir / "novulite.db"
+    database = shared_server.database
     rows = read_rows(database, "SELECT count(*) FROM topic_subscription WHERE topic_pk = ?", (created.id,))
     assert rows == [(0,)]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +11,9 @@ from novu_py import Novu, models
 
 from tests.helpers import inbox_messages, open_session, poll, read_rows, wait_settled
 from tests.servers import ServerProcess
+from tests.stores import Database
+
+pytestmark = pytest.mark.both_modes
 
 WORKFLOW_ID = "welcome"
 TRIGGER_PATH = "/v1/events/trigger"
@@ -57,11 +59,11 @@ def inboxes(shared_server: ServerProcess) -> Inboxes:
 
 
 def settle(server: ServerProcess) -> None:
-    wait_settled(server.data_dir / "novulite.db", DELIVERY_SECONDS)
+    wait_settled(server.database, DELIVERY_SECONDS)
 
 
-def database_of(server: ServerProcess) -> Path:
-    return server.data_dir / "novulite.db"
+def database_of(server: ServerProcess) -> Database:
+    return server.database
 
 
 def topics_of(server: ServerProcess, transaction_id: str) -> dict[str, list[str]]:

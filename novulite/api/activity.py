@@ -27,10 +27,11 @@ from novulite.db.models import (
 )
 from novulite.directory import EnvironmentInfo
 from novulite.errors import INVALID_QUERY, JOB_NOT_FOUND, NOTIFICATION_NOT_FOUND, ApiError, FieldError
+from novulite.json_sql import canonical_json, json_text_items
 from novulite.messages import CHANNEL_TYPES, SEVERITIES
 
 # The severity a notification was sent with: the trigger's override, else the workflow's.
-SEVERITY = func.coalesce(func.json_extract(TriggerEvent.overrides, "$.severity"), Workflow.severity)
+SEVERITY = func.coalesce(TriggerEvent.overrides["severity"].as_string(), Workflow.severity)
 
 
 def parse_instant(params: Any, name: str, errors: list[FieldError]) -> dt.datetime | None:
@@ -49,7 +50,7 @@ def parse_instant(params: Any, name: str, errors: list[FieldError]) -> dt.dateti
 
 
 def _topic_keys(notification_topics: Any) -> Any:
-    return func.json_each(notification_topics).table_valued("value")
+    return json_text_items(notification_topics).table_valued("value")
 
 
 def feed_filters(params: Any, errors: list[FieldError]) -> list[ColumnElement[bool]]:
@@ -121,7 +122,9 @@ def _topic_filters(params: Any) -> list[ColumnElement[bool]]:
     if context_keys:
         # Stored keys are sorted and unique, so an order-free match compares canonical JSON.
         canonical = json.dumps(sorted(set(context_keys)))
-        conditions.append(func.json(Notification.context_keys) == func.json(literal(canonical, String)))
+        conditions.append(
+            canonical_json(Notification.context_keys) == canonical_json(literal(canonical, String))
+        )
     return conditions
 
 

@@ -14,31 +14,53 @@ import dataclasses
 import json
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, false, literal, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from novulite.api.triggers_validation import TriggerRequest
+from novulite.db.models import Subscriber, TopicSubscription
 from novulite.errors import TRIGGER_TOPIC_NOT_FOUND, ApiError, FieldError
+from novulite.json_sql import json_text_items
 from novulite.recipients import actor_id, is_topic
 
 # Whether a topic has at least one member who is not deleted.
 _TOPICS = text(
     "SELECT t.key, t.id, EXISTS (SELECT 1 FROM topic_subscription ts "
-    "JOIN subscriber s ON s.id = ts.subscriber_pk WHERE ts.topic_pk = t.id AND s.deleted = 0) "
+    "JOIN subscriber s ON s.id = ts.subscriber_pk WHERE ts.topic_pk = t.id AND NOT s.deleted) "
     "FROM topic t WHERE t.environment_id = :environment_id AND t.key IN :keys"
 ).bindparams(bindparam("keys", expanding=True))
 
-# Whether a topic has a member left once `excluded` (a JSON array of subscriberIds) is taken out.
-_MEMBER_LEFT = text(
-    "SELECT 1 FROM topic_subscription ts JOIN subscriber s ON s.id = ts.subscriber_pk "
-    "WHERE ts.topic_pk = :topic_pk AND s.deleted = 0 "
-    "AND s.subscriber_id NOT IN (SELECT value FROM json_each(:excluded)) LIMIT 1"
-)
 
-_ANY_SUBSCRIBER = text(
-    "SELECT 1 FROM subscriber WHERE environment_id = :environment_id AND deleted = 0 "
-    "AND subscriber_id IS NOT :actor LIMIT 1"
-)
+def _member_left(topic_pk: str, excluded: list[str]) -> Any:
+    """Select a member of the topic who is not deleted and not in `excluded`, a list of subscriberIds.
+
+    The ids travel as one JSON array, so a long exclude list stays one bound parameter.
+    """
+    excluded_ids = json_text_items(literal(json.dumps(excluded))).table_valued("value")
+    return (
+        select(literal(1))
+        .select_from(TopicSubscription)
+        .join(Subscriber, Subscriber.id == TopicSubscription.subscriber_pk)
+        .where(
+            TopicSubscription.topic_pk == topic_pk,
+            Subscriber.deleted.is_(false()),
+            Subscriber.subscriber_id.not_in(select(excluded_ids.c.value)),
+        )
+        .limit(1)
+    )
+
+
+def _any_subscriber(environment_id: str, actor: str | None) -> Any:
+    """Select a subscriber of the environment who is not deleted and is not the actor."""
+    return (
+        select(literal(1))
+        .where(
+            Subscriber.environment_id == environment_id,
+            Subscriber.deleted.is_(false()),
+            Subscriber.subscriber_id.is_distinct_from(actor),
+        )
+        .limit(1)
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +96,7 @@ async def topic_trigger_problems(
             excluded = [*recipient["exclude"], *([actor] if actor else [])]
             if not excluded:
                 return []
-            left = await connection.execute(
-                _MEMBER_LEFT, {"topic_pk": topic.pk, "excluded": json.dumps(excluded)}
-            )
+            left = await connection.execute(_member_left(topic.pk, excluded))
             if left.first() is not None:
                 return []
             problems.append(
@@ -114,9 +134,7 @@ def actor_only_problems(parsed: TriggerRequest) -> list[str]:
 async def broadcast_problems(reader: AsyncEngine, environment_id: str, parsed: TriggerRequest) -> list[str]:
     """Return why a broadcast reaches no subscriber, or [] when the environment has a subscriber to notify."""
     async with reader.connect() as connection:
-        found = await connection.execute(
-            _ANY_SUBSCRIBER, {"environment_id": environment_id, "actor": actor_id(parsed.actor)}
-        )
+        found = await connection.execute(_any_subscriber(environment_id, actor_id(parsed.actor)))
         if found.first() is not None:
             return []
     return ["the environment has no subscribers other than the actor; nothing was sent"]

@@ -13,8 +13,8 @@ from typing import Any
 
 from litestar import Request, Router, get, patch
 from litestar.di import Provide
-from sqlalchemy import func, select
-from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite.api.auth import environment_from_api_key, services_of
@@ -34,6 +34,7 @@ from novulite.engine.lookups import PreferenceIndex
 from novulite.engine.preferences import CHANNELS, GLOBAL_SCOPE, step_channels
 from novulite.errors import SUBSCRIBER_NOT_FOUND, WORKFLOW_NOT_FOUND, WORKFLOWS_NOT_FOUND, ApiError
 from novulite.ids import new_id
+from novulite.json_sql import json_merge
 from novulite.messages import context_key
 
 
@@ -236,7 +237,7 @@ async def _store(
 ) -> None:
     """Upsert one preference row, merging the named channels into the stored ones in the same statement.
 
-    json_patch merges inside SQLite, on the row as it is when the statement runs. Two
+    The merge runs inside the database, on the row as it is when the statement runs. Two
     concurrent updates of different channels therefore both persist, because neither
     writes back a copy it read earlier.
     """
@@ -253,9 +254,10 @@ async def _store(
         "created_at": now,
         "updated_at": now,
     }
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(Preference).values(**values)
     changes: dict[str, Any] = {
-        "channels": func.json_patch(Preference.channels, statement.excluded.channels),
+        "channels": json_merge(Preference.channels, statement.excluded.channels),
         "updated_at": statement.excluded.updated_at,
     }
     if update.enabled is not None:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from typing import Any
 
 from litestar import Request, Response, Router, delete, get, post
 from litestar.di import Provide
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, String, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite.api.auth import environment_from_api_key, services_of
@@ -29,6 +30,7 @@ from novulite.db.models import Subscriber, Topic, TopicSubscription
 from novulite.directory import EnvironmentInfo
 from novulite.errors import INVALID_FIELDS, SUBSCRIPTION_NOT_FOUND, ApiError, FieldError
 from novulite.ids import new_id
+from novulite.json_sql import canonical_json
 from novulite.recipients import default_identifier
 
 MAX_ITEMS = 100
@@ -298,7 +300,10 @@ def _filter_context_keys(
     # Novu matches the exact set of context keys in any order, so the requested keys are sorted
     # and deduplicated.
     # NOTE: subscriptions are stored with no context keys, so a non-empty filter matches none.
-    return statement.where(TopicSubscription.context_keys == sorted(set(context_keys)))
+    canonical = json.dumps(sorted(set(context_keys)))
+    return statement.where(
+        canonical_json(TopicSubscription.context_keys) == canonical_json(literal(canonical, String))
+    )
 
 
 async def _subscription_page(

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from novulite.db.models import Job, Notification
+from novulite.json_sql import hour_text
 
 HOURS = 24
 # The chart's coordinate system, which is the SVG viewBox. The page scales it to its width.
@@ -67,7 +68,7 @@ async def load_hourly_chart(session: AsyncSession, now: dt.datetime) -> HourlyCh
     """Count notifications created and jobs failed in each of the last 24 hours, this hour included."""
     current = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
     first = current - dt.timedelta(hours=HOURS - 1)
-    notification_hour = func.substr(Notification.created_at, 1, HOUR_PREFIX)
+    notification_hour = hour_text(Notification.created_at)
     notifications: dict[str, int] = dict(
         (
             await session.execute(
@@ -77,7 +78,7 @@ async def load_hourly_chart(session: AsyncSession, now: dt.datetime) -> HourlyCh
             )
         ).all()
     )
-    failure_hour = func.substr(Job.updated_at, 1, HOUR_PREFIX)
+    failure_hour = hour_text(Job.updated_at)
     failures: dict[str, int] = dict(
         (
             await session.execute(

@@ -191,13 +191,13 @@ def failed_job_conditions(params: Any, errors: list[FieldError]) -> list[ColumnE
         conditions.append(Workflow.workflow_id == workflow)
     provider = (params.get("provider") or "").strip()
     if provider:
-        conditions.append(func.json_extract(Job.error, "$.provider") == provider)
+        conditions.append(Job.error["provider"].as_string() == provider)
     error_text = (params.get("error") or "").strip()
     if error_text:
         conditions.append(
             or_(
                 *(
-                    func.json_extract(Job.error, f"$.{key}").icontains(error_text, autoescape=True)
+                    Job.error[key].as_string().icontains(error_text, autoescape=True)
                     for key in ("message", "responseExcerpt", "replyExcerpt", "exceptionType")
                 )
             )
