@@ -30,8 +30,6 @@ from tests.test_admin_ui import (
 )
 from tests.test_email import SMTP_PASSWORD, SMTP_USER, Mailbox, mailbox  # noqa: F401 (mailbox is a fixture)
 
-pytestmark = pytest.mark.both_modes
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 # Set to 1 to copy the screenshots this module takes over those in docs/screenshots.

@@ -19,8 +19,6 @@ from tests.helpers import create_workflow
 from tests.servers import ADMIN_PASSWORD, ServerProcess
 from tests.stores import Row, read_rows
 
-pytestmark = pytest.mark.both_modes
-
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "[::1]"}
 # Screenshots go to a temporary folder unless NOVULITE_SCREENSHOT_DIR names one, such as
 # docs/screenshots when refreshing the documentation, so a test run leaves the checkout clean.

@@ -26,8 +26,6 @@ from tests.test_admin_ui import (
     wait_for_job,
 )
 
-pytestmark = pytest.mark.both_modes
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "screenshots" / "workflow-editor.png"
 # Set to 1 to copy the screenshot this module takes over the one in docs/screenshots.

@@ -64,11 +64,10 @@ from tests.servers import ServerProcess, free_port
 _databases = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresProcess]:
-    cluster = PostgresProcess().start()
-    yield cluster
-    cluster.remove()
+@pytest.fixture
+def postgres(postgres_cluster: PostgresProcess) -> PostgresProcess:
+    """The run's private PostgreSQL cluster, shared with the other modules of this pytest worker."""
+    return postgres_cluster
 
 
 @pytest.fixture

@@ -51,11 +51,10 @@ class Cluster:
         return {transaction_id: count for transaction_id, count in rows}
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresProcess]:
-    process = PostgresProcess().start()
-    yield process
-    process.remove()
+@pytest.fixture
+def postgres(postgres_cluster: PostgresProcess) -> PostgresProcess:
+    """The run's private PostgreSQL cluster, shared with the other modules of this pytest worker."""
+    return postgres_cluster
 
 
 @pytest.fixture
