@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.trigger import _RawHttpConnection  # noqa: E402
 from tests.postgres import PostgresProcess  # noqa: E402
-from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command  # noqa: E402
+from tests.servers import (  # noqa: E402
+    API_KEY,
+    RedisProcess,
+    ServerProcess,
+    WorkerProcess,
+    free_port,
+    server_command,
+)
 
 WORKFLOW = {
     "name": "Scale",
@@ -57,6 +63,8 @@ SUBSCRIBERS = 200
 POLL_SECONDS = 0.1
 TIMEOUT_SECONDS = 600.0
 MODES = ("embedded", "1+1", "2+1")
+# A server or a worker: both start, stop and have a child process.
+Process = ServerProcess | WorkerProcess
 
 
 @dataclasses.dataclass
@@ -69,30 +77,8 @@ class Result:
     peak_rss_mb: float
 
 
-def worker_command() -> list[str]:
-    return [sys.executable, "-m", "novulite", "worker"]
-
-
-class WorkerProcess(ServerProcess):
-    """A `novulite worker`, which has no HTTP port: it counts as started once it logs its start line."""
-
-    def start(self) -> ServerProcess:
-        env = dict(os.environ, NOVULITE_LOG_LEVEL="info", **self.env)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*self.command, "--data-dir", str(self.data_dir), *self.args], stdout=log, stderr=log, env=env
-        )
-        log.close()
-        deadline = time.monotonic() + self.startup_seconds
-        while "consumers" not in self.log():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start:\n{self.log()}")
-            time.sleep(0.1)
-        return self
-
-
 @contextmanager
-def started(processes: list[ServerProcess]) -> Iterator[list[ServerProcess]]:
+def started(processes: list[Process]) -> Iterator[list[Process]]:
     try:
         for process in processes:
             process.start()
@@ -168,7 +154,7 @@ def postgres_counter(postgres: PostgresProcess, database: str) -> Callable[[], t
     return count
 
 
-def peak_rss(processes: list[ServerProcess]) -> float:
+def peak_rss(processes: list[Process]) -> float:
     total = 0
     for process in processes:
         assert process.process is not None
@@ -178,12 +164,12 @@ def peak_rss(processes: list[ServerProcess]) -> float:
 
 def measure(
     mode: str,
-    processes: list[ServerProcess],
+    processes: list[Process],
     counter: Callable[[], tuple[int, int]],
     triggers: int,
     connections: int,
 ) -> Result:
-    servers = [process for process in processes if not isinstance(process, WorkerProcess)]
+    servers = [process for process in processes if isinstance(process, ServerProcess)]
     with started(processes):
         create_workflow(servers[0])
         started_at = time.perf_counter()
@@ -196,7 +182,7 @@ def measure(
 
 def build_mode(
     mode: str, root: Path, redis: RedisProcess, postgres: PostgresProcess
-) -> tuple[list[ServerProcess], Callable[[], tuple[int, int]]]:
+) -> tuple[list[Process], Callable[[], tuple[int, int]]]:
     """Return the processes of a set-up and the function that counts its stored messages."""
     folder = root / mode.replace("+", "-")
     folder.mkdir()
@@ -208,7 +194,7 @@ def build_mode(
     # Each set-up gets its own key prefix, so queue entries of an earlier one cannot leak in.
     env = {"NOVULITE_DATABASE_URL": url, "NOVULITE_REDIS_URL": redis.url, "NOVULITE_REDIS_PREFIX": database}
     serve_count = int(mode.split("+")[0])
-    processes: list[ServerProcess] = []
+    processes: list[Process] = []
     for index in range(serve_count):
         data_dir = folder / f"serve-{index}"
         data_dir.mkdir()
@@ -217,7 +203,7 @@ def build_mode(
         )
     worker_dir = folder / "worker"
     worker_dir.mkdir()
-    processes.append(WorkerProcess(worker_dir, 0, worker_command(), worker_dir / "worker.log", env=env))
+    processes.append(WorkerProcess(worker_dir, worker_dir / "worker.log", env=env))
     return processes, postgres_counter(postgres, database)
 
 
