@@ -1,8 +1,8 @@
 """Scale-out mode: two `serve` processes and one `worker` on a private PostgreSQL and Redis.
 
-A socket held by one server receives what a trigger sent to the other creates, a burst spread
-over both servers is delivered exactly once, and a SIGKILL of the worker in the middle of a
-burst loses nothing: its leases expire and the servers' reconcilers run the work once.
+A socket held by one server receives what a trigger sent to the other creates. A burst spread
+over both servers is delivered exactly once. A SIGKILL of the worker in the middle of a burst
+loses nothing, because its leases expire and the servers' reconcilers run its work once.
 """
 
 from __future__ import annotations
