@@ -324,7 +324,8 @@ async def retry_failed(
         retry_failed_jobs, services.store, services.clock, _selected_job_ids(data), admin
     )
     if requeued.job_ids:
-        services.queues.enqueue(RUN_JOBS, requeued.job_ids)
+        # In Redis mode an enqueue is a network call, so it runs off the event loop.
+        await asyncio.to_thread(services.queues.enqueue, RUN_JOBS, requeued.job_ids)
     counts = {"retried": len(requeued.job_ids), "refused": requeued.refused}
     return Redirect(path=_back_to_list(data, counts), status_code=303)
 
@@ -382,7 +383,7 @@ async def retry_matching(
         retry_failed_jobs, services.store, services.clock, job_ids[:RETRY_MATCHING_LIMIT], admin
     )
     if requeued.job_ids:
-        services.queues.enqueue(RUN_JOBS, requeued.job_ids)
+        await asyncio.to_thread(services.queues.enqueue, RUN_JOBS, requeued.job_ids)
 
     back = _failed_jobs_path(filters)
     if not requeued.job_ids:
