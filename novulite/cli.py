@@ -481,7 +481,7 @@ def _queue_names(ctx: click.Context, param: click.Parameter, value: str | None) 
     show_envvar=True,
     callback=_queue_names,
     help="Comma-separated names of the queues to consume: trigger-handler, process-subscriber, "
-    "standard, ws_socket_queue. [default: all]",
+    "standard, ws_socket_queue, metric-active-jobs. [default: all]",
 )
 @click.option(
     "--threads",

@@ -74,7 +74,10 @@ def store_dependency(engine: Engine, address: str, check_schema: bool = False) -
         if check_schema:
             _check_schema(engine)
 
-    hint = "check the data directory, its permissions and free space"
+    if engine.dialect.name == "postgresql":
+        hint = "check that PostgreSQL runs there, that the database exists and that the user may connect"
+    else:
+        hint = "check the data directory, its permissions and free space"
     if check_schema:
         hint += ", and start `novulite serve` of this version, which migrates the job store"
     return Dependency("the job store", address, check, hint)

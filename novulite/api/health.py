@@ -91,6 +91,21 @@ async def _check_redis(url: str) -> dict[str, Any]:
     return {"status": "up", "url": redact_url(url)}
 
 
+# Parts that the last health check of this process found down. Probes come every few seconds,
+# so a part is logged when it goes down and when it comes back, not on every probe.
+_down: set[str] = set()
+
+
+def _log_changes(error: dict[str, dict[str, Any]]) -> None:
+    for name, check in error.items():
+        if name not in _down:
+            logger.warning("health check: %s is down: %s", name, check.get("message"))
+    for name in _down - set(error):
+        logger.info("health check: %s is up again", name)
+    _down.clear()
+    _down.update(error)
+
+
 @get("/v1/health-check")
 async def health_check(request: Request[Any, Any, Any]) -> Response[Any]:
     services = services_of(request)
@@ -108,8 +123,7 @@ async def health_check(request: Request[Any, Any, Any]) -> Response[Any]:
     info = {name: check for name, check in checks.items() if check["status"] == "up"}
     error = {name: check for name, check in checks.items() if check["status"] != "up"}
     healthy = not error
-    for name, check in error.items():
-        logger.warning("health check: %s is down: %s", name, check.get("message"))
+    _log_changes(error)
     body = {
         "status": "ok" if healthy else "error",
         "info": info,
