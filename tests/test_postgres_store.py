@@ -310,6 +310,29 @@ def test_backup_points_to_pg_dump(tmp_path: Path, database_url: str) -> None:
     assert not (tmp_path / "copy.db").exists()
 
 
+def test_unreachable_postgres_stops_serve(tmp_path: Path) -> None:
+    url = f"postgresql://novulite:start-secret-52@127.0.0.1:{free_port()}/novulite"
+    command = [sys.executable, "-m", "novulite", "serve", "--data-dir", str(tmp_path)]
+    command += ["--port", str(free_port())]
+
+    result = subprocess.run(
+        [*command, "--startup-timeout", "1"],
+        env={**os.environ, "NOVULITE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    failures = [line for line in result.stderr.splitlines() if "start-up failed" in line]
+    assert len(failures) == 1, result.stderr
+    assert "the job store at postgresql://novulite:***@127.0.0.1" in failures[0]
+    assert "check that PostgreSQL runs there" in result.stderr
+    assert "start-secret-52" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_kill_mid_burst_delivers_once(server: ServerProcess, api: httpx.Client, database_url: str) -> None:
     create_workflow(api, "crash")
 
