@@ -95,8 +95,8 @@ def build_worker_context(
 ) -> WorkerContext:
     """Build what queue tasks share, with its timer, lease keeper and call pool, and register the tasks.
 
-    In Redis mode it also builds the realtime fan-out; `on_revoke` runs when another process
-    rotates an environment's key, to drop caches that still accept the old one.
+    In Redis mode it also builds the realtime fan-out. `on_revoke` runs when another process
+    rotates an environment's key, so that caches which still accept the old key are dropped.
     """
     settings.queue_dir.mkdir(parents=True, exist_ok=True)
     queues = Queues(
@@ -183,7 +183,7 @@ def _lifespan(services: Services) -> Any:
         # health check can return 503 meanwhile.
         services.lifecycle.start()
         if services.worker.fanout is not None:
-            # Every serve process holds sockets, so it listens for events from all others.
+            # Inbox sockets connect to serve processes, so each one listens for every process's events.
             services.worker.fanout.start(services.worker)
 
         settings = services.settings

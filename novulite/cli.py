@@ -229,19 +229,7 @@ def _print_first_start(secrets: Any, settings: Settings) -> None:
 def serve(
     host: str,
     port: int,
-    data_dir: Path | None,
-    log_level: str,
-    log_format: str,
-    database_url: str | None,
-    redis_url: str | None,
-    redis_prefix: str,
-    reconcile_interval: float,
-    reconcile_grace: float,
-    job_lease_seconds: float,
-    outbound_allow: tuple[str, ...],
-    retention_days: int,
-    startup_timeout: float,
-    shutdown_timeout: float,
+    shared: dict[str, Any],
     queue_workers: int,
     inbox_session_hours: float,
     ws_ping_interval: float,
@@ -257,42 +245,30 @@ def serve(
     With --no-workers the process serves the API, the inbox socket and the admin UI only,
     and `novulite worker` processes on the same job store and Redis run the jobs.
     """
-    if not workers and not redis_url:
+    if not workers and not shared["redis_url"]:
         raise click.UsageError(REDIS_REQUIRED.format(what="serve --no-workers"))
     try:
         rate_limits = parse_rate_limits(rate_limits_spec, rate_limit_bulk_cost)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--rate-limits' / '--rate-limit-bulk-cost'") from None
-    _configure_logging(log_level, log_format)
+    _configure_logging(shared["log_level"], shared["log_format"])
     # Queue consumers run as threads beside the event loop. With Python's default 5 ms switch
     # interval, a thread coming back from SQLite waits up to 5 ms for the interpreter lock each
     # time; 0.5 ms cut the trigger-to-socket p50 at 100 triggers/s from 35 to 13 ms (bench/trigger.py).
     sys.setswitchinterval(0.0005)
     settings = Settings(
-        data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
+        **shared,
         host=host,
         port=port,
-        log_level=log_level,
-        log_format=log_format,
         queue_workers=queue_workers,
-        job_lease_seconds=job_lease_seconds,
-        outbound_allow=outbound_allow,
         inbox_token_ttl_seconds=max(1, round(inbox_session_hours * 3600)),
-        retention_days=retention_days,
         ws_ping_interval_seconds=ws_ping_interval,
         initial_api_key=os.environ.get("NOVULITE_API_KEY") or None,
         initial_app_id=os.environ.get("NOVULITE_APP_ID") or None,
         initial_admin_password=os.environ.get("NOVULITE_ADMIN_PASSWORD") or None,
-        database_url=database_url,
-        redis_url=redis_url or None,
-        redis_prefix=redis_prefix,
-        reconcile_interval_seconds=reconcile_interval,
-        reconcile_grace_seconds=reconcile_grace,
         rate_limits=rate_limits,
         metrics=metrics,
         consumed_queues=None if workers else (),
-        startup_timeout_seconds=startup_timeout,
-        shutdown_timeout_seconds=shutdown_timeout,
     )
     _check_port_free(host, port)
     _check_redis_url(settings.redis_url)
@@ -309,7 +285,7 @@ def serve(
         log_config=None,
         access_log=access_log,
         # _GracefulServer.shutdown lowers this to the time left before the drain's deadline.
-        timeout_graceful_shutdown=math.ceil(shutdown_timeout),
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_seconds),
         lifespan="on",
         # Protocol-level pings: browsers reply with pongs on their own, so @novu/js (in either socket
         # mode) needs no code for them, and a peer that vanished without a close frame is found.
@@ -493,19 +469,7 @@ def _queue_names(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Worker threads per queue.",
 )
 def worker(
-    data_dir: Path | None,
-    log_level: str,
-    log_format: str,
-    database_url: str | None,
-    redis_url: str | None,
-    redis_prefix: str,
-    reconcile_interval: float,
-    reconcile_grace: float,
-    job_lease_seconds: float,
-    outbound_allow: tuple[str, ...],
-    retention_days: int,
-    startup_timeout: float,
-    shutdown_timeout: float,
+    shared: dict[str, Any],
     queue_names: tuple[str, ...] | None,
     threads: int,
 ) -> None:
@@ -515,28 +479,11 @@ def worker(
     may run them at once. It starts once the job store, migrated by `novulite serve`, and Redis
     respond, and stops on SIGTERM or SIGINT after draining its running jobs.
     """
-    if not redis_url:
+    if not shared["redis_url"]:
         raise click.UsageError(REDIS_REQUIRED.format(what="worker"))
-    _check_redis_url(redis_url)
-    _configure_logging(log_level, log_format)
-    settings = Settings(
-        data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
-        log_level=log_level,
-        log_format=log_format,
-        queue_workers=threads,
-        job_lease_seconds=job_lease_seconds,
-        outbound_allow=outbound_allow,
-        retention_days=retention_days,
-        database_url=database_url,
-        redis_url=redis_url,
-        redis_prefix=redis_prefix,
-        reconcile_interval_seconds=reconcile_interval,
-        reconcile_grace_seconds=reconcile_grace,
-        metrics=False,
-        consumed_queues=queue_names,
-        startup_timeout_seconds=startup_timeout,
-        shutdown_timeout_seconds=shutdown_timeout,
-    )
+    _check_redis_url(shared["redis_url"])
+    _configure_logging(shared["log_level"], shared["log_format"])
+    settings = Settings(**shared, queue_workers=threads, metrics=False, consumed_queues=queue_names)
     from novulite.worker_process import run_worker
 
     sys.exit(run_worker(settings))

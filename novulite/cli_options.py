@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -177,8 +178,43 @@ SHARED_OPTIONS = (
 )
 
 
+# Settings fields whose names add a unit to their option's name.
+_SETTINGS_FIELDS = {
+    "reconcile_interval": "reconcile_interval_seconds",
+    "reconcile_grace": "reconcile_grace_seconds",
+    "startup_timeout": "startup_timeout_seconds",
+    "shutdown_timeout": "shutdown_timeout_seconds",
+}
+
+
+def _option_names() -> tuple[str, ...]:
+    """Return the parameter names that the shared options pass to a command."""
+
+    def probe() -> None:
+        pass
+
+    for option in SHARED_OPTIONS:
+        option(probe)
+    # click.option stores its Option objects on the decorated function until the command is built.
+    parameters: list[click.Parameter] = probe.__click_params__  # type: ignore[attr-defined]
+    return tuple(parameter.name for parameter in parameters if parameter.name)
+
+
 def shared_options(command: F) -> F:
-    """Add the options of SHARED_OPTIONS to a command, in the order listed."""
+    """Add the options of SHARED_OPTIONS to a command, which receives their values as `shared`.
+
+    `shared` contains them as keyword arguments of config.Settings, with the data directory
+    resolved, so each command builds its Settings from them and its own options.
+    """
+    names = _option_names()
+
+    @functools.wraps(command)
+    def run(**values: Any) -> Any:
+        shared = {_SETTINGS_FIELDS.get(name, name): values.pop(name) for name in names}
+        shared["data_dir"] = (shared["data_dir"] or default_data_dir()).expanduser().resolve()
+        shared["redis_url"] = shared["redis_url"] or None
+        return command(shared=shared, **values)
+
     for option in reversed(SHARED_OPTIONS):
-        command = option(command)
-    return command
+        run = option(run)
+    return cast(F, run)

@@ -199,7 +199,7 @@ class Queues:
         self.pacer = pacer or Pacer()
         self._hueys: dict[str, Any]
         # Entries waiting for Redis to return; None in embedded mode, where enqueue errors propagate.
-        self._held: HeldEntries | None = None
+        self._held_entries: HeldEntries | None = None
         if redis_url:
             self._outage = OutageLog("the queues")
             pool = connection_pool(redis_url)
@@ -215,7 +215,7 @@ class Queues:
                 )
                 for name in QUEUE_NAMES
             }
-            self._held = HeldEntries(self._send)
+            self._held_entries = HeldEntries(self._send)
         else:
             self._hueys = {
                 name: _Huey(name, filename=str(directory / f"{name}.db"), results=False, utc=True, timeout=15)
@@ -234,12 +234,12 @@ class Queues:
     @property
     def reachable(self) -> bool:
         """Whether the last call to the queues' storage succeeded; always true in embedded mode."""
-        return self._held is None or not self._outage.down
+        return self._held_entries is None or not self._outage.down
 
     def enqueue(self, name: str, *args: Any) -> None:
         """Enqueue task `name`; in Redis mode an entry Redis cannot take waits in memory until it returns."""
         task = self._tasks[name]
-        if self._held is None:
+        if self._held_entries is None:
             task(*args)
             self._wakeups[task.huey.name].set()
             return
@@ -247,18 +247,18 @@ class Queues:
             task(*args)
         except redis.RedisError as exc:
             self._outage.failed(exc)
-            self._held.hold(name, args, None)
+            self._held_entries.hold(name, args, None)
 
     def schedule(self, name: str, delay_seconds: float, *args: Any) -> None:
         """Enqueue task `name` to run after `delay_seconds`; Huey's scheduler thread releases it."""
-        if self._held is None:
+        if self._held_entries is None:
             self._tasks[name].schedule(args=args, delay=delay_seconds)
             return
         try:
             self._tasks[name].schedule(args=args, delay=delay_seconds)
         except redis.RedisError as exc:
             self._outage.failed(exc)
-            self._held.hold(name, args, time.monotonic() + delay_seconds)
+            self._held_entries.hold(name, args, time.monotonic() + delay_seconds)
 
     def _send(self, name: str, args: tuple[Any, ...], delay_seconds: float | None) -> None:
         if delay_seconds:
@@ -286,7 +286,7 @@ class Queues:
                 huey.execute(waiting)
 
     def _dequeue_nowait(self, huey: Any) -> Any:
-        if self._held is None:
+        if self._held_entries is None:
             return huey.dequeue()
         # A blocking pop would hold the running task up to BLOCKING_READ_SECONDS on an empty queue.
         try:
@@ -318,14 +318,14 @@ class Queues:
             consumer = self._consumer(name, self._hueys[name])
             consumer.start()
             self._consumers.append(consumer)
-        if self._held is not None:
-            self._held.start()
+        if self._held_entries is not None:
+            self._held_entries.start()
         logger.info(
             "started consumers of %s with %d threads each", ", ".join(selected) or "no queue", self._workers
         )
 
     def _consumer(self, name: str, huey: Any) -> _EmbeddedConsumer:
-        if self._held is None:
+        if self._held_entries is None:
             return _EmbeddedConsumer(
                 huey,
                 self._wakeups[name],
@@ -384,8 +384,8 @@ class Queues:
 
     def close(self) -> None:
         """Close the queue storage; call it after the last enqueue of this process."""
-        if self._held is not None:
-            self._held.stop()
+        if self._held_entries is not None:
+            self._held_entries.stop()
         for huey in self._hueys.values():
             huey.storage.close()
 

@@ -240,8 +240,8 @@ class WorkerRuntime:
             return
         if ctx.settings.shared_store:
             # PostgreSQL without Redis: other processes may run jobs under their leases, so those
-            # stay. This process's queues are its own files, and an entry lost with the last run
-            # would otherwise wait out the grace; a repeated entry is harmless, as claims are
+            # stay. This process's queues are its own files, so work whose entry was lost with the
+            # last run is queued again at once. A repeated entry is harmless because claims are
             # conditional.
             reconcile(ctx, dt.timedelta(0))
             return

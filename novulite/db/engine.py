@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from novulite.db.postgres import sqlalchemy_url
 
-# Where the job store lives: the SQLite file's path, or a PostgreSQL URL.
+# Location of the job store: the SQLite file's path, or a PostgreSQL URL.
 Target = Path | str
 
 BUSY_TIMEOUT_MS = 15_000
