@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import create_workflow, next_frame, open_session, poll, read_rows
 from tests.http_stub import HttpStub
-from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, REDIS_PASSWORD, RedisProcess, ServerProcess, free_port, server_command
 
 pytestmark = pytest.mark.slow
 
@@ -47,27 +47,48 @@ class KeyWatcher:
 
     Listing the keys at the end misses those already gone: queue lists exist only while they hold
     entries, and a token bucket expires once it has refilled.
+
+    The thread blocks in `listen()` and stops on a message published to a stop channel that its
+    pattern matches. A read with a timeout would be shorter to write, but redis-py's timed pub/sub
+    read once dropped its connection under load and lost the notifications.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    _PATTERN = "__keyevent@0__:*"
+    _STOP_CHANNEL = "__keyevent@0__:watcher-stop"
+
+    def __init__(self, process: RedisProcess) -> None:
         self.keys: set[str] = set()
-        client.config_set("notify-keyspace-events", "KEA")
-        self._pubsub = client.pubsub()
-        self._pubsub.psubscribe("__keyevent@0__:*")
-        self._stopped = threading.Event()
+        self.error: BaseException | None = None
+        # No socket timeout: the thread waits for notifications as long as the module runs.
+        self._client = redis.Redis(
+            host="127.0.0.1", port=process.port, password=REDIS_PASSWORD, protocol=2, socket_timeout=None
+        )
+        self._client.config_set("notify-keyspace-events", "KEA")
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.psubscribe(self._PATTERN)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopped.is_set():
-            message = self._pubsub.get_message(timeout=0.2)
-            if message is not None and message["type"] == "pmessage":
+        try:
+            for message in self._pubsub.listen():
+                if message["channel"].decode() == self._STOP_CHANNEL:
+                    return
                 self.keys.add(message["data"].decode())
+        except BaseException as error:  # reported by the test that reads the keys
+            self.error = error
+
+    def written(self) -> list[str]:
+        """The keys written so far; fails if the watcher stopped listening."""
+        assert self.error is None, f"the keyspace watcher stopped: {self.error!r}"
+        assert self._thread.is_alive(), "the keyspace watcher stopped"
+        return sorted(self.keys)
 
     def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join()
+        self._client.publish(self._STOP_CHANNEL, "stop")
+        self._thread.join(timeout=10)
         self._pubsub.close()
+        self._client.close()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +101,7 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPro
 
 @pytest.fixture(scope="module")
 def key_watcher(private_redis: RedisProcess) -> Iterator[KeyWatcher]:
-    watcher = KeyWatcher(private_redis.client())
+    watcher = KeyWatcher(private_redis)
     yield watcher
     watcher.stop()
 
@@ -265,7 +286,7 @@ def test_keys_carry_prefix(
     schedule_key = f"{PREFIX}:{{{PREFIX}:ws_socket_queue}}:schedule"
     poll(lambda: client.zcard(schedule_key), bool, "the snooze's delayed counts entry")
 
-    written = sorted(key_watcher.keys)
+    written = key_watcher.written()
     listed = [key.decode() for key in client.keys("*")]
     channels = [channel.decode() for channel in client.pubsub_channels("*")]
 
