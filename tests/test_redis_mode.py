@@ -49,8 +49,8 @@ class KeyWatcher:
     entries, and a token bucket expires once it has refilled.
 
     The thread blocks in `listen()` and stops on a message published to a stop channel that its
-    pattern matches. A read with a timeout would be shorter to write, but redis-py's timed pub/sub
-    read once dropped its connection under load and lost the notifications.
+    pattern matches. It does not poll with `get_message(timeout=...)`: under CI load, redis-py 8.2's
+    timed read raised AttributeError on a closed connection, and the notifications were lost.
     """
 
     _PATTERN = "__keyevent@0__:*"
@@ -79,7 +79,7 @@ class KeyWatcher:
             self.error = error
 
     def written(self) -> list[str]:
-        """The keys written so far; fails if the watcher stopped listening."""
+        """Return the keys written so far, and fail if the watcher stopped listening."""
         assert self.error is None, f"the keyspace watcher stopped: {self.error!r}"
         assert self._thread.is_alive(), "the keyspace watcher stopped"
         return sorted(self.keys)
