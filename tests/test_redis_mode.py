@@ -48,9 +48,10 @@ class KeyWatcher:
     Listing the keys at the end misses those already gone: queue lists exist only while they hold
     entries, and a token bucket expires once it has refilled.
 
-    The thread blocks in `listen()` and stops on a message published to a stop channel that its
-    pattern matches. It does not poll with `get_message(timeout=...)`: under CI load, redis-py 8.2's
-    timed read raised AttributeError on a closed connection, and the notifications were lost.
+    The watcher keeps its own client: when a redis-py client is collected, it closes its pool,
+    in-use connections included, and a pub/sub read running in another thread then fails with
+    AttributeError. The thread blocks in `listen()` and stops on a message published to a
+    channel that its pattern matches.
     """
 
     _PATTERN = "__keyevent@0__:*"
