@@ -153,8 +153,14 @@ class RedisFanout:
                     message = pubsub.get_message(timeout=LISTEN_SECONDS)
                     if message is not None and message["type"] == "message":
                         self._receive(message["data"])
-            except redis.RedisError as exc:
-                if not lost:
+            except Exception as exc:
+                if not isinstance(exc, redis.RedisError):
+                    # A failure outside redis-py (a revoke callback, a closing event loop) must not
+                    # end this thread, or this process's sockets would get no more frames.
+                    logger.exception(
+                        "realtime listener failed on channel %s, subscribing again", self._channel
+                    )
+                elif not lost:
                     logger.warning(
                         "realtime subscription to Redis lost, subscribing again: %s: %s",
                         type(exc).__name__,
