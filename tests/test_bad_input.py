@@ -229,3 +229,29 @@ def test_bad_inputs_store_nothing(server: ServerProcess, api: httpx.Client) -> N
     opened = httpx.post(f"{server.base_url}{SESSION_PATH}", json=session(), timeout=10)
     assert opened.status_code == 201, opened.text
     assert count_rows(database, "subscriber") == 2
+
+
+def test_missing_fields_echo_no_value(shared_server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{shared_server.base_url}{TRIGGER_PATH}", json={"payload": {}}, headers=AUTHORIZED, timeout=10
+    )
+
+    assert response.status_code == 400
+    entries = {entry["field"]: entry for entry in response.json()["errors"]}
+    assert set(entries) == {"name", "to"}
+    assert "value" not in entries["name"]
+    assert "value" not in entries["to"]
+
+
+def test_null_name_echoes_null(shared_server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{shared_server.base_url}{TRIGGER_PATH}",
+        json={"name": None, "to": "alice"},
+        headers=AUTHORIZED,
+        timeout=10,
+    )
+
+    assert response.status_code == 400
+    (entry,) = response.json()["errors"]
+    assert entry["field"] == "name"
+    assert entry["value"] is None

@@ -77,13 +77,12 @@ def _with_options(
 def _name(body: dict[str, Any], errors: list[FieldError]) -> str:
     name = body.get("name")
     if not isinstance(name, str) or not name.strip():
-        errors.append(
-            FieldError(
-                "name",
-                "is required: the identifier of the workflow to trigger, a non-empty string",
-                name,
-            )
-        )
+        message = "is required: the identifier of the workflow to trigger, a non-empty string"
+        # An error echoes the value only when the request sent one, as for every other field.
+        if "name" in body:
+            errors.append(FieldError("name", message, name))
+        else:
+            errors.append(FieldError("name", message))
         return ""
     return name.strip()
 
