@@ -28,8 +28,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class ChildProcess:
+    """Base of the novulite child processes: stop with SIGTERM, and SIGKILL if that times out."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def terminate(self, timeout: float = 10.0) -> float:
+        """Send SIGTERM, wait for the exit and return how long it took in seconds."""
+        assert self.process is not None
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=timeout)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 @dataclasses.dataclass
-class ServerProcess:
+class ServerProcess(ChildProcess):
     """A `novulite serve` child process on a loopback port."""
 
     data_dir: Path
@@ -101,29 +127,28 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def terminate(self, timeout: float = 10.0) -> float:
-        """Send SIGTERM, wait for the exit and return how long it took in seconds."""
-        assert self.process is not None
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=timeout)
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.terminate()
-            except subprocess.TimeoutExpired:
-                self.kill()
-
 
 def server_command() -> list[str]:
     return [sys.executable, "-m", "novulite", "serve"]
+
+
+def sharing_servers(
+    root: Path, env: dict[str, str], names: tuple[str, ...] = ("a", "b")
+) -> list[ServerProcess]:
+    """Build, without starting, one server per name on the data directory `root / "data"`.
+
+    Start them one at a time, so the first alone creates and migrates the database.
+    """
+    return [
+        ServerProcess(
+            data_dir=root / "data",
+            port=free_port(),
+            command=server_command(),
+            log_path=root / f"server-{name}.log",
+            env=env,
+        )
+        for name in names
+    ]
 
 
 @dataclasses.dataclass
@@ -185,7 +210,7 @@ def worker_command() -> list[str]:
 
 
 @dataclasses.dataclass
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """A `novulite worker` child process; it has no HTTP port, so its log shows when it runs."""
 
     data_dir: Path
@@ -215,19 +240,3 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def terminate(self, timeout: float = 10.0) -> float:
-        """Send SIGTERM, wait for the exit and return how long it took in seconds."""
-        assert self.process is not None
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=timeout)
-        return time.monotonic() - started
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.terminate()
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)

@@ -2,8 +2,8 @@
 
 The servers share the job store (SQLite works across processes on one host) and,
 through Redis, the queues, the realtime fan-out and the limiter. The second server
-starts only once the first is healthy, because a starting server expires the leases
-of running jobs as if it were the only process.
+starts only once the first is healthy, so the first alone creates and migrates the
+database.
 """
 
 from __future__ import annotations
@@ -28,7 +28,14 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import create_workflow, next_frame, open_session, poll, read_rows
 from tests.http_stub import HttpStub
-from tests.servers import API_KEY, REDIS_PASSWORD, RedisProcess, ServerProcess, free_port, server_command
+from tests.servers import (
+    API_KEY,
+    REDIS_PASSWORD,
+    RedisProcess,
+    ServerProcess,
+    server_command,
+    sharing_servers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -119,17 +126,9 @@ def pair(
         # Rate limits put token buckets in Redis, so the key listing covers the limiter too.
         "NOVULITE_RATE_LIMITS": "on",
     }
-    servers = []
+    servers = sharing_servers(root, env)
     try:
-        for name in ("a", "b"):
-            process = ServerProcess(
-                data_dir=root / "data",
-                port=free_port(),
-                command=server_command(),
-                log_path=root / f"server-{name}.log",
-                env=env,
-            )
-            servers.append(process)
+        for process in servers:
             process.start()
         yield servers[0], servers[1]
     finally:

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import create_workflow, open_session, read_rows
 from tests.http_stub import HttpStub
-from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, RedisProcess, ServerProcess, sharing_servers
 
 pytestmark = pytest.mark.slow
 
@@ -47,17 +47,8 @@ def start_pair(root: Path, redis_process: RedisProcess) -> list[ServerProcess]:
         "NOVULITE_RECONCILE_INTERVAL": "0.5",
         "NOVULITE_RECONCILE_GRACE": "2",
     }
-    servers = []
-    for name in ("a", "b"):
-        process = ServerProcess(
-            data_dir=root / "data",
-            port=free_port(),
-            command=server_command(),
-            log_path=root / f"server-{name}.log",
-            env=env,
-        )
-        servers.append(process)
-        # One at a time: a starting server expires the leases of running jobs.
+    servers = sharing_servers(root, env)
+    for process in servers:
         process.start()
     return servers
 

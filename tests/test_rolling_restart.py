@@ -16,7 +16,7 @@ import pytest
 
 from tests.helpers import poll, read_rows
 from tests.http_stub import HttpStub, Reply
-from tests.servers import API_KEY, RedisProcess, ServerProcess, free_port, server_command
+from tests.servers import API_KEY, RedisProcess, ServerProcess, sharing_servers
 
 WORKFLOW_ID = "rolling"
 # Seconds between triggers of the sending thread, about 25 triggers per second.
@@ -90,16 +90,7 @@ def message_counts(database: Path) -> dict[str, int]:
 def test_rolling_restart_delivers_once(tmp_path: Path, stub: HttpStub, redis_server: RedisProcess) -> None:
     stub.route("/hook", Reply(body={"ok": True}, delay=CALL_SECONDS))
     env = {"NOVULITE_REDIS_URL": redis_server.url, "NOVULITE_OUTBOUND_ALLOW": "127.0.0.1"}
-    servers = [
-        ServerProcess(
-            data_dir=tmp_path / "data",
-            port=free_port(),
-            command=server_command(),
-            log_path=tmp_path / f"server-{name}.log",
-            env=env,
-        )
-        for name in ("a", "b")
-    ]
+    servers = sharing_servers(tmp_path, env)
     sender = Sender(servers)
     try:
         servers[0].start()
