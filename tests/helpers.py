@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import websockets
 
-from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID
+from tests.servers import ADMIN_PASSWORD, API_KEY, APP_ID, ServerProcess
 from tests.stores import Database, read_rows, write_rows
 
 T = TypeVar("T")
@@ -167,3 +167,36 @@ def admin_session(base_url: str) -> Iterator[httpx.Client]:
         )
         assert response.status_code == 303, response.text
         yield client
+
+
+async def send_and_kill(server: ServerProcess, bodies: list[dict[str, Any]], kill_after: int) -> set[str]:
+    """Send the trigger bodies concurrently and SIGKILL the server once `kill_after` were acknowledged.
+
+    Returns the transaction ids of the acknowledged triggers.
+    """
+    acknowledged: set[str] = set()
+    enough = asyncio.Event()
+
+    async def send(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+        try:
+            response = await client.post("/v1/events/trigger", json=body)
+        except httpx.TransportError:
+            return
+        if response.status_code == 201:
+            acknowledged.add(body["transactionId"])
+        if len(acknowledged) >= kill_after:
+            enough.set()
+
+    limits = httpx.Limits(max_connections=len(bodies))
+    headers = {"Authorization": f"ApiKey {API_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=server.base_url, headers=headers, timeout=10, limits=limits
+    ) as client:
+        tasks = [asyncio.create_task(send(client, body)) for body in bodies]
+        finished_sending = asyncio.create_task(asyncio.wait(tasks))
+        await asyncio.wait(
+            {finished_sending, asyncio.create_task(enough.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        server.kill()
+        await finished_sending
+    return set(acknowledged)

@@ -107,35 +107,6 @@ def trigger_body(workflow_id: str, transaction_id: str, subscriber_id: str = "al
     }
 
 
-async def send_and_kill(server: ServerProcess, transaction_ids: list[str], kill_after: int) -> set[str]:
-    """Send triggers concurrently, SIGKILL the server once `kill_after` were acknowledged; return those."""
-    acknowledged: set[str] = set()
-    enough = asyncio.Event()
-
-    async def send(client: httpx.AsyncClient, transaction_id: str) -> None:
-        try:
-            response = await client.post("/v1/events/trigger", json=trigger_body("crash", transaction_id))
-        except httpx.TransportError:
-            return
-        if response.status_code == 201:
-            acknowledged.add(transaction_id)
-        if len(acknowledged) >= kill_after:
-            enough.set()
-
-    limits = httpx.Limits(max_connections=len(transaction_ids))
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers=AUTHORIZED, timeout=10, limits=limits
-    ) as client:
-        tasks = [asyncio.create_task(send(client, transaction_id)) for transaction_id in transaction_ids]
-        finished_sending = asyncio.create_task(asyncio.wait(tasks))
-        await asyncio.wait(
-            {finished_sending, asyncio.create_task(enough.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        server.kill()
-        await finished_sending
-    return set(acknowledged)
-
-
 def message_counts(database_url: str, transaction_ids: list[str]) -> dict[str, int]:
     placeholders = ", ".join(["%s"] * len(transaction_ids))
     counted = rows(

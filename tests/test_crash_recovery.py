@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import create_workflow, inbox_messages, open_session, read_rows
+from tests.helpers import create_workflow, inbox_messages, open_session, read_rows, send_and_kill
 from tests.servers import API_KEY, ServerProcess
 
 AUTHORIZED = {"Authorization": f"ApiKey {API_KEY}"}
@@ -122,42 +122,14 @@ def test_kill_after_ack_delivers_once(server: ServerProcess, api: httpx.Client) 
         assert statuses == [("completed",)]
 
 
-async def _send_burst_and_kill(server: ServerProcess, transaction_ids: list[str]) -> set[str]:
-    """Send the triggers concurrently, SIGKILL the server mid-burst and return the acknowledged ones."""
-    acknowledged: set[str] = set()
-    enough = asyncio.Event()
-
-    async def send(client: httpx.AsyncClient, transaction_id: str) -> None:
-        try:
-            response = await client.post("/v1/events/trigger", json=trigger_body(transaction_id))
-        except httpx.TransportError:
-            return
-        if response.status_code == 201:
-            acknowledged.add(transaction_id)
-        if len(acknowledged) >= KILL_AFTER_ACKS:
-            enough.set()
-
-    limits = httpx.Limits(max_connections=BURST_SIZE)
-    async with httpx.AsyncClient(
-        base_url=server.base_url, headers=AUTHORIZED, timeout=10, limits=limits
-    ) as client:
-        tasks = [asyncio.create_task(send(client, transaction_id)) for transaction_id in transaction_ids]
-        finished = asyncio.create_task(asyncio.wait(tasks))
-        await asyncio.wait(
-            {finished, asyncio.create_task(enough.wait())}, return_when=asyncio.FIRST_COMPLETED
-        )
-        server.kill()
-        await finished
-    return set(acknowledged)
-
-
 def test_kill_during_burst_delivers_once(server: ServerProcess, api: httpx.Client) -> None:
     create_workflow(api, WORKFLOW_ID)
     database = server.data_dir / "novulite.db"
 
     for round_number in range(BURST_ROUNDS):
         transaction_ids = [f"burst-{round_number}-{index}" for index in range(BURST_SIZE)]
-        acknowledged = asyncio.run(_send_burst_and_kill(server, transaction_ids))
+        bodies = [trigger_body(transaction_id) for transaction_id in transaction_ids]
+        acknowledged = asyncio.run(send_and_kill(server, bodies, KILL_AFTER_ACKS))
         assert len(acknowledged) >= KILL_AFTER_ACKS
 
         server.start()

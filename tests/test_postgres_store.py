@@ -34,7 +34,14 @@ from novulite.engine.failed_jobs import Requeued, discard_failed_jobs, retry_fai
 from novulite.engine.retention import PurgeResult, purge_history
 from novulite.engine.socket_events import count_frames
 from novulite.idempotency import purge_expired
-from tests.helpers import admin_session, create_workflow, inbox_messages, next_frame, open_session
+from tests.helpers import (
+    admin_session,
+    create_workflow,
+    inbox_messages,
+    next_frame,
+    open_session,
+    send_and_kill,
+)
 from tests.http_stub import HttpStub, Reply
 from tests.pg_store import (
     AUTHORIZED,
@@ -49,7 +56,6 @@ from tests.pg_store import (
     job_statuses,
     message_counts,
     rows,
-    send_and_kill,
     send_keyed_to_both,
     send_to_both,
     start_on,
@@ -338,7 +344,8 @@ def test_kill_mid_burst_delivers_once(server: ServerProcess, api: httpx.Client, 
 
     for round_number in range(2):
         transaction_ids = [f"burst-{round_number}-{index}" for index in range(30)]
-        acknowledged = asyncio.run(send_and_kill(server, transaction_ids, kill_after=8))
+        bodies = [trigger_body("crash", transaction_id) for transaction_id in transaction_ids]
+        acknowledged = asyncio.run(send_and_kill(server, bodies, kill_after=8))
         assert len(acknowledged) >= 8
 
         server.start()
@@ -480,7 +487,7 @@ def test_claim_skips_job_held_elsewhere(database_url: str) -> None:
         with stores[0].raw_write() as raw:
             first, _ = runner._claim(raw, [held_id], now, 60.0)
             assert [job.id for job in first] == [held_id]
-            # The first transaction still holds its job while the second claims both.
+            # The first transaction still has its job locked while the second claims both.
             other = threading.Thread(target=claim_both)
             other.start()
             other.join(timeout=10)
