@@ -284,18 +284,18 @@ class WorkerRuntime:
         return released
 
 
-def release_held_leases(ctx: WorkerContext, held: list[tuple[str, int]]) -> list[str]:
+def release_held_leases(ctx: WorkerContext, leases: list[tuple[str, int]]) -> list[str]:
     """Expire the leases of these (job id, attempt) pairs where the job still runs under that attempt.
 
     Returns the ids of the jobs released. The UPDATE is fenced by attempt like every
     outcome, so a job that finished or was taken over meanwhile is left alone.
     """
-    if not held:
+    if not leases:
         return []
     expired = ctx.clock.now() - dt.timedelta(microseconds=1)
     released: list[str] = []
     with ctx.store.write() as session:
-        for job_id, attempt in held:
+        for job_id, attempt in leases:
             result = session.execute(
                 update(Job)
                 .where(Job.id == job_id, Job.status == "running", Job.attempt == attempt)
